@@ -1,0 +1,27 @@
+//! Compiles `proto/**/*.proto` with protox (pure Rust, so no system `protoc` is needed) and
+//! generates tonic clients and servers plus one encoded file descriptor set per package.
+
+use std::path::PathBuf;
+
+const PROTO_FILES: &[(&str, &str)] = &[
+    ("lab/order/v1/order.proto", "order_descriptor.bin"),
+    ("lab/approval/v1/approval.proto", "approval_descriptor.bin"),
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    println!("cargo:rerun-if-changed=lab");
+    for (file, descriptor_name) in PROTO_FILES {
+        let descriptors = protox::compile([file], ["."])?;
+        let descriptor_path = out_dir.join(descriptor_name);
+        std::fs::write(
+            &descriptor_path,
+            prost::Message::encode_to_vec(&descriptors),
+        )?;
+        tonic_prost_build::configure()
+            .build_client(true)
+            .build_server(true)
+            .compile_fds(descriptors)?;
+    }
+    Ok(())
+}

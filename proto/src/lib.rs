@@ -1,0 +1,33 @@
+//! The gRPC contracts of concurrency-lab, generated from `proto/` at build time.
+//!
+//! - [`order::v1`]: `lab.order.v1.OrderService`, the shop.
+//! - [`approval::v1`]: `lab.approval.v1.ApprovalService`, challenge approvals.
+//!
+//! Each package also exposes its encoded `FileDescriptorSet` for gRPC server reflection.
+#![forbid(unsafe_code)]
+
+/// `lab.order.v1`: products, stock and idempotent orders.
+pub mod order {
+    /// Version 1 of the order contract.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("lab.order.v1");
+
+        /// Encoded `FileDescriptorSet` of `lab/order/v1/order.proto` and its imports.
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            include_bytes!(concat!(env!("OUT_DIR"), "/order_descriptor.bin"));
+    }
+}
+
+/// `lab.approval.v1`: challenges and their approval saga.
+pub mod approval {
+    /// Version 1 of the approval contract.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("lab.approval.v1");
+
+        /// Encoded `FileDescriptorSet` of `lab/approval/v1/approval.proto` and its imports.
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            include_bytes!(concat!(env!("OUT_DIR"), "/approval_descriptor.bin"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Resilience middleware (work in progress).
