@@ -1,1 +1,20 @@
-pub fn x(){}
+//! Plumbing shared by the concurrency-lab services.
+//!
+//! - [`grpc`]: binding, reflection, health, request ids and graceful shutdown for tonic servers.
+//! - [`status`]: `tonic::Status` with `google.rpc` error details (domain `lab`).
+//! - [`validate`]: input validation that collects `BadRequest` field violations.
+//! - [`paging`]: `page_size` / opaque `page_token` handling.
+//! - [`metadata`]: the metadata names of the public contract (`idempotency-key`, …).
+//! - [`postgres`]: connection pools, and a private throwaway PostgreSQL when no URL is given.
+//! - [`telemetry`]: `tracing` set-up in `pretty` or `json` format.
+//! - [`time`]: conversions between `chrono` and protobuf timestamps.
+#![forbid(unsafe_code)]
+
+pub mod grpc;
+pub mod metadata;
+pub mod paging;
+pub mod postgres;
+pub mod status;
+pub mod telemetry;
+pub mod time;
+pub mod validate;

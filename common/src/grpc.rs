@@ -1,0 +1,154 @@
+//! What every tonic server of this project needs around its services: a bound listener that
+//! reports its address, reflection, request ids with a tracing span per call, and a shutdown
+//! signal.
+
+use std::net::SocketAddr;
+
+use http::Request;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
+use tower_http::classify::{GrpcErrorsAsFailures, SharedClassifier};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::{
+    DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, DefaultOnRequest, DefaultOnResponse,
+    MakeSpan, TraceLayer,
+};
+use tracing::{Level, Span};
+
+use crate::metadata::REQUEST_ID;
+
+/// A bound listener, ready to be served; port 0 picks a free port.
+pub struct BoundListener {
+    /// The listener as a stream for `serve_with_incoming_shutdown`.
+    pub incoming: TcpListenerStream,
+    /// The address actually bound.
+    pub local_addr: SocketAddr,
+}
+
+/// Binds `addr`; the chosen address is in the result (for port 0).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<BoundListener> {
+    let listener = TcpListener::bind(addr).await?;
+    let local_addr = listener.local_addr()?;
+    Ok(BoundListener {
+        incoming: TcpListenerStream::new(listener),
+        local_addr,
+    })
+}
+
+/// gRPC server reflection, v1 and v1alpha (grpcurl and most tools still ask v1alpha), over the
+/// given encoded file descriptor sets.
+pub fn reflection(
+    descriptor_sets: &[&'static [u8]],
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        descriptor_sets.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+}
+
+/// Makes request ids: UUID v7, so ids sort by time in log searches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MakeRequestUuidV7;
+
+impl MakeRequestId for MakeRequestUuidV7 {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        uuid::Uuid::now_v7()
+            .to_string()
+            .parse()
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Opens one span per call named after the RPC, carrying the request id, so every log line of
+/// the call can be found by it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcMakeSpan;
+
+impl<B> MakeSpan<B> for GrpcMakeSpan {
+    fn make_span(&mut self, request: &Request<B>) -> Span {
+        let request_id = request
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("-");
+        tracing::info_span!("rpc", path = %request.uri().path(), request_id = %request_id)
+    }
+}
+
+/// The tower-http trace layer as configured here.
+pub type GrpcTraceLayer = TraceLayer<
+    SharedClassifier<GrpcErrorsAsFailures>,
+    GrpcMakeSpan,
+    DefaultOnRequest,
+    DefaultOnResponse,
+    DefaultOnBodyChunk,
+    DefaultOnEos,
+    DefaultOnFailure,
+>;
+
+/// The server-side observability stack: set `x-request-id` (keep the caller's or make one),
+/// trace the call in a span with that id, and echo the id in the response.
+pub type ObservabilityLayer = Stack<
+    PropagateRequestIdLayer,
+    Stack<GrpcTraceLayer, Stack<SetRequestIdLayer<MakeRequestUuidV7>, Identity>>,
+>;
+
+/// Builds [`ObservabilityLayer`]; add it with `Server::builder().layer(...)`.
+pub fn observability() -> ObservabilityLayer {
+    ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuidV7))
+        .layer(
+            TraceLayer::new_for_grpc()
+                .make_span_with(GrpcMakeSpan)
+                .on_request(DefaultOnRequest::new().level(Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                // Most non-OK codes are the client's business (NOT_FOUND, OUT_OF_STOCK…):
+                // worth a line, not an error-level alert.
+                .on_failure(DefaultOnFailure::new().level(Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .into_inner()
+}
+
+/// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutting down"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "shutting down"),
+    }
+}
