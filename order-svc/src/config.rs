@@ -1,0 +1,72 @@
+//! Configuration from flags and environment variables (`order-svc --help` lists them all).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use lab_common::telemetry::LogFormat;
+
+/// Everything order-svc can be told at start-up.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "order-svc",
+    version,
+    about = "The shop: limited-stock products and idempotent orders over gRPC"
+)]
+pub struct Config {
+    /// gRPC listen address; port 0 picks a free port (the chosen address is logged).
+    #[arg(
+        long = "listen",
+        env = "LISTEN_ADDR",
+        default_value = "127.0.0.1:50051"
+    )]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL URL. Unset: a private throwaway PostgreSQL is started from the machine's
+    /// server binaries and removed on exit.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Maximum connections in the database pool.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32)]
+    pub db_pool_size: u32,
+
+    /// How long an idempotency key is remembered (at least 24h in production).
+    #[arg(long, env = "IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub idempotency_retention: Duration,
+
+    /// How often expired idempotency keys are deleted.
+    #[arg(long, env = "REAPER_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub reaper_interval: Duration,
+
+    /// Largest quantity accepted by CreateOrder and Restock, and largest initial stock.
+    #[arg(long, env = "MAX_QUANTITY", default_value_t = 1_000_000)]
+    pub max_quantity: i32,
+
+    /// Largest request message accepted, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Concurrent requests per connection; beyond it calls fail fast with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+
+    /// Upper bound on any request's duration, whatever deadline the caller sent.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Log format: `pretty` or `json`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// A configuration for tests: a free loopback port on the given database.
+    pub fn for_tests(database_url: impl Into<String>) -> Self {
+        let mut config = Self::parse_from(["order-svc"]);
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.database_url = Some(database_url.into());
+        config.db_pool_size = 16;
+        config
+    }
+}

@@ -1,0 +1,157 @@
+//! The one error type of order-svc and its one mapping to `tonic::Status`.
+//!
+//! Every reason string here is part of the public contract (`ErrorInfo.reason`, domain `lab`).
+//! Database errors are logged with their cause and reach clients only as a code and a reason.
+
+use lab_common::status::{internal, unavailable, with_reason};
+use lab_common::validate::Violations;
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    /// The request is malformed; the violations say where.
+    #[error("invalid request")]
+    Invalid(Violations),
+    /// No product with this id.
+    #[error("product {0} not found")]
+    ProductNotFound(Uuid),
+    /// No order with this id.
+    #[error("order {0} not found")]
+    OrderNotFound(Uuid),
+    /// No order holds this idempotency key for the calling principal.
+    #[error("no order holds this idempotency key")]
+    KeyNotFound,
+    /// Not enough stock; nothing was written.
+    #[error("product {product_id} has {available} in stock, {requested} requested")]
+    OutOfStock {
+        /// The product.
+        product_id: Uuid,
+        /// Units asked for.
+        requested: i32,
+        /// Units in stock when the order was refused.
+        available: i64,
+    },
+    /// The key was used before with a different request.
+    #[error("idempotency key reused with a different request")]
+    KeyReused,
+    /// Another request with the same key settled in a way this one cannot replay yet; retry.
+    #[error("concurrent request with the same idempotency key")]
+    KeyContended,
+    /// Restocking would overflow the stock counters.
+    #[error("stock counter would overflow")]
+    StockOverflow,
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<Violations> for OrderError {
+    fn from(violations: Violations) -> Self {
+        Self::Invalid(violations)
+    }
+}
+
+impl From<OrderError> for Status {
+    fn from(error: OrderError) -> Self {
+        match error {
+            OrderError::Invalid(violations) => {
+                violations.into_result().err().unwrap_or_else(|| {
+                    with_reason(
+                        Code::InvalidArgument,
+                        "INVALID_ARGUMENT",
+                        "invalid request",
+                        [],
+                    )
+                })
+            }
+            OrderError::ProductNotFound(id) => with_reason(
+                Code::NotFound,
+                "PRODUCT_NOT_FOUND",
+                format!("product {id} not found"),
+                [("product_id", id.to_string())],
+            ),
+            OrderError::OrderNotFound(id) => with_reason(
+                Code::NotFound,
+                "ORDER_NOT_FOUND",
+                format!("order {id} not found"),
+                [("order_id", id.to_string())],
+            ),
+            OrderError::KeyNotFound => with_reason(
+                Code::NotFound,
+                "ORDER_NOT_FOUND",
+                "no order holds this idempotency key",
+                [],
+            ),
+            OrderError::OutOfStock {
+                product_id,
+                requested,
+                available,
+            } => with_reason(
+                Code::FailedPrecondition,
+                "OUT_OF_STOCK",
+                format!("product {product_id} has {available} in stock, {requested} requested"),
+                [
+                    ("product_id", product_id.to_string()),
+                    ("requested", requested.to_string()),
+                    ("available", available.to_string()),
+                ],
+            ),
+            OrderError::KeyReused => with_reason(
+                Code::FailedPrecondition,
+                "IDEMPOTENCY_KEY_REUSED",
+                "this idempotency key was used with a different request",
+                [],
+            ),
+            OrderError::KeyContended => with_reason(
+                Code::Aborted,
+                "IDEMPOTENCY_KEY_IN_USE",
+                "a concurrent request with this idempotency key is settling; retry",
+                [],
+            ),
+            OrderError::StockOverflow => with_reason(
+                Code::OutOfRange,
+                "STOCK_OVERFLOW",
+                "restocking would overflow the stock counters",
+                [],
+            ),
+            OrderError::Database(error) => database_status(&error),
+        }
+    }
+}
+
+/// Retryable conditions become UNAVAILABLE or ABORTED so resilient clients retry them; anything
+/// else is INTERNAL. The cause is logged here, never sent.
+fn database_status(error: &sqlx::Error) -> Status {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            tracing::warn!(%error, "database unavailable");
+            unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
+        }
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("40001" | "40P01" | "55P03")) =>
+        {
+            tracing::info!(%error, "transaction conflict");
+            with_reason(
+                Code::Aborted,
+                "TRANSACTION_CONFLICT",
+                "conflicting transaction; retry",
+                [],
+            )
+        }
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .as_deref()
+                .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")) =>
+        {
+            tracing::warn!(%error, "database connection lost");
+            unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
+        }
+        _ => {
+            tracing::error!(%error, "database error");
+            internal()
+        }
+    }
+}

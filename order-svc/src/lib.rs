@@ -1,0 +1,25 @@
+//! order-svc, the shop: limited-stock products and orders over gRPC (`lab.order.v1`).
+//!
+//! - Stock is taken by one conditional `UPDATE … WHERE stock >= quantity` in the transaction
+//!   that claims the idempotency key and inserts the order, so concurrent buyers of one hot
+//!   product can never oversell it, and a `CHECK (stock >= 0)` backs that up.
+//! - `CreateOrder` is idempotent per (`client-id`, `idempotency-key`): the key row stores a
+//!   fingerprint of the request; a replay returns the stored order, a different request under
+//!   the same key is refused, and a refusal (out of stock, unknown product) consumes nothing.
+//! - `CancelOrder` returns the stock exactly once, in one statement, whatever the concurrency.
+//!
+//! Modules: [`config`] (flags and environment), [`startup`] (the [`Application`] that binds and
+//! serves), [`service`] (gRPC handlers), [`repository`] (SQL), [`domain`] (validated inputs),
+//! [`error`] (the one error type and its mapping to `tonic::Status`), [`reaper`] (expired keys).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod reaper;
+pub mod repository;
+pub mod service;
+pub mod startup;
+
+pub use config::Config;
+pub use startup::Application;

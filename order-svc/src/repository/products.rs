@@ -1,0 +1,86 @@
+//! Products and their stock counters.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::domain::Product;
+use crate::error::OrderError;
+use lab_common::paging::PageRequest;
+
+const PRODUCT_COLUMNS: &str =
+    "product_id, name, stock, initial_stock, restocked, created_at, updated_at";
+
+/// Inserts a product with `initial_stock` units.
+pub async fn create_product(
+    pool: &PgPool,
+    name: &str,
+    initial_stock: i64,
+) -> Result<Product, OrderError> {
+    let product = sqlx::query_as::<_, Product>(
+        "INSERT INTO products (product_id, name, stock, initial_stock)
+         VALUES ($1, $2, $3, $3)
+         RETURNING product_id, name, stock, initial_stock, restocked, created_at, updated_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .bind(initial_stock)
+    .fetch_one(pool)
+    .await?;
+    Ok(product)
+}
+
+/// Reads one product.
+pub async fn get_product(pool: &PgPool, product_id: Uuid) -> Result<Product, OrderError> {
+    sqlx::query_as::<_, Product>(
+        "SELECT product_id, name, stock, initial_stock, restocked, created_at, updated_at
+         FROM products WHERE product_id = $1",
+    )
+    .bind(product_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(OrderError::ProductNotFound(product_id))
+}
+
+/// One page of products in id (creation) order.
+pub async fn list_products(
+    pool: &PgPool,
+    page: PageRequest,
+) -> Result<(Vec<Product>, String), OrderError> {
+    let rows = sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products
+         WHERE ($1::uuid IS NULL OR product_id > $1)
+         ORDER BY product_id LIMIT $2"
+    )))
+    .bind(page.after)
+    .bind(page.fetch_limit())
+    .fetch_all(pool)
+    .await?;
+    Ok(page.finish(rows, |product| product.product_id))
+}
+
+/// Adds `quantity` units to stock and to the `restocked` counter, atomically.
+pub async fn restock(
+    pool: &PgPool,
+    product_id: Uuid,
+    quantity: i64,
+) -> Result<Product, OrderError> {
+    let result = sqlx::query_as::<_, Product>(
+        "UPDATE products
+         SET stock = stock + $2, restocked = restocked + $2, updated_at = now()
+         WHERE product_id = $1
+         RETURNING product_id, name, stock, initial_stock, restocked, created_at, updated_at",
+    )
+    .bind(product_id)
+    .bind(quantity)
+    .fetch_optional(pool)
+    .await;
+    match result {
+        Ok(Some(product)) => Ok(product),
+        Ok(None) => Err(OrderError::ProductNotFound(product_id)),
+        // 22003 numeric_value_out_of_range: the bigint counters would overflow.
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("22003") => {
+            Err(OrderError::StockOverflow)
+        }
+        Err(error) => Err(error.into()),
+    }
+}

@@ -1,0 +1,164 @@
+//! The gRPC handlers of `lab.order.v1.OrderService`: parse, call the repository, convert.
+
+mod convert;
+mod parse;
+
+use std::time::Duration;
+
+use lab_common::metadata::IDEMPOTENT_REPLAYED;
+use lab_proto::order::v1 as pb;
+use lab_proto::order::v1::order_service_server::OrderService;
+use sqlx::PgPool;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use crate::domain::Limits;
+use crate::repository::{self, CreateOutcome};
+
+/// The OrderService implementation.
+#[derive(Debug, Clone)]
+pub struct OrderApi {
+    pool: PgPool,
+    limits: Limits,
+    key_retention: Duration,
+}
+
+impl OrderApi {
+    /// Serves requests from `pool`, enforcing `limits` and remembering keys for `key_retention`.
+    pub fn new(pool: PgPool, limits: Limits, key_retention: Duration) -> Self {
+        Self {
+            pool,
+            limits,
+            key_retention,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for OrderApi {
+    #[tracing::instrument(skip_all, fields(initial_stock = request.get_ref().initial_stock))]
+    async fn create_product(
+        &self,
+        request: Request<pb::CreateProductRequest>,
+    ) -> Result<Response<pb::CreateProductResponse>, Status> {
+        let (name, initial_stock) = parse::new_product(request.get_ref(), self.limits)?;
+        let product = repository::create_product(&self.pool, &name, initial_stock).await?;
+        tracing::info!(product_id = %product.product_id, "product created");
+        Ok(Response::new(pb::CreateProductResponse {
+            product: Some(product.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(product_id = %request.get_ref().product_id))]
+    async fn get_product(
+        &self,
+        request: Request<pb::GetProductRequest>,
+    ) -> Result<Response<pb::GetProductResponse>, Status> {
+        let product_id = parse::product_id(&request.get_ref().product_id)?;
+        let product = repository::get_product(&self.pool, product_id).await?;
+        Ok(Response::new(pb::GetProductResponse {
+            product: Some(product.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_products(
+        &self,
+        request: Request<pb::ListProductsRequest>,
+    ) -> Result<Response<pb::ListProductsResponse>, Status> {
+        let page = parse::list_products(request.get_ref())?;
+        let (products, next_page_token) = repository::list_products(&self.pool, page).await?;
+        Ok(Response::new(pb::ListProductsResponse {
+            products: products.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(product_id = %request.get_ref().product_id, quantity = request.get_ref().quantity))]
+    async fn restock(
+        &self,
+        request: Request<pb::RestockRequest>,
+    ) -> Result<Response<pb::RestockResponse>, Status> {
+        let (product_id, quantity) = parse::restock(request.get_ref(), self.limits)?;
+        let product = repository::restock(&self.pool, product_id, quantity).await?;
+        tracing::info!(stock = product.stock, "restocked");
+        Ok(Response::new(pb::RestockResponse {
+            product: Some(product.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(product_id = %request.get_ref().product_id, quantity = request.get_ref().quantity))]
+    async fn create_order(
+        &self,
+        request: Request<pb::CreateOrderRequest>,
+    ) -> Result<Response<pb::CreateOrderResponse>, Status> {
+        let (scope, order) =
+            parse::create_order(request.metadata(), request.get_ref(), self.limits)?;
+        let outcome =
+            repository::create_order(&self.pool, &scope, &order, self.key_retention).await?;
+        let (order, replayed) = match outcome {
+            CreateOutcome::Created(order) => (order, false),
+            CreateOutcome::Replayed(order) => (order, true),
+        };
+        tracing::info!(order_id = %order.order_id, replayed, "order placed");
+        let mut response = Response::new(pb::CreateOrderResponse {
+            order: Some(order.into()),
+        });
+        if replayed {
+            response
+                .metadata_mut()
+                .insert(IDEMPOTENT_REPLAYED, MetadataValue::from_static("true"));
+        }
+        Ok(response)
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    async fn get_order(
+        &self,
+        request: Request<pb::GetOrderRequest>,
+    ) -> Result<Response<pb::GetOrderResponse>, Status> {
+        let order_id = parse::order_id(&request.get_ref().order_id)?;
+        let order = repository::get_order(&self.pool, order_id).await?;
+        Ok(Response::new(pb::GetOrderResponse {
+            order: Some(order.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn lookup_order(
+        &self,
+        request: Request<pb::LookupOrderRequest>,
+    ) -> Result<Response<pb::LookupOrderResponse>, Status> {
+        let scope = parse::lookup(request.metadata(), request.get_ref())?;
+        let order = repository::lookup_order(&self.pool, &scope).await?;
+        Ok(Response::new(pb::LookupOrderResponse {
+            order: Some(order.into()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
+        let (filter, page) = parse::list_orders(request.get_ref())?;
+        let (orders, next_page_token) = repository::list_orders(&self.pool, filter, page).await?;
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders: orders.into_iter().map(Into::into).collect(),
+            next_page_token,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(order_id = %request.get_ref().order_id))]
+    async fn cancel_order(
+        &self,
+        request: Request<pb::CancelOrderRequest>,
+    ) -> Result<Response<pb::CancelOrderResponse>, Status> {
+        let (order_id, reason) = parse::cancel(request.get_ref())?;
+        let order = repository::cancel_order(&self.pool, order_id, &reason).await?;
+        tracing::info!("order cancelled");
+        Ok(Response::new(pb::CancelOrderResponse {
+            order: Some(order.into()),
+        }))
+    }
+}
