@@ -281,10 +281,10 @@ fn find_bin_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("PG_BIN_DIR").map(PathBuf::from) {
         return has_binaries(&dir).then_some(dir);
     }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|dir| has_binaries(dir)) {
-            return Some(dir);
-        }
+    if let Some(path) = std::env::var_os("PATH")
+        && let Some(dir) = std::env::split_paths(&path).find(|dir| has_binaries(dir))
+    {
+        return Some(dir);
     }
     let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?

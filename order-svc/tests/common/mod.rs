@@ -1,0 +1,168 @@
+//! A real order-svc on loopback against a fresh PostgreSQL database, per test.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+
+use lab_proto::order::v1 as pb;
+use lab_proto::order::v1::order_service_client::OrderServiceClient;
+use order_svc::{Application, Config};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+/// A running shop and what tests need to poke it.
+pub struct TestShop {
+    pub addr: SocketAddr,
+    pub pool: PgPool,
+    pub client: OrderServiceClient<Channel>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestShop {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(customize: impl FnOnce(&mut Config)) -> Self {
+        // Logs only on request: RUST_LOG=info cargo test … shows the service's own lines.
+        if std::env::var_os("RUST_LOG").is_some() {
+            lab_common::telemetry::init(lab_common::telemetry::LogFormat::Pretty);
+        }
+        let url = lab_common::postgres::fresh_test_database()
+            .await
+            .expect("a fresh test database");
+        let mut config = Config::for_tests(url);
+        customize(&mut config);
+        let application = Application::build(config).await.expect("order-svc builds");
+        let addr = application.local_addr();
+        let pool = application.pool().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            application
+                .run_until(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("order-svc serves");
+        });
+        let client = connect(addr).await;
+        Self {
+            addr,
+            pool,
+            client,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// A new client on its own connection.
+    pub async fn new_client(&self) -> OrderServiceClient<Channel> {
+        connect(self.addr).await
+    }
+
+    pub async fn create_product(&self, stock: i64) -> pb::Product {
+        self.client
+            .clone()
+            .create_product(pb::CreateProductRequest {
+                name: "hot item".into(),
+                initial_stock: stock,
+            })
+            .await
+            .expect("CreateProduct")
+            .into_inner()
+            .product
+            .expect("product")
+    }
+
+    pub async fn product(&self, product_id: &str) -> pb::Product {
+        self.client
+            .clone()
+            .get_product(pb::GetProductRequest {
+                product_id: product_id.into(),
+            })
+            .await
+            .expect("GetProduct")
+            .into_inner()
+            .product
+            .expect("product")
+    }
+
+    /// Row counts of every table: "nothing written" means these do not move.
+    pub async fn table_counts(&self) -> (i64, i64, i64) {
+        sqlx::query_as(
+            "SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM orders),
+                    (SELECT count(*) FROM idempotency_keys)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .expect("counts")
+    }
+
+    /// I1: stock is never negative and initial + restocked - stock = Σ CREATED quantities.
+    pub async fn assert_no_oversell(&self, product_id: &str) {
+        let id = Uuid::parse_str(product_id).unwrap();
+        let (stock, supplied, ordered): (i64, i64, i64) = sqlx::query_as(
+            "SELECT p.stock, p.initial_stock + p.restocked,
+                    COALESCE((SELECT sum(quantity) FROM orders o
+                              WHERE o.product_id = p.product_id AND o.status = 'CREATED'), 0)::bigint
+             FROM products p WHERE p.product_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .expect("I1 query");
+        assert!(stock >= 0, "negative stock {stock}");
+        assert_eq!(supplied - stock, ordered, "I1 violated for {product_id}");
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task");
+        }
+    }
+}
+
+impl Drop for TestShop {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub async fn connect(addr: SocketAddr) -> OrderServiceClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to order-svc");
+    OrderServiceClient::new(channel)
+}
+
+/// A CreateOrder request carrying `key` as its idempotency key.
+pub fn order_request(
+    product_id: &str,
+    quantity: i32,
+    customer_id: Uuid,
+    key: &str,
+) -> tonic::Request<pb::CreateOrderRequest> {
+    let mut request = tonic::Request::new(pb::CreateOrderRequest {
+        product_id: product_id.into(),
+        quantity,
+        customer_id: customer_id.to_string(),
+    });
+    request
+        .metadata_mut()
+        .insert("idempotency-key", key.parse().unwrap());
+    request
+}
+
+/// The `ErrorInfo.reason` of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    lab_common::status::reason(status).unwrap_or_default()
+}

@@ -1,0 +1,210 @@
+//! What grpcurl and load balancers rely on: reflection (v1 and v1alpha), health, request ids,
+//! paging.
+
+mod common;
+
+use common::{TestShop, order_request};
+use lab_proto::order::v1 as pb;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_reflection::pb::v1 as reflection_v1;
+use tonic_reflection::pb::v1alpha as reflection_v1alpha;
+use uuid::Uuid;
+
+async fn channel(shop: &TestShop) -> Channel {
+    Channel::from_shared(format!("http://{}", shop.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn reflection_v1_and_v1alpha_list_the_services_and_describe_the_rpcs() {
+    let shop = TestShop::spawn().await;
+    let channel = channel(&shop).await;
+
+    let mut v1 =
+        reflection_v1::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = reflection_v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            reflection_v1::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut responses = v1
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(reflection_v1::server_reflection_response::MessageResponse::ListServicesResponse(
+        list,
+    )) = response.message_response
+    else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"lab.order.v1.OrderService"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+
+    let mut v1alpha =
+        reflection_v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = reflection_v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            reflection_v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "lab.order.v1.OrderService".into(),
+            ),
+        ),
+    };
+    let mut responses = v1alpha
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.next().await.unwrap().unwrap();
+    let Some(
+        reflection_v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(
+            files,
+        ),
+    ) = response.message_response
+    else {
+        panic!("unexpected reflection answer");
+    };
+    let descriptors = String::from_utf8_lossy(&files.file_descriptor_proto.concat()).into_owned();
+    for rpc in [
+        "CreateProduct",
+        "GetProduct",
+        "Restock",
+        "CreateOrder",
+        "GetOrder",
+        "LookupOrder",
+        "ListOrders",
+        "CancelOrder",
+    ] {
+        assert!(descriptors.contains(rpc), "{rpc} missing from reflection");
+    }
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn health_answers_serving() {
+    let shop = TestShop::spawn().await;
+    let mut health = HealthClient::new(channel(&shop).await);
+    for service in ["", "lab.order.v1.OrderService"] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "service {service:?}");
+    }
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_made() {
+    let shop = TestShop::spawn().await;
+    let mut client = shop.client.clone();
+    let mut request = tonic::Request::new(pb::ListProductsRequest::default());
+    request
+        .metadata_mut()
+        .insert("x-request-id", "trace-me-42".parse().unwrap());
+    let response = client.list_products(request).await.unwrap();
+    assert_eq!(
+        response.metadata().get("x-request-id").unwrap(),
+        "trace-me-42"
+    );
+    let response = client
+        .list_products(pb::ListProductsRequest::default())
+        .await
+        .unwrap();
+    let made = response
+        .metadata()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(Uuid::parse_str(made).is_ok(), "made id {made} is a UUID");
+    shop.stop().await;
+}
+
+#[tokio::test]
+async fn list_orders_pages_through_everything_once_and_filters() {
+    let shop = TestShop::spawn().await;
+    let product = shop.create_product(20).await;
+    let other = shop.create_product(20).await;
+    let mut client = shop.client.clone();
+    let mut created = Vec::new();
+    for n in 0..7 {
+        let order = client
+            .create_order(order_request(
+                &product.product_id,
+                1,
+                Uuid::now_v7(),
+                &format!("page-{n}"),
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap();
+        created.push(order.order_id);
+    }
+    client
+        .create_order(order_request(
+            &other.product_id,
+            1,
+            Uuid::now_v7(),
+            "elsewhere",
+        ))
+        .await
+        .unwrap();
+    client
+        .cancel_order(pb::CancelOrderRequest {
+            order_id: created[0].clone(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_orders(pb::ListOrdersRequest {
+                product_id: product.product_id.clone(),
+                page_size: 3,
+                page_token: token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.orders.len() <= 3);
+        seen.extend(page.orders.into_iter().map(|o| o.order_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(seen, created, "every order once, oldest first");
+
+    let cancelled = client
+        .list_orders(pb::ListOrdersRequest {
+            status: pb::OrderStatus::Cancelled as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.orders.len(), 1);
+    assert_eq!(cancelled.orders[0].order_id, created[0]);
+    shop.stop().await;
+}
