@@ -1,0 +1,207 @@
+//! Configuration from flags and environment variables (`approval-svc --help` lists them all).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use lab_common::telemetry::LogFormat;
+
+use crate::failpoints::FailurePoints;
+
+/// Everything approval-svc can be told at start-up.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "approval-svc",
+    version,
+    about = "Challenge approvals: an approved challenge becomes exactly one order in the shop"
+)]
+pub struct Config {
+    /// gRPC listen address; port 0 picks a free port (the chosen address is logged).
+    #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:50052")]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL URL. Unset: a private throwaway PostgreSQL is started from the machine's
+    /// server binaries (database `approval`) and removed on exit.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Maximum connections in the database pool.
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32)]
+    pub db_pool_size: u32,
+
+    /// order-svc endpoint(s), comma-separated; several are load-balanced.
+    #[arg(
+        long,
+        env = "ORDER_SVC_URL",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub order_svc_url: Vec<String>,
+
+    /// Log format: `pretty` or `json`.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+
+    /// Largest quantity a challenge may ask for.
+    #[arg(long, env = "MAX_QUANTITY", default_value_t = 1_000_000)]
+    pub max_quantity: i32,
+
+    /// How long an in-flight approval or revoke owns its challenge before a completer takes
+    /// it over. Must exceed the order-call timeout plus the post-call margin.
+    #[arg(long, env = "APPROVAL_LEASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+
+    /// Pause between completer rounds.
+    #[arg(long, env = "COMPLETER_PERIOD", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub completer_period: Duration,
+
+    /// Challenges one completer round claims.
+    #[arg(long, env = "COMPLETER_BATCH", default_value_t = 32)]
+    pub completer_batch: u32,
+
+    /// Claimed challenges one completer drives at once.
+    #[arg(long, env = "COMPLETER_CONCURRENCY", default_value_t = 8)]
+    pub completer_concurrency: usize,
+
+    /// Approval attempts per retry budget (the first included) before a transiently failing
+    /// approval is dead-lettered.
+    #[arg(long, env = "MAX_ATTEMPTS", default_value_t = 5)]
+    pub max_attempts: u32,
+
+    /// Ceiling of the first automatic retry's delay; it doubles per attempt (full jitter).
+    #[arg(long, env = "RETRY_BACKOFF_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub retry_backoff_base: Duration,
+
+    /// Largest automatic retry delay.
+    #[arg(long, env = "RETRY_BACKOFF_CAP", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub retry_backoff_cap: Duration,
+
+    /// Longest order-svc call (retries included), and its budget when the caller sent no
+    /// deadline; a shorter caller deadline wins.
+    #[arg(long, env = "ORDER_CALL_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub order_call_timeout: Duration,
+
+    /// Time kept from the caller's deadline for the write after the order call.
+    #[arg(long, env = "POST_CALL_MARGIN", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub post_call_margin: Duration,
+
+    /// Timeout of one attempt of an order-svc call.
+    #[arg(long, env = "ORDER_ATTEMPT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub order_attempt_timeout: Duration,
+
+    /// Attempts per order-svc call, the first included (1 disables the client's retries).
+    #[arg(long, env = "ORDER_CALL_ATTEMPTS", default_value_t = 3)]
+    pub order_call_attempts: u32,
+
+    /// Order-svc attempts in flight at once; beyond that calls fail fast (RESOURCE_EXHAUSTED).
+    #[arg(long, env = "ORDER_CONCURRENCY_LIMIT", default_value_t = 512)]
+    pub order_concurrency_limit: usize,
+
+    /// Consecutive order-svc failures that open the circuit breaker.
+    #[arg(long, env = "BREAKER_CONSECUTIVE_FAILURES", default_value_t = 5)]
+    pub breaker_consecutive_failures: u32,
+
+    /// First open period of the circuit breaker (it grows on each re-open).
+    #[arg(long, env = "BREAKER_OPEN_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub breaker_open_base: Duration,
+
+    /// Longest open period of the circuit breaker.
+    #[arg(long, env = "BREAKER_OPEN_CAP", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub breaker_open_cap: Duration,
+
+    /// Timeout of a TCP connection attempt to order-svc.
+    #[arg(long, env = "ORDER_CONNECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub order_connect_timeout: Duration,
+
+    /// Largest request message accepted, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Concurrent requests per connection; beyond it calls fail fast with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    pub max_concurrent_requests: usize,
+
+    /// Test-only failure points; off by default, never set by a flag or a request.
+    #[arg(skip)]
+    pub failure_points: FailurePoints,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// A configuration for tests: a free loopback port on the given databases, a completer
+    /// that runs every 100 ms with short leases and retry delays.
+    pub fn for_tests(database_url: impl Into<String>, order_svc_url: impl Into<String>) -> Self {
+        let mut config = Self::parse_from(["approval-svc"]);
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.database_url = Some(database_url.into());
+        config.order_svc_url = vec![order_svc_url.into()];
+        config.db_pool_size = 16;
+        config.lease = Duration::from_secs(3);
+        config.order_call_timeout = Duration::from_secs(2);
+        config.completer_period = Duration::from_millis(100);
+        config.retry_backoff_base = Duration::from_millis(100);
+        config.retry_backoff_cap = Duration::from_millis(500);
+        config.breaker_open_base = Duration::from_millis(300);
+        config.breaker_open_cap = Duration::from_secs(1);
+        config
+    }
+
+    /// Checks the relations between settings that clap cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.lease <= self.order_call_timeout + self.post_call_margin {
+            return Err(ConfigError(format!(
+                "the lease ({:?}) must exceed the order-call timeout ({:?}) plus the post-call \
+                 margin ({:?}), or a completer could take over a call still in flight",
+                self.lease, self.order_call_timeout, self.post_call_margin
+            )));
+        }
+        if self.order_svc_url.iter().all(|url| url.trim().is_empty()) {
+            return Err(ConfigError("ORDER_SVC_URL names no endpoint".into()));
+        }
+        if self.max_attempts == 0 || self.completer_batch == 0 || self.completer_concurrency == 0
+        {
+            return Err(ConfigError(
+                "max attempts, completer batch and completer concurrency must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.max_quantity < 1 {
+            return Err(ConfigError("max quantity must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_test_config_are_valid() {
+        Config::parse_from(["approval-svc"]).validate().unwrap();
+        Config::for_tests("postgres://x/y", "http://127.0.0.1:1")
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn several_order_endpoints_split_on_commas() {
+        let config = Config::parse_from([
+            "approval-svc",
+            "--order-svc-url",
+            "http://a:1,http://b:2",
+        ]);
+        assert_eq!(config.order_svc_url, ["http://a:1", "http://b:2"]);
+    }
+
+    #[test]
+    fn a_lease_shorter_than_a_call_is_refused() {
+        let mut config = Config::parse_from(["approval-svc"]);
+        config.lease = config.order_call_timeout;
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,202 @@
+//! The one error type of approval-svc and its one mapping to `tonic::Status`.
+//!
+//! Every reason string here is part of the public contract (`ErrorInfo.reason`, domain `lab`).
+//! Database errors are logged with their cause and reach clients only as a code and a reason.
+//! Failures of order-svc are not errors of this service: they end as APPROVE_FAILED with a
+//! reason on the challenge (see [`crate::saga`]).
+
+use lab_common::status::{internal, unavailable, with_reason};
+use lab_common::validate::Violations;
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::domain::Status as ChallengeStatus;
+
+/// The operation refused by [`ApprovalError::WrongState`]; it names the `ErrorInfo.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// ApproveChallenge.
+    Approve,
+    /// RejectChallenge.
+    Reject,
+    /// RetryApproval.
+    Retry,
+    /// RevokeApproval.
+    Revoke,
+    /// RequeueDeadLetter.
+    Requeue,
+}
+
+impl Operation {
+    /// The `ErrorInfo.reason` of a refusal.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Approve => "CHALLENGE_NOT_APPROVABLE",
+            Self::Reject => "CHALLENGE_NOT_REJECTABLE",
+            Self::Retry => "CHALLENGE_NOT_RETRYABLE",
+            Self::Revoke => "CHALLENGE_NOT_REVOCABLE",
+            Self::Requeue => "CHALLENGE_NOT_DEAD_LETTERED",
+        }
+    }
+
+    fn verb(self) -> &'static str {
+        match self {
+            Self::Approve => "approved",
+            Self::Reject => "rejected",
+            Self::Retry => "retried",
+            Self::Revoke => "revoked",
+            Self::Requeue => "requeued",
+        }
+    }
+}
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApprovalError {
+    /// The request is malformed; the violations say where.
+    #[error("invalid request")]
+    Invalid(Violations),
+    /// No challenge with this id.
+    #[error("challenge {0} not found")]
+    NotFound(Uuid),
+    /// The challenge's state does not allow the operation.
+    #[error("challenge {id} in {status:?} cannot be {}", operation.verb())]
+    WrongState {
+        /// The challenge.
+        id: Uuid,
+        /// Its state when refused.
+        status: ChallengeStatus,
+        /// What was refused.
+        operation: Operation,
+    },
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A test failure point made a commit fail (never enabled in production).
+    #[error("injected failure: {0}")]
+    Injected(&'static str),
+    /// The task driving the request stopped unexpectedly (panic or runtime shutdown).
+    #[error("request task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<Violations> for ApprovalError {
+    fn from(violations: Violations) -> Self {
+        Self::Invalid(violations)
+    }
+}
+
+impl From<ApprovalError> for Status {
+    fn from(error: ApprovalError) -> Self {
+        match error {
+            ApprovalError::Invalid(violations) => {
+                violations.into_result().err().unwrap_or_else(|| {
+                    with_reason(Code::InvalidArgument, "INVALID_ARGUMENT", "invalid request", [])
+                })
+            }
+            ApprovalError::NotFound(id) => with_reason(
+                Code::NotFound,
+                "CHALLENGE_NOT_FOUND",
+                format!("challenge {id} not found"),
+                [("challenge_id", id.to_string())],
+            ),
+            ApprovalError::WrongState {
+                id,
+                status,
+                operation,
+            } => with_reason(
+                Code::FailedPrecondition,
+                operation.reason(),
+                format!(
+                    "challenge {id} is {} and cannot be {}",
+                    status.as_str(),
+                    operation.verb()
+                ),
+                [
+                    ("challenge_id", id.to_string()),
+                    ("status", status.as_str().to_owned()),
+                ],
+            ),
+            ApprovalError::Database(error) => database_status(&error),
+            ApprovalError::Injected(point) => {
+                tracing::warn!(point, "injected failure");
+                unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
+            }
+            ApprovalError::Task(error) => {
+                tracing::error!(%error, "request task failed");
+                internal()
+            }
+        }
+    }
+}
+
+/// Retryable conditions become UNAVAILABLE or ABORTED so clients retry them; anything else is
+/// INTERNAL. The cause is logged here, never sent.
+fn database_status(error: &sqlx::Error) -> Status {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            tracing::warn!(%error, "database unavailable");
+            unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
+        }
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("40001" | "40P01" | "55P03")) =>
+        {
+            tracing::info!(%error, "transaction conflict");
+            with_reason(
+                Code::Aborted,
+                "TRANSACTION_CONFLICT",
+                "conflicting transaction; retry",
+                [],
+            )
+        }
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .as_deref()
+                .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")) =>
+        {
+            tracing::warn!(%error, "database connection lost");
+            unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
+        }
+        _ => {
+            tracing::error!(%error, "database error");
+            internal()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic_types::StatusExt;
+
+    #[test]
+    fn refusals_carry_a_precise_code_and_reason() {
+        let id = Uuid::now_v7();
+        let status = Status::from(ApprovalError::WrongState {
+            id,
+            status: ChallengeStatus::Rejected,
+            operation: Operation::Approve,
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "CHALLENGE_NOT_APPROVABLE");
+        assert_eq!(info.domain, "lab");
+
+        let status = Status::from(ApprovalError::NotFound(id));
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(
+            lab_common::status::reason(&status).as_deref(),
+            Some("CHALLENGE_NOT_FOUND")
+        );
+    }
+
+    #[test]
+    fn database_messages_never_reach_the_client() {
+        let status = Status::from(ApprovalError::Database(sqlx::Error::Protocol(
+            "secret table detail".into(),
+        )));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret"));
+    }
+}

@@ -1,0 +1,24 @@
+//! The `approval-svc` binary: parse the configuration, serve until SIGINT/SIGTERM.
+
+use approval_svc::{Application, Config};
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    lab_common::telemetry::init(config.log_format);
+    let result = async {
+        let application = Application::build(config).await?;
+        application
+            .run_until(lab_common::grpc::shutdown_signal())
+            .await
+    }
+    .await;
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(%error, "approval-svc failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The client side of order-svc: the resilient channel, the two calls the saga makes, and the
+//! classification of their failures into [`FailureReason`]s.
+
+use std::time::Duration;
+
+use lab_common::metadata::{CLIENT_ID, IDEMPOTENCY_KEY};
+use lab_proto::order::v1 as order_pb;
+use lab_proto::order::v1::order_service_client::OrderServiceClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use uuid::Uuid;
+
+use crate::domain::{Challenge, FailureReason};
+
+/// The `client-id` this service presents; order-svc scopes idempotency keys to it.
+pub const CLIENT_NAME: &str = "approval-svc";
+
+/// Why the order-svc client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No endpoint was configured.
+    #[error("no order-svc URL configured")]
+    NoEndpoint,
+    /// An endpoint URL is malformed.
+    #[error("invalid order-svc URL {url:?}: {source}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it was refused.
+        source: tonic::transport::Error,
+    },
+}
+
+/// Builds the channel towards order-svc: lazy (the service starts while order-svc is down), and
+/// balanced when several URLs are given.
+pub fn channel(urls: &[String], connect_timeout: Duration) -> Result<Channel, ClientError> {
+    let endpoints = urls
+        .iter()
+        .map(|url| {
+            Endpoint::from_shared(url.clone())
+                .map(|endpoint| {
+                    endpoint
+                        .connect_timeout(connect_timeout)
+                        .tcp_nodelay(true)
+                })
+                .map_err(|source| ClientError::InvalidUrl {
+                    url: url.clone(),
+                    source,
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    match endpoints.as_slice() {
+        [] => Err(ClientError::NoEndpoint),
+        // One endpoint: a plain lazy channel fails fast with UNAVAILABLE when the server is
+        // down, where a balancer with no ready endpoint would wait for one until the deadline.
+        [single] => Ok(single.connect_lazy()),
+        _ => Ok(Channel::balance_list(endpoints.into_iter())),
+    }
+}
+
+/// The two order-svc calls of the saga, each bounded by the budget it is given.
+#[derive(Debug, Clone)]
+pub struct OrderGateway {
+    client: OrderServiceClient<Channel>,
+}
+
+impl OrderGateway {
+    /// Wraps a client stack.
+    pub fn new(channel: Channel) -> Self {
+        Self {
+            client: OrderServiceClient::new(channel),
+        }
+    }
+
+    /// Creates the challenge's order with its idempotency key; a repeat replays the order.
+    pub async fn create_order(
+        &self,
+        challenge: &Challenge,
+        budget: Duration,
+    ) -> Result<order_pb::Order, Status> {
+        let key = challenge
+            .idempotency_key
+            .as_deref()
+            .ok_or_else(|| Status::internal("challenge has no idempotency key"))?;
+        let mut request = tonic::Request::new(order_pb::CreateOrderRequest {
+            product_id: challenge.product_id.to_string(),
+            quantity: challenge.quantity,
+            customer_id: challenge.user_id.to_string(),
+        });
+        let key = MetadataValue::try_from(key)
+            .map_err(|_| Status::internal("idempotency key is not valid metadata"))?;
+        request.metadata_mut().insert(IDEMPOTENCY_KEY, key);
+        let response = self
+            .call(request, budget, |mut client, request| async move {
+                client.create_order(request).await
+            })
+            .await?;
+        response
+            .order
+            .ok_or_else(|| Status::internal("order-svc answered without an order"))
+    }
+
+    /// Cancels an order; idempotent on order-svc's side, so repeating it is harmless.
+    pub async fn cancel_order(
+        &self,
+        order_id: Uuid,
+        reason: &str,
+        budget: Duration,
+    ) -> Result<order_pb::Order, Status> {
+        let request = tonic::Request::new(order_pb::CancelOrderRequest {
+            order_id: order_id.to_string(),
+            reason: reason.to_owned(),
+        });
+        let response = self
+            .call(request, budget, |mut client, request| async move {
+                client.cancel_order(request).await
+            })
+            .await?;
+        response
+            .order
+            .ok_or_else(|| Status::internal("order-svc answered without an order"))
+    }
+
+    /// Sends `request` with `client-id` and the budget as `grpc-timeout`, and enforces the
+    /// budget here too, so the caller's deadline holds whatever the stack below does.
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        mut request: tonic::Request<Req>,
+        budget: Duration,
+        send: F,
+    ) -> Result<Resp, Status>
+    where
+        F: FnOnce(OrderServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        if budget.is_zero() {
+            return Err(Status::deadline_exceeded(
+                "no time left for the order-svc call",
+            ));
+        }
+        request
+            .metadata_mut()
+            .insert(CLIENT_ID, MetadataValue::from_static(CLIENT_NAME));
+        request.set_timeout(budget);
+        match tokio::time::timeout(budget, send(self.client.clone(), request)).await {
+            Ok(result) => result.map(tonic::Response::into_inner),
+            Err(_) => Err(Status::deadline_exceeded(
+                "order-svc did not answer in time",
+            )),
+        }
+    }
+}
+
+/// Maps an order-svc failure to the reason recorded on the challenge.
+pub fn classify(status: &Status) -> FailureReason {
+    let reason = lab_common::status::reason(status);
+    match (status.code(), reason.as_deref()) {
+        (_, Some("CIRCUIT_OPEN")) => FailureReason::CircuitOpen,
+        (_, Some("OUT_OF_STOCK")) => FailureReason::OutOfStock,
+        (_, Some("PRODUCT_NOT_FOUND")) => FailureReason::ProductNotFound,
+        (Code::NotFound, _) => FailureReason::ProductNotFound,
+        (Code::Unavailable | Code::ResourceExhausted, _) => {
+            FailureReason::OrderServiceUnavailable
+        }
+        // ABORTED: a concurrent call with the same key is settling, and UNKNOWN: the transport
+        // broke mid-call. Either way the order may exist, so the outcome is unknown and only a
+        // retry with the same key (which replays it) can settle it: transient, never definitive.
+        (Code::Aborted | Code::Unknown, _) => FailureReason::OrderServiceUnavailable,
+        (Code::DeadlineExceeded | Code::Cancelled, _) => FailureReason::DeadlineExceeded,
+        _ => FailureReason::RejectedByOrderService,
+    }
+}
+
+/// The message recorded with a failure: the code and order-svc's own message, cut short.
+pub fn failure_message(status: &Status) -> String {
+    let mut message = format!("{:?}: {}", status.code(), status.message());
+    if message.len() > 500 {
+        let mut end = 500;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lab_common::status::with_reason;
+
+    #[test]
+    fn order_failures_map_to_precise_reasons() {
+        let cases = [
+            (
+                with_reason(Code::FailedPrecondition, "OUT_OF_STOCK", "x", []),
+                FailureReason::OutOfStock,
+            ),
+            (
+                with_reason(Code::NotFound, "PRODUCT_NOT_FOUND", "x", []),
+                FailureReason::ProductNotFound,
+            ),
+            (Status::not_found("x"), FailureReason::ProductNotFound),
+            (
+                with_reason(Code::Unavailable, "CIRCUIT_OPEN", "x", []),
+                FailureReason::CircuitOpen,
+            ),
+            (
+                Status::unavailable("x"),
+                FailureReason::OrderServiceUnavailable,
+            ),
+            (
+                Status::resource_exhausted("x"),
+                FailureReason::OrderServiceUnavailable,
+            ),
+            (Status::aborted("x"), FailureReason::OrderServiceUnavailable),
+            (
+                Status::deadline_exceeded("x"),
+                FailureReason::DeadlineExceeded,
+            ),
+            (Status::cancelled("x"), FailureReason::DeadlineExceeded),
+            (
+                with_reason(Code::FailedPrecondition, "IDEMPOTENCY_KEY_REUSED", "x", []),
+                FailureReason::RejectedByOrderService,
+            ),
+            (
+                Status::invalid_argument("x"),
+                FailureReason::RejectedByOrderService,
+            ),
+            (
+                Status::internal("x"),
+                FailureReason::RejectedByOrderService,
+            ),
+        ];
+        for (status, expected) in cases {
+            assert_eq!(classify(&status), expected, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn messages_are_bounded() {
+        let message = failure_message(&Status::internal("é".repeat(1000)));
+        assert!(message.len() <= 500);
+    }
+
+    #[test]
+    fn one_or_many_endpoints() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let timeout = Duration::from_millis(100);
+        assert!(matches!(channel(&[], timeout), Err(ClientError::NoEndpoint)));
+        assert!(channel(&["http://127.0.0.1:1".into()], timeout).is_ok());
+        assert!(
+            channel(
+                &["http://127.0.0.1:1".into(), "http://127.0.0.1:2".into()],
+                timeout
+            )
+            .is_ok()
+        );
+        assert!(matches!(
+            channel(&["not a url".into()], timeout),
+            Err(ClientError::InvalidUrl { .. })
+        ));
+    }
+}

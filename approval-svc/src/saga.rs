@@ -1,0 +1,290 @@
+//! The approval saga: intent first, then the call, then the outcome (DESIGN.md's three phases),
+//! and its compensation (revoke). Shared by the gRPC handlers and the completer, so a re-driven
+//! approval runs exactly the code of a first one.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::deadline::call_budget;
+use crate::domain::{Challenge, Status};
+use crate::error::{ApprovalError, Operation};
+use crate::failpoints::FailurePoints;
+use crate::orders::{OrderGateway, classify, failure_message};
+use crate::repository::{self as repo, AttemptOutcome, FinishError, NextStep, Transition};
+
+/// Timing and retry policy of the saga.
+#[derive(Debug, Clone, Copy)]
+pub struct SagaSettings {
+    /// How long an in-flight approval or revoke owns its challenge before a completer may take
+    /// it over; longer than any order call plus the post-call write.
+    pub lease: Duration,
+    /// Longest order call, and the call's budget when the caller sent no deadline.
+    pub order_call_timeout: Duration,
+    /// Time kept from the caller's deadline for the post-call write.
+    pub post_call_margin: Duration,
+    /// Attempts per retry budget (the first included) before a transient failure becomes a
+    /// dead letter.
+    pub max_attempts: u32,
+    /// Delay between automatic retries.
+    pub backoff: Backoff,
+}
+
+/// Runs approvals and revokes against the database and order-svc.
+#[derive(Debug, Clone)]
+pub struct Saga {
+    pool: PgPool,
+    orders: OrderGateway,
+    settings: SagaSettings,
+    failure_points: FailurePoints,
+}
+
+impl Saga {
+    /// A saga over `pool` calling order-svc through `orders`.
+    pub fn new(
+        pool: PgPool,
+        orders: OrderGateway,
+        settings: SagaSettings,
+        failure_points: FailurePoints,
+    ) -> Self {
+        Self {
+            pool,
+            orders,
+            settings,
+            failure_points,
+        }
+    }
+
+    /// The pool, for reads.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The policy in force.
+    pub fn settings(&self) -> &SagaSettings {
+        &self.settings
+    }
+
+    /// ApproveChallenge: PENDING starts an attempt; APPROVING, APPROVED and APPROVE_FAILED are
+    /// returned as they stand (a duplicate never starts a second attempt).
+    pub async fn approve(
+        &self,
+        id: Uuid,
+        approver: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Challenge, ApprovalError> {
+        let key = Uuid::now_v7().to_string();
+        let transition = repo::start_attempt(
+            &self.pool,
+            id,
+            &[Status::Pending],
+            Some(approver),
+            &key,
+            self.settings.lease,
+        )
+        .await?;
+        match transition {
+            Transition::Applied(challenge) => self.drive_approval(challenge, deadline).await,
+            Transition::Unchanged(challenge) => match challenge.status() {
+                Status::Approving | Status::Approved | Status::ApproveFailed => {
+                    tracing::debug!(status = challenge.status().as_str(), "duplicate approval");
+                    Ok(challenge)
+                }
+                status => Err(wrong_state(id, status, Operation::Approve)),
+            },
+            Transition::Missing => Err(ApprovalError::NotFound(id)),
+        }
+    }
+
+    /// RetryApproval: APPROVE_FAILED (dead-lettered or not) starts an attempt now with the same
+    /// key; APPROVING and APPROVED are returned as they stand.
+    pub async fn retry(
+        &self,
+        id: Uuid,
+        deadline: Option<Instant>,
+    ) -> Result<Challenge, ApprovalError> {
+        // The key is kept (COALESCE): an APPROVE_FAILED challenge always has one already.
+        let key = Uuid::now_v7().to_string();
+        let transition = repo::start_attempt(
+            &self.pool,
+            id,
+            &[Status::ApproveFailed],
+            None,
+            &key,
+            self.settings.lease,
+        )
+        .await?;
+        match transition {
+            Transition::Applied(challenge) => self.drive_approval(challenge, deadline).await,
+            Transition::Unchanged(challenge) => match challenge.status() {
+                Status::Approving | Status::Approved => Ok(challenge),
+                status => Err(wrong_state(id, status, Operation::Retry)),
+            },
+            Transition::Missing => Err(ApprovalError::NotFound(id)),
+        }
+    }
+
+    /// Phases 2 and 3 of an attempt the caller has started (the challenge is APPROVING under
+    /// `challenge.attempts`): the order call, then the conditional outcome write.
+    pub async fn drive_approval(
+        &self,
+        challenge: Challenge,
+        deadline: Option<Instant>,
+    ) -> Result<Challenge, ApprovalError> {
+        let id = challenge.challenge_id;
+        let budget = self.budget(deadline);
+        let outcome = match self.orders.create_order(&challenge, budget).await {
+            Ok(order) => match Uuid::try_parse(&order.order_id) {
+                Ok(order_id) => AttemptOutcome::Approved { order_id },
+                Err(_) => self.failed(
+                    &challenge,
+                    &tonic::Status::internal("order-svc returned a malformed order id"),
+                ),
+            },
+            Err(status) => self.failed(&challenge, &status),
+        };
+        match &outcome {
+            AttemptOutcome::Approved { order_id } => {
+                tracing::info!(%order_id, attempt = challenge.attempts, "order created");
+            }
+            AttemptOutcome::Failed { reason, next, .. } => {
+                tracing::info!(
+                    reason = reason.as_str(),
+                    ?next,
+                    attempt = challenge.attempts,
+                    "approval attempt failed"
+                );
+            }
+        }
+        let fail_commit = self.failure_points.take_approval_commit();
+        let written =
+            repo::finish_attempt(&self.pool, id, challenge.attempts, &outcome, fail_commit).await;
+        self.settle(id, written).await
+    }
+
+    /// RevokeApproval: APPROVED starts a revoke; REVOKING and REVOKED are returned as they
+    /// stand (a REVOKING one is finished by whoever holds it or, after its lease, a completer).
+    pub async fn revoke(
+        &self,
+        id: Uuid,
+        reason: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Challenge, ApprovalError> {
+        match repo::start_revoke(&self.pool, id, reason, self.settings.lease).await? {
+            Transition::Applied(challenge) => self.drive_revoke(challenge, deadline).await,
+            Transition::Unchanged(challenge) => match challenge.status() {
+                Status::Revoking | Status::Revoked => Ok(challenge),
+                status => Err(wrong_state(id, status, Operation::Revoke)),
+            },
+            Transition::Missing => Err(ApprovalError::NotFound(id)),
+        }
+    }
+
+    /// Cancels the order of a REVOKING challenge, then writes REVOKED. When the cancel fails the
+    /// challenge stays REVOKING and the completer repeats it after the lease; CancelOrder is
+    /// idempotent, so the stock comes back exactly once however often it is repeated.
+    pub async fn drive_revoke(
+        &self,
+        challenge: Challenge,
+        deadline: Option<Instant>,
+    ) -> Result<Challenge, ApprovalError> {
+        let id = challenge.challenge_id;
+        let Some(order_id) = challenge.order_id else {
+            // The order_iff_approved constraint makes this unreachable.
+            tracing::error!("REVOKING challenge without an order");
+            return Ok(challenge);
+        };
+        let budget = self.budget(deadline);
+        match self
+            .orders
+            .cancel_order(order_id, &challenge.decision_reason, budget)
+            .await
+        {
+            Ok(_) => tracing::info!(%order_id, "order cancelled"),
+            Err(status) => {
+                tracing::warn!(
+                    %order_id,
+                    code = ?status.code(),
+                    message = status.message(),
+                    "cancel failed; the completer retries after the lease"
+                );
+                return Ok(challenge);
+            }
+        }
+        let fail_commit = self.failure_points.take_revoke_commit();
+        let written = repo::finish_revoke(&self.pool, id, fail_commit).await;
+        self.settle(id, written).await
+    }
+
+    /// The order call's budget for a caller's deadline.
+    fn budget(&self, deadline: Option<Instant>) -> Duration {
+        call_budget(
+            deadline,
+            self.settings.order_call_timeout,
+            self.settings.post_call_margin,
+        )
+    }
+
+    /// The APPROVE_FAILED outcome for an order-svc failure, with what comes next.
+    fn failed(&self, challenge: &Challenge, status: &tonic::Status) -> AttemptOutcome {
+        let reason = classify(status);
+        let used = u32::try_from(challenge.attempts - challenge.budget_start).unwrap_or(u32::MAX);
+        let next = if !reason.is_transient() {
+            NextStep::Stop
+        } else if used >= self.settings.max_attempts {
+            NextStep::DeadLetter
+        } else {
+            NextStep::RetryAfter(self.settings.backoff.delay(used))
+        };
+        AttemptOutcome::Failed {
+            reason,
+            message: failure_message(status),
+            next,
+        }
+    }
+
+    /// The answer after a final write: the row written; the row as it stands when a newer
+    /// attempt owns it; and when the write itself failed, the row as it stands too (still in
+    /// flight under its lease; a completer rolls it forward), or the error if even that read
+    /// fails.
+    async fn settle(
+        &self,
+        id: Uuid,
+        written: Result<Option<Challenge>, FinishError>,
+    ) -> Result<Challenge, ApprovalError> {
+        match written {
+            Ok(Some(challenge)) => Ok(challenge),
+            Ok(None) => {
+                tracing::info!("a newer attempt owns the challenge; returning it as it stands");
+                self.current(id).await
+            }
+            Err(error) => {
+                tracing::warn!(%error, "final write failed; the completer finishes after the lease");
+                match self.current(id).await {
+                    Ok(challenge) => Ok(challenge),
+                    Err(_) => Err(match error {
+                        FinishError::Database(error) => ApprovalError::Database(error),
+                        FinishError::Injected => ApprovalError::Injected("final write"),
+                    }),
+                }
+            }
+        }
+    }
+
+    async fn current(&self, id: Uuid) -> Result<Challenge, ApprovalError> {
+        repo::get(&self.pool, id)
+            .await?
+            .ok_or(ApprovalError::NotFound(id))
+    }
+}
+
+fn wrong_state(id: Uuid, status: Status, operation: Operation) -> ApprovalError {
+    ApprovalError::WrongState {
+        id,
+        status,
+        operation,
+    }
+}

@@ -1,0 +1,201 @@
+//! Start-up: database (given or throwaway), migrations, the order-svc client, listener, and the
+//! server's life with its completer.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use lab_common::grpc::{BoundListener, bind, observability, reflection};
+use lab_common::postgres::{PostgresError, ThrowawayPostgres, connect, create_database};
+use lab_proto::approval::v1::FILE_DESCRIPTOR_SET;
+use lab_proto::approval::v1::approval_service_server::ApprovalServiceServer;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+
+use crate::backoff::Backoff;
+use crate::completer::{self, CompleterSettings};
+use crate::config::{Config, ConfigError};
+use crate::failpoints::FailurePoints;
+use crate::orders::{self, ClientError, OrderGateway};
+use crate::saga::{Saga, SagaSettings};
+use crate::service::ApprovalApi;
+
+/// The challenges schema, applied at start-up (also usable with `sqlx migrate run`).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/approval");
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The settings contradict each other.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Preparing the database failed.
+    #[error("database set-up failed: {0}")]
+    Postgres(#[from] PostgresError),
+    /// Connecting to the database failed.
+    #[error("database connection failed: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The order-svc client could not be built.
+    #[error("order-svc client: {0}")]
+    Client(#[from] ClientError),
+    /// Binding the listener failed.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+    /// Building the reflection service failed.
+    #[error("reflection set-up failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A ready-to-serve approval-svc: database migrated, client built, listener bound.
+pub struct Application {
+    config: Config,
+    pool: PgPool,
+    listener: BoundListener,
+    saga: Arc<Saga>,
+    database_url: String,
+    // Kept alive for the life of the service; dropping it stops the private server.
+    throwaway: Option<ThrowawayPostgres>,
+}
+
+impl Application {
+    /// Checks the configuration, prepares the database (starting a throwaway PostgreSQL when no
+    /// URL is configured), applies migrations, builds the order-svc client (lazily connected:
+    /// order-svc may be down) and binds the listener.
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        config.validate()?;
+        let (database_url, throwaway) = match &config.database_url {
+            Some(url) => (url.clone(), None),
+            None => {
+                let server = tokio::task::spawn_blocking(ThrowawayPostgres::start)
+                    .await
+                    .map_err(std::io::Error::other)??;
+                let url = create_database(&server.admin_url(), "approval").await?;
+                tracing::info!(database_url = %url, "using a throwaway PostgreSQL");
+                (url, Some(server))
+            }
+        };
+        let pool = connect(&database_url, config.db_pool_size).await?;
+        MIGRATOR.run(&pool).await?;
+
+        let channel = orders::channel(&config.order_svc_url, config.order_connect_timeout)?;
+        let saga = Arc::new(Saga::new(
+            pool.clone(),
+            OrderGateway::new(channel),
+            SagaSettings {
+                lease: config.lease,
+                order_call_timeout: config.order_call_timeout,
+                post_call_margin: config.post_call_margin,
+                max_attempts: config.max_attempts,
+                backoff: Backoff {
+                    base: config.retry_backoff_base,
+                    cap: config.retry_backoff_cap,
+                },
+            },
+            config.failure_points.clone(),
+        ));
+        let listener = bind(config.listen).await?;
+        Ok(Self {
+            config,
+            pool,
+            listener,
+            saga,
+            database_url,
+            throwaway,
+        })
+    }
+
+    /// The address the gRPC server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr
+    }
+
+    /// The database URL in use (the throwaway one when none was configured).
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// The connection pool, for checks that read the database directly.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The test failure points of this instance (shared with the configuration's handle).
+    pub fn failure_points(&self) -> FailurePoints {
+        self.config.failure_points.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight calls, stops
+    /// the completer after its current round and closes the pool.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let Self {
+            config,
+            pool,
+            listener,
+            saga,
+            throwaway,
+            ..
+        } = self;
+        let api = ApprovalApi::new(Arc::clone(&saga), config.max_quantity);
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<ApprovalServiceServer<ApprovalApi>>()
+            .await;
+        let (reflection_v1, reflection_v1alpha) = reflection(&[FILE_DESCRIPTOR_SET])?;
+
+        let stop_completer = CancellationToken::new();
+        let completer = tokio::spawn(completer::run(
+            Arc::clone(&saga),
+            CompleterSettings {
+                period: config.completer_period,
+                batch: config.completer_batch,
+                concurrency: config.completer_concurrency,
+                pause_retries: Arc::new(|| false),
+            },
+            stop_completer.clone(),
+        ));
+
+        let draining = async move {
+            shutdown.await;
+            // Load balancers polling health stop sending new calls while in-flight ones finish.
+            health_reporter
+                .set_not_serving::<ApprovalServiceServer<ApprovalApi>>()
+                .await;
+            tracing::info!("draining in-flight calls");
+        };
+
+        tracing::info!("listening on {}", listener.local_addr);
+        let served = Server::builder()
+            .concurrency_limit_per_connection(config.max_concurrent_requests)
+            .load_shed(true)
+            .layer(observability())
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(
+                ApprovalServiceServer::new(api).max_decoding_message_size(config.max_message_bytes),
+            )
+            .serve_with_incoming_shutdown(listener.incoming, draining)
+            .await;
+
+        stop_completer.cancel();
+        let _ = completer.await;
+        pool.close().await;
+        if let Some(server) = throwaway {
+            // pg_ctl stop blocks; keep it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || drop(server)).await;
+        }
+        tracing::info!("stopped");
+        served.map_err(Into::into)
+    }
+}

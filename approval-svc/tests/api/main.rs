@@ -1,0 +1,9 @@
+//! approval-svc against a real order-svc, both as tonic servers on loopback, each on a fresh
+//! PostgreSQL database. One test binary (modules below) keeps linking cheap.
+
+mod approve;
+mod helpers;
+mod outage;
+mod recovery;
+mod revoke;
+mod validation;

@@ -1,0 +1,307 @@
+//! The statuses this crate produces and the failure classification the layers share.
+//!
+//! To tell why a call failed, read the `ErrorInfo` reason:
+//!
+//! ```
+//! use resilience::errors::{self, reason};
+//! # let status = errors::circuit_open("order-svc");
+//! if errors::reason_of(&status).as_deref() == Some(reason::CIRCUIT_OPEN) {
+//!     // the breaker refused the call without touching the network
+//! }
+//! assert_eq!(status.code(), tonic::Code::Unavailable);
+//! ```
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::BoxError;
+
+/// `ErrorInfo.domain` of every status made here (the project's domain, API.md).
+pub const DOMAIN: &str = "lab";
+
+/// `ErrorInfo.reason` values of the statuses made here.
+pub mod reason {
+    /// UNAVAILABLE: the circuit breaker is open (or half-open with every probe slot taken).
+    pub const CIRCUIT_OPEN: &str = "CIRCUIT_OPEN";
+    /// RESOURCE_EXHAUSTED: too many attempts in flight; shed locally, never sent.
+    pub const LOAD_SHED: &str = "LOAD_SHED";
+    /// DEADLINE_EXCEEDED: the logical call's overall budget is spent.
+    pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
+    /// DEADLINE_EXCEEDED: one attempt hit the per-attempt timeout (retryable).
+    pub const ATTEMPT_TIMEOUT: &str = "ATTEMPT_TIMEOUT";
+    /// Any code: a fault injected on purpose by [`crate::fault`].
+    pub const FAULT_INJECTED: &str = "FAULT_INJECTED";
+}
+
+/// Response metadata key added to the final status when a retryable failure was not retried,
+/// saying why: one of the [`stop`] values.
+pub const RETRY_STOP_KEY: &str = "lab-retry-stop";
+
+/// Values of [`RETRY_STOP_KEY`].
+pub mod stop {
+    /// The configured maximum number of attempts was used.
+    pub const MAX_ATTEMPTS: &str = "MAX_ATTEMPTS";
+    /// The retry budget had no tokens left.
+    pub const RETRY_BUDGET_EXHAUSTED: &str = "RETRY_BUDGET_EXHAUSTED";
+    /// The backoff (or pushback) would have slept past the deadline.
+    pub const DEADLINE: &str = "DEADLINE";
+    /// The server sent a negative or malformed `grpc-retry-pushback-ms`.
+    pub const PUSHBACK: &str = "PUSHBACK";
+    /// No `idempotency-key`, and the request may have reached the server.
+    pub const NOT_IDEMPOTENT: &str = "NOT_IDEMPOTENT";
+}
+
+/// The `ErrorInfo` reason of `status` when its domain is [`DOMAIN`].
+pub fn reason_of(status: &Status) -> Option<String> {
+    status
+        .get_details_error_info()
+        .filter(|info| info.domain == DOMAIN)
+        .map(|info| info.reason)
+}
+
+/// Whether `status` is a breaker rejection ([`reason::CIRCUIT_OPEN`]).
+pub fn is_circuit_open(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+        && reason_of(status).as_deref() == Some(reason::CIRCUIT_OPEN)
+}
+
+/// Builds a status with an `ErrorInfo` (domain [`DOMAIN`]).
+pub fn with_reason(
+    code: Code,
+    message: impl Into<String>,
+    reason: &str,
+    metadata: HashMap<String, String>,
+) -> Status {
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, DOMAIN, metadata),
+    )
+}
+
+/// The status of a call refused by an open breaker.
+pub fn circuit_open(client: &str) -> Status {
+    local(
+        LocalKind::CircuitOpen,
+        with_reason(
+            Code::Unavailable,
+            "circuit breaker is open",
+            reason::CIRCUIT_OPEN,
+            HashMap::from([("client".to_owned(), client.to_owned())]),
+        ),
+    )
+}
+
+/// The status of an attempt shed by the concurrency limit.
+pub fn load_shed(limit: usize) -> Status {
+    local(
+        LocalKind::LoadShed,
+        with_reason(
+            Code::ResourceExhausted,
+            format!("more than {limit} calls in flight"),
+            reason::LOAD_SHED,
+            HashMap::from([("limit".to_owned(), limit.to_string())]),
+        ),
+    )
+}
+
+/// The status of a logical call whose overall budget is spent.
+pub fn deadline_exceeded(budget: Duration) -> Status {
+    with_reason(
+        Code::DeadlineExceeded,
+        format!("deadline of {budget:?} exceeded"),
+        reason::DEADLINE_EXCEEDED,
+        HashMap::from([("budget_ms".to_owned(), budget.as_millis().to_string())]),
+    )
+}
+
+/// The status of one attempt cut by the per-attempt timeout.
+pub fn attempt_timeout(timeout: Duration) -> Status {
+    with_reason(
+        Code::DeadlineExceeded,
+        format!("attempt timed out after {timeout:?}"),
+        reason::ATTEMPT_TIMEOUT,
+        HashMap::from([("timeout_ms".to_owned(), timeout.as_millis().to_string())]),
+    )
+}
+
+/// Which local layer refused a call without sending it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LocalKind {
+    CircuitOpen,
+    LoadShed,
+}
+
+/// Marks a status as made here for a request that never left the process. It rides in the
+/// status' `source()`, which never crosses the wire, so a remote server can't forge it.
+#[derive(Debug)]
+struct Local {
+    kind: LocalKind,
+    status: Status,
+}
+
+impl fmt::Display for Local {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.status, f)
+    }
+}
+
+impl StdError for Local {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.status)
+    }
+}
+
+fn local(kind: LocalKind, status: Status) -> Status {
+    // `from_error` finds the status in the source chain, copies code, message, details and
+    // metadata, and keeps the `Local` wrapper as the new status' source.
+    Status::from_error(Box::new(Local { kind, status }))
+}
+
+pub(crate) fn local_kind(status: &Status) -> Option<LocalKind> {
+    status
+        .source()
+        .and_then(|source| source.downcast_ref::<Local>())
+        .map(|local| local.kind)
+}
+
+/// The status inside a layer error; `None` for an error that carries none (e.g. a raw transport
+/// error from a channel used without the [`crate::unary`] layer).
+pub fn status_of(err: &BoxError) -> Option<&Status> {
+    err.downcast_ref::<Status>()
+}
+
+/// The gRPC code of a layer error, as tonic's client would report it.
+pub fn code_of(err: &BoxError) -> Code {
+    match status_of(err) {
+        Some(status) => status.code(),
+        None if find_in_chain::<tonic::ConnectError>(err.as_ref()) => Code::Unavailable,
+        None => Code::Unknown,
+    }
+}
+
+/// Turns any inner error into a boxed [`Status`], keeping the original as its source.
+pub(crate) fn into_status_error(err: impl Into<BoxError>) -> BoxError {
+    let err: BoxError = err.into();
+    if err.is::<Status>() {
+        return err;
+    }
+    Box::new(Status::from_error(err))
+}
+
+/// Codes a retry may fix (DESIGN.md): the server was unreachable, overloaded, too slow for one
+/// attempt, or lost a concurrency race.
+pub fn is_retryable_code(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
+    )
+}
+
+/// Codes that say the server (or the path to it) is unhealthy; the breaker counts only these.
+pub fn is_server_failure(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Internal
+            | Code::Unknown
+    )
+}
+
+/// Whether the failed attempt surely never reached the server's application code, so even a
+/// non-idempotent call may be sent again:
+/// - refused by a local layer (load shed, open breaker);
+/// - the connection could not be established (`tonic::ConnectError`);
+/// - the server refused the HTTP/2 stream (`RST_STREAM` `REFUSED_STREAM`, which RFC 9113 §8.7
+///   defines as "not processed").
+///
+/// Everything else — a gRPC status from the server, a timeout, a reset or closed connection
+/// after the request was written — may have been processed.
+pub fn surely_unsent(err: &BoxError) -> bool {
+    if let Some(status) = status_of(err)
+        && local_kind(status).is_some()
+    {
+        return true;
+    }
+    let mut source: Option<&(dyn StdError + 'static)> = Some(err.as_ref());
+    while let Some(e) = source {
+        if e.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if let Some(h2) = e.downcast_ref::<h2::Error>()
+            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+            && h2.is_remote()
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn find_in_chain<T: StdError + 'static>(err: &(dyn StdError + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.is::<T>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_statuses_keep_code_details_and_marker() {
+        let status = circuit_open("c");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(is_circuit_open(&status));
+        assert_eq!(local_kind(&status), Some(LocalKind::CircuitOpen));
+
+        let shed = load_shed(3);
+        assert_eq!(shed.code(), Code::ResourceExhausted);
+        assert_eq!(reason_of(&shed).as_deref(), Some(reason::LOAD_SHED));
+        assert!(surely_unsent(&(Box::new(shed) as BoxError)));
+    }
+
+    #[test]
+    fn a_remote_status_is_never_local() {
+        let remote = with_reason(Code::Unavailable, "x", reason::CIRCUIT_OPEN, HashMap::new());
+        let mut headers = http::HeaderMap::new();
+        remote.add_header(&mut headers).unwrap();
+        let parsed = Status::from_header_map(&headers).unwrap();
+        assert_eq!(local_kind(&parsed), None);
+        assert!(!surely_unsent(&(Box::new(parsed) as BoxError)));
+    }
+
+    #[test]
+    fn connect_errors_are_unsent_and_unavailable() {
+        let err: BoxError = Box::new(tonic::ConnectError("refused".into()));
+        assert_eq!(code_of(&err), Code::Unavailable);
+        assert!(surely_unsent(&err));
+        let wrapped = into_status_error(err);
+        assert_eq!(code_of(&wrapped), Code::Unavailable);
+        assert!(surely_unsent(&wrapped));
+    }
+
+    #[test]
+    fn classification_tables() {
+        for code in [Code::InvalidArgument, Code::FailedPrecondition, Code::NotFound] {
+            assert!(!is_retryable_code(code));
+            assert!(!is_server_failure(code));
+        }
+        assert!(!is_server_failure(Code::AlreadyExists));
+        assert!(is_retryable_code(Code::Aborted) && !is_server_failure(Code::Aborted));
+        assert!(is_server_failure(Code::Internal) && !is_retryable_code(Code::Internal));
+    }
+}

@@ -1,0 +1,62 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::Response;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tracing::Span;
+
+use crate::BoxError;
+use crate::errors::code_of;
+use crate::metadata::code_in;
+use crate::telemetry::PerCode;
+
+pin_project! {
+    /// Response future of [`super::Instrument`].
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        span: Span,
+        started: Instant,
+        calls: PerCode,
+        duration: metrics::Histogram,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(inner: F, span: Span, calls: PerCode, duration: metrics::Histogram) -> Self {
+        Self {
+            inner,
+            span,
+            started: Instant::now(),
+            calls,
+            duration,
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<B>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let result = ready!(this.inner.poll(cx)).map_err(Into::into);
+        let code = match &result {
+            Ok(response) => code_in(response.headers()),
+            Err(err) => code_of(err),
+        };
+        this.calls.get(code).increment(1);
+        this.duration.record(this.started.elapsed().as_secs_f64());
+        if code != tonic::Code::Ok {
+            tracing::debug!(?code, "call failed");
+        }
+        Poll::Ready(result)
+    }
+}

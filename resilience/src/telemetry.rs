@@ -1,0 +1,128 @@
+//! Metric names and pre-registered handles (one registry lookup per layer, none per call).
+
+use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use tonic::Code;
+
+pub(crate) const CALLS: &str = "resilience_calls_total";
+pub(crate) const CALL_DURATION: &str = "resilience_call_duration_seconds";
+pub(crate) const ATTEMPTS: &str = "resilience_attempts_total";
+pub(crate) const ATTEMPT_TIMEOUTS: &str = "resilience_attempt_timeouts_total";
+pub(crate) const RETRIES: &str = "resilience_retries_total";
+pub(crate) const RETRY_BUDGET_EXHAUSTED: &str = "resilience_retry_budget_exhausted_total";
+pub(crate) const BREAKER_STATE: &str = "resilience_breaker_state";
+pub(crate) const BREAKER_TRANSITIONS: &str = "resilience_breaker_transitions_total";
+pub(crate) const BREAKER_REJECTIONS: &str = "resilience_breaker_rejections_total";
+pub(crate) const SHED: &str = "resilience_shed_total";
+pub(crate) const DEADLINE_EXCEEDED: &str = "resilience_deadline_exceeded_total";
+pub(crate) const FAULTS_INJECTED: &str = "resilience_faults_injected_total";
+
+/// The label value used when a layer is built without a client name.
+pub(crate) const DEFAULT_CLIENT: &str = "default";
+
+const ALL_CODES: [Code; 17] = [
+    Code::Ok,
+    Code::Cancelled,
+    Code::Unknown,
+    Code::InvalidArgument,
+    Code::DeadlineExceeded,
+    Code::NotFound,
+    Code::AlreadyExists,
+    Code::PermissionDenied,
+    Code::ResourceExhausted,
+    Code::FailedPrecondition,
+    Code::Aborted,
+    Code::OutOfRange,
+    Code::Unimplemented,
+    Code::Internal,
+    Code::Unavailable,
+    Code::DataLoss,
+    Code::Unauthenticated,
+];
+
+/// One counter per gRPC code, indexed by the code's number.
+#[derive(Debug, Clone)]
+pub(crate) struct PerCode([Counter; 17]);
+
+impl PerCode {
+    pub(crate) fn new(name: &'static str, client: &str) -> Self {
+        Self(ALL_CODES.map(|code| {
+            counter!(name, "client" => client.to_owned(), "code" => code_name(code))
+        }))
+    }
+
+    pub(crate) fn get(&self, code: Code) -> &Counter {
+        &self.0[(code as usize).min(16)]
+    }
+}
+
+/// The canonical UPPER_SNAKE name of a code, as used in labels and the fault grammar.
+pub(crate) fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Parses a code from its UPPER_SNAKE name (any case) or its number.
+pub(crate) fn parse_code(text: &str) -> Option<Code> {
+    if let Ok(n) = text.parse::<i32>() {
+        return (0..=16).contains(&n).then(|| Code::from(n));
+    }
+    ALL_CODES
+        .into_iter()
+        .find(|code| code_name(*code).eq_ignore_ascii_case(text))
+}
+
+pub(crate) fn calls(client: &str) -> (PerCode, Histogram) {
+    (
+        PerCode::new(CALLS, client),
+        histogram!(CALL_DURATION, "client" => client.to_owned()),
+    )
+}
+
+pub(crate) fn plain(name: &'static str, client: &str) -> Counter {
+    counter!(name, "client" => client.to_owned())
+}
+
+pub(crate) fn breaker_state(client: &str) -> Gauge {
+    gauge!(BREAKER_STATE, "client" => client.to_owned())
+}
+
+pub(crate) fn breaker_transition(client: &str, to: &'static str) -> Counter {
+    counter!(BREAKER_TRANSITIONS, "client" => client.to_owned(), "to" => to)
+}
+
+pub(crate) fn fault(kind: &'static str) -> Counter {
+    counter!(FAULTS_INJECTED, "kind" => kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_names_parse_back() {
+        for code in ALL_CODES {
+            assert_eq!(parse_code(code_name(code)), Some(code));
+            assert_eq!(parse_code(&(code as i32).to_string()), Some(code));
+        }
+        assert_eq!(parse_code("unavailable"), Some(Code::Unavailable));
+        assert_eq!(parse_code("17"), None);
+        assert_eq!(parse_code("NOPE"), None);
+    }
+}
