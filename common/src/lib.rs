@@ -8,10 +8,14 @@
 //! - [`postgres`]: connection pools, and a private throwaway PostgreSQL when no URL is given.
 //! - [`telemetry`]: `tracing` set-up in `pretty` or `json` format.
 //! - [`time`]: conversions between `chrono` and protobuf timestamps.
+//! - [`grpc_metrics`]: per-RPC request counts and latency histograms (a tower layer).
+//! - [`metrics_http`]: `/metrics` (Prometheus) and `/healthz` on their own HTTP port.
 #![forbid(unsafe_code)]
 
 pub mod grpc;
+pub mod grpc_metrics;
 pub mod metadata;
+pub mod metrics_http;
 pub mod paging;
 pub mod postgres;
 pub mod status;

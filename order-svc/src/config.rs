@@ -55,6 +55,18 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// HTTP address for `/metrics` (Prometheus) and `/healthz`; unset serves neither.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Products whose stock is exported as a gauge: the most recently active ones.
+    #[arg(long, env = "STOCK_METRICS_PRODUCTS", default_value_t = 20)]
+    pub stock_metrics_products: i64,
+
+    /// How often gauges (stock, pool usage) are sampled.
+    #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub metrics_sample_interval: Duration,
+
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,

@@ -10,12 +10,14 @@
 //!
 //! Modules: [`config`] (flags and environment), [`startup`] (the [`Application`] that binds and
 //! serves), [`service`] (gRPC handlers), [`repository`] (SQL), [`domain`] (validated inputs),
-//! [`error`] (the one error type and its mapping to `tonic::Status`), [`reaper`] (expired keys).
+//! [`error`] (the one error type and its mapping to `tonic::Status`), [`reaper`] (expired keys),
+//! [`metrics`] (what `/metrics` shows besides the per-RPC counters).
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod reaper;
 pub mod repository;
 pub mod service;

@@ -19,8 +19,9 @@ pub async fn run(pool: PgPool, interval: Duration, mut stop: watch::Receiver<boo
         }
         loop {
             match crate::repository::reap_expired_keys(&pool, BATCH).await {
-                Ok(deleted) if deleted == BATCH as u64 => continue,
+                Ok(deleted) if deleted == BATCH as u64 => crate::metrics::keys_reaped(deleted),
                 Ok(deleted) => {
+                    crate::metrics::keys_reaped(deleted);
                     if deleted > 0 {
                         tracing::info!(deleted, "expired idempotency keys deleted");
                     }

@@ -4,9 +4,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use lab_common::grpc::{BoundListener, bind, observability, reflection};
+use lab_common::grpc_metrics::GrpcMetricsLayer;
+use lab_common::metrics_http::{self, Readiness};
 use lab_common::postgres::{PostgresError, ThrowawayPostgres, connect, create_database};
 use lab_proto::order::v1::FILE_DESCRIPTOR_SET;
-use lab_proto::order::v1::order_service_server::OrderServiceServer;
+use lab_proto::order::v1::order_service_server::{
+    OrderServiceServer, SERVICE_NAME as ORDER_SERVICE_NAME,
+};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::sync::watch;
@@ -48,6 +52,7 @@ pub struct Application {
     config: Config,
     pool: PgPool,
     listener: BoundListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
     database_url: String,
     // Kept alive for the life of the service; dropping it stops the private server.
     throwaway: Option<ThrowawayPostgres>,
@@ -71,13 +76,25 @@ impl Application {
         let pool = connect(&database_url, config.db_pool_size).await?;
         MIGRATOR.run(&pool).await?;
         let listener = bind(config.listen).await?;
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => Some(metrics_http::bind(addr).await?),
+            None => None,
+        };
         Ok(Self {
+            metrics_listener,
             config,
             pool,
             listener,
             database_url,
             throwaway,
         })
+    }
+
+    /// The address of `/metrics` and `/healthz`, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The address the gRPC server listens on.
@@ -105,6 +122,7 @@ impl Application {
             config,
             pool,
             listener,
+            metrics_listener,
             throwaway,
             ..
         } = self;
@@ -122,10 +140,26 @@ impl Application {
         let (reflection_v1, reflection_v1alpha) = reflection(&[FILE_DESCRIPTOR_SET])?;
 
         let (stop_background, stopped) = watch::channel(false);
-        let reaper = tokio::spawn(reaper::run(pool.clone(), config.reaper_interval, stopped));
+        let reaper = tokio::spawn(reaper::run(
+            pool.clone(),
+            config.reaper_interval,
+            stopped.clone(),
+        ));
+        let sampler = tokio::spawn(crate::metrics::sample(
+            pool.clone(),
+            config.metrics_sample_interval,
+            config.stock_metrics_products,
+            stopped.clone(),
+        ));
+        let readiness = Readiness::default();
+        if let Some(metrics_listener) = metrics_listener {
+            metrics_http::spawn(metrics_listener, readiness.clone(), stopped)?;
+        }
+        readiness.set(true);
 
         let draining = async move {
             shutdown.await;
+            readiness.set(false);
             // Load balancers polling health stop sending new calls while in-flight ones finish.
             health_reporter
                 .set_not_serving::<OrderServiceServer<OrderApi>>()
@@ -139,6 +173,7 @@ impl Application {
             .concurrency_limit_per_connection(config.max_concurrent_requests)
             .load_shed(true)
             .layer(observability())
+            .layer(GrpcMetricsLayer::new(&[ORDER_SERVICE_NAME]))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -150,6 +185,7 @@ impl Application {
 
         let _ = stop_background.send(true);
         let _ = reaper.await;
+        let _ = sampler.await;
         pool.close().await;
         if let Some(server) = throwaway {
             // pg_ctl stop blocks; keep it off the async workers.

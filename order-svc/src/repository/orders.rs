@@ -182,7 +182,7 @@ pub async fn list_orders(
     Ok(page.finish(rows, |order| order.order_id))
 }
 
-/// Cancels an order and returns its stock, exactly once.
+/// Cancels an order and returns its stock, exactly once; the flag says whether this call did it.
 ///
 /// One statement: the order's `UPDATE … WHERE status = 'CREATED'` locks the row, so a concurrent
 /// cancel waits, re-checks the condition, finds the order cancelled and restores nothing.
@@ -190,8 +190,8 @@ pub async fn cancel_order(
     pool: &PgPool,
     order_id: Uuid,
     reason: &str,
-) -> Result<Order, OrderError> {
-    sqlx::query(
+) -> Result<(Order, bool), OrderError> {
+    let restored = sqlx::query(
         "WITH cancelled AS (
              UPDATE orders
              SET status = 'CANCELLED', cancel_reason = $2, cancelled_at = now(), updated_at = now()
@@ -206,6 +206,8 @@ pub async fn cancel_order(
     .bind(order_id)
     .bind(reason)
     .execute(pool)
-    .await?;
-    get_order(pool, order_id).await
+    .await?
+    .rows_affected()
+        == 1;
+    Ok((get_order(pool, order_id).await?, restored))
 }

@@ -94,12 +94,14 @@ impl OrderService for OrderApi {
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
         let (scope, order) =
             parse::create_order(request.metadata(), request.get_ref(), self.limits)?;
-        let outcome =
-            repository::create_order(&self.pool, &scope, &order, self.key_retention).await?;
+        let outcome = repository::create_order(&self.pool, &scope, &order, self.key_retention)
+            .await
+            .inspect_err(crate::metrics::order_refused)?;
         let (order, replayed) = match outcome {
             CreateOutcome::Created(order) => (order, false),
             CreateOutcome::Replayed(order) => (order, true),
         };
+        crate::metrics::order_placed(replayed);
         tracing::info!(order_id = %order.order_id, replayed, "order placed");
         let mut response = Response::new(pb::CreateOrderResponse {
             order: Some(order.into()),
@@ -155,8 +157,11 @@ impl OrderService for OrderApi {
         request: Request<pb::CancelOrderRequest>,
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
         let (order_id, reason) = parse::cancel(request.get_ref())?;
-        let order = repository::cancel_order(&self.pool, order_id, &reason).await?;
-        tracing::info!("order cancelled");
+        let (order, restored) = repository::cancel_order(&self.pool, order_id, &reason).await?;
+        if restored {
+            crate::metrics::order_cancelled();
+        }
+        tracing::info!(restored, "order cancelled");
         Ok(Response::new(pb::CancelOrderResponse {
             order: Some(order.into()),
         }))

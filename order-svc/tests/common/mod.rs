@@ -14,6 +14,7 @@ use uuid::Uuid;
 /// A running shop and what tests need to poke it.
 pub struct TestShop {
     pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
     pub pool: PgPool,
     pub client: OrderServiceClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
@@ -37,6 +38,7 @@ impl TestShop {
         customize(&mut config);
         let application = Application::build(config).await.expect("order-svc builds");
         let addr = application.local_addr();
+        let metrics_addr = application.metrics_addr();
         let pool = application.pool().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -50,6 +52,7 @@ impl TestShop {
         let client = connect(addr).await;
         Self {
             addr,
+            metrics_addr,
             pool,
             client,
             stop: Some(stop),

@@ -1,0 +1,105 @@
+//! The metrics endpoint: Prometheus text format on `/metrics` and a readiness probe on
+//! `/healthz`, served over plain HTTP on their own port, apart from gRPC.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
+
+/// Latency buckets (seconds) for every `*_seconds` histogram: 1 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder, installed on first use. One process has one metrics
+/// registry (the `metrics` facade is global); services name their metrics apart.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("the bucket list is not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Fails only when another recorder was installed first; ours then renders nothing,
+        // which beats refusing to start.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed");
+        }
+        handle
+    })
+}
+
+/// Binds the metrics endpoint's listener (port 0 picks a free one), so a service can report
+/// the address before it starts serving.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+/// Whether the service is ready for traffic, as `/healthz` reports it.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks the service ready (200) or not (503).
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    /// The current state.
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` (see [`bind`]) until `stop` turns true.
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    readiness: Readiness,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<SocketAddr> {
+    let handle = prometheus().clone();
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(
+                |State((handle, _)): State<(PrometheusHandle, Readiness)>| async move {
+                    handle.render()
+                },
+            ),
+        )
+        .route(
+            "/healthz",
+            get(
+                |State((_, readiness)): State<(PrometheusHandle, Readiness)>| async move {
+                    if readiness.is_ready() {
+                        (StatusCode::OK, "ok\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                },
+            ),
+        )
+        .with_state((handle, readiness));
+    let local_addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::warn!(%error, "metrics endpoint failed");
+        }
+    });
+    tracing::info!(addr = %local_addr, "metrics on http://{local_addr}/metrics");
+    Ok(local_addr)
+}
