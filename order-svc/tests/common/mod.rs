@@ -15,6 +15,7 @@ use uuid::Uuid;
 pub struct TestShop {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
+    pub database_url: String,
     pub pool: PgPool,
     pub client: OrderServiceClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
@@ -39,6 +40,7 @@ impl TestShop {
         let application = Application::build(config).await.expect("order-svc builds");
         let addr = application.local_addr();
         let metrics_addr = application.metrics_addr();
+        let database_url = application.database_url().to_owned();
         let pool = application.pool().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -53,6 +55,7 @@ impl TestShop {
         Self {
             addr,
             metrics_addr,
+            database_url,
             pool,
             client,
             stop: Some(stop),
@@ -139,12 +142,17 @@ impl Drop for TestShop {
 }
 
 pub async fn connect(addr: SocketAddr) -> OrderServiceClient<Channel> {
+    try_connect(addr).await.expect("connect to order-svc")
+}
+
+pub async fn try_connect(
+    addr: SocketAddr,
+) -> Result<OrderServiceClient<Channel>, tonic::transport::Error> {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
-        .await
-        .expect("connect to order-svc");
-    OrderServiceClient::new(channel)
+        .await?;
+    Ok(OrderServiceClient::new(channel))
 }
 
 /// A CreateOrder request carrying `key` as its idempotency key.
