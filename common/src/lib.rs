@@ -1,5 +1,6 @@
 //! Plumbing shared by the concurrency-lab services.
 //!
+//! - [`alerts`]: alert delivery to Slack-compatible and PagerDuty webhooks, with retries.
 //! - [`grpc`]: binding, reflection, health, request ids and graceful shutdown for tonic servers.
 //! - [`status`]: `tonic::Status` with `google.rpc` error details (domain `lab`).
 //! - [`validate`]: input validation that collects `BadRequest` field violations.
@@ -12,6 +13,7 @@
 //! - [`metrics_http`]: `/metrics` (Prometheus) and `/healthz` on their own HTTP port.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod grpc;
 pub mod grpc_metrics;
 pub mod metadata;
