@@ -3,19 +3,25 @@
 
 use std::path::PathBuf;
 
-const PROTO_FILES: &[(&str, &str)] = &[
-    ("lab/order/v1/order.proto", "order_descriptor.bin"),
-    ("lab/approval/v1/approval.proto", "approval_descriptor.bin"),
+/// Each package's files are compiled together: prost writes one Rust file per package.
+const PACKAGES: &[(&[&str], &str)] = &[
+    (&["lab/order/v1/order.proto"], "order_descriptor.bin"),
+    (
+        &[
+            "lab/approval/v1/approval.proto",
+            "lab/approval/v1/ops.proto",
+        ],
+        "approval_descriptor.bin",
+    ),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     println!("cargo:rerun-if-changed=lab");
-    for (file, descriptor_name) in PROTO_FILES {
-        let descriptors = protox::compile([file], ["."])?;
-        let descriptor_path = out_dir.join(descriptor_name);
+    for (files, descriptor_name) in PACKAGES {
+        let descriptors = protox::compile(*files, ["."])?;
         std::fs::write(
-            &descriptor_path,
+            out_dir.join(descriptor_name),
             prost::Message::encode_to_vec(&descriptors),
         )?;
         tonic_prost_build::configure()

@@ -109,8 +109,12 @@ pub struct IdempotencyScope {
 }
 
 /// Filters of ListOrders; `None` matches everything.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderFilter {
+    /// Only orders created by this principal.
+    pub client_id: Option<String>,
+    /// Only orders created at or after this time.
+    pub created_after: Option<DateTime<Utc>>,
     /// Only this product's orders.
     pub product_id: Option<Uuid>,
     /// Only this customer's orders.

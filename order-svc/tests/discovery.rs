@@ -206,5 +206,34 @@ async fn list_orders_pages_through_everything_once_and_filters() {
         .into_inner();
     assert_eq!(cancelled.orders.len(), 1);
     assert_eq!(cancelled.orders[0].order_id, created[0]);
+
+    let by_client =
+        |client_id: &str, created_after: Option<prost_types::Timestamp>| pb::ListOrdersRequest {
+            client_id: client_id.into(),
+            created_after,
+            ..Default::default()
+        };
+    let mine = client
+        .list_orders(by_client("anonymous", None))
+        .await
+        .unwrap();
+    assert_eq!(mine.into_inner().orders.len(), 8);
+    let theirs = client
+        .list_orders(by_client("someone-else", None))
+        .await
+        .unwrap();
+    assert!(theirs.into_inner().orders.is_empty());
+    let future = prost_types::Timestamp {
+        seconds: 4_102_444_800,
+        nanos: 0,
+    };
+    let later = client
+        .list_orders(by_client("", Some(future)))
+        .await
+        .unwrap();
+    assert!(later.into_inner().orders.is_empty());
+    let past = prost_types::Timestamp::default();
+    let all = client.list_orders(by_client("", Some(past))).await.unwrap();
+    assert_eq!(all.into_inner().orders.len(), 8);
     shop.stop().await;
 }

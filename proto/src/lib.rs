@@ -26,7 +26,7 @@ pub mod approval {
         #![allow(missing_docs, clippy::all)]
         tonic::include_proto!("lab.approval.v1");
 
-        /// Encoded `FileDescriptorSet` of `lab/approval/v1/approval.proto` and its imports.
+        /// Encoded `FileDescriptorSet` of `lab/approval/v1/*.proto` and their imports.
         pub const FILE_DESCRIPTOR_SET: &[u8] =
             include_bytes!(concat!(env!("OUT_DIR"), "/approval_descriptor.bin"));
     }

@@ -170,6 +170,8 @@ pub async fn list_orders(
            AND ($2::uuid IS NULL OR customer_id = $2)
            AND ($3::text IS NULL OR status = $3)
            AND ($4::uuid IS NULL OR order_id > $4)
+           AND ($6::text IS NULL OR client_id = $6)
+           AND ($7::timestamptz IS NULL OR created_at >= $7)
          ORDER BY order_id LIMIT $5"
     )))
     .bind(filter.product_id)
@@ -177,6 +179,8 @@ pub async fn list_orders(
     .bind(filter.status.map(|status| status.as_str()))
     .bind(page.after)
     .bind(page.fetch_limit())
+    .bind(filter.client_id.as_deref())
+    .bind(filter.created_after)
     .fetch_all(pool)
     .await?;
     Ok(page.finish(rows, |order| order.order_id))

@@ -115,8 +115,27 @@ pub fn list_orders(
             None
         }
     };
+    let client_id = if request.client_id.is_empty() {
+        None
+    } else {
+        if !metadata::is_valid_key(&request.client_id) {
+            violations.add("client_id", "must be 1-255 printable ASCII characters");
+        }
+        Some(request.client_id.clone())
+    };
+    let created_after = request.created_after.and_then(|at| {
+        let parsed = u32::try_from(at.nanos)
+            .ok()
+            .and_then(|nanos| chrono::DateTime::from_timestamp(at.seconds, nanos));
+        if parsed.is_none() {
+            violations.add("created_after", "is not a valid timestamp");
+        }
+        parsed
+    });
     let page = PageRequest::parse(request.page_size, &request.page_token, &mut violations);
     let filter = OrderFilter {
+        client_id,
+        created_after,
         product_id,
         customer_id,
         status,
