@@ -51,7 +51,8 @@ pub async fn run(saga: Arc<Saga>, settings: CompleterSettings, shutdown: Cancell
     tracing::info!(period = ?settings.period, batch = settings.batch, "completer started");
     loop {
         let claimed = round(&saga, &settings).await;
-        if claimed < settings.batch as usize || claimed == 0 {
+        // A full batch suggests more is due: go again at once, unless stopping.
+        if claimed < settings.batch as usize {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(settings.period) => {}
@@ -67,8 +68,13 @@ pub async fn run(saga: Arc<Saga>, settings: CompleterSettings, shutdown: Cancell
 pub async fn round(saga: &Saga, settings: &CompleterSettings) -> usize {
     let include_retries = !(settings.pause_retries)();
     let lease = saga.settings().lease;
-    let claimed = match claim_due(saga.pool(), i64::from(settings.batch), lease, include_retries)
-        .await
+    let claimed = match claim_due(
+        saga.pool(),
+        i64::from(settings.batch),
+        lease,
+        include_retries,
+    )
+    .await
     {
         Ok(claimed) => claimed,
         Err(error) => {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use lab_common::telemetry::LogFormat;
+use resilience::{BreakerConfig, ResilienceConfig, RetryConfig};
 
 use crate::failpoints::FailurePoints;
 
@@ -17,7 +18,11 @@ use crate::failpoints::FailurePoints;
 )]
 pub struct Config {
     /// gRPC listen address; port 0 picks a free port (the chosen address is logged).
-    #[arg(long = "listen", env = "LISTEN_ADDR", default_value = "127.0.0.1:50052")]
+    #[arg(
+        long = "listen",
+        env = "LISTEN_ADDR",
+        default_value = "127.0.0.1:50052"
+    )]
     pub listen: SocketAddr,
 
     /// PostgreSQL URL. Unset: a private throwaway PostgreSQL is started from the machine's
@@ -101,6 +106,11 @@ pub struct Config {
     #[arg(long, env = "BREAKER_CONSECUTIVE_FAILURES", default_value_t = 5)]
     pub breaker_consecutive_failures: u32,
 
+    /// Failure fraction of recent order-svc calls that opens the circuit breaker (above 1.0
+    /// disables this trigger).
+    #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.5)]
+    pub breaker_failure_rate: f64,
+
     /// First open period of the circuit breaker (it grows on each re-open).
     #[arg(long, env = "BREAKER_OPEN_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub breaker_open_base: Duration,
@@ -120,6 +130,14 @@ pub struct Config {
     /// Concurrent requests per connection; beyond it calls fail fast with RESOURCE_EXHAUSTED.
     #[arg(long, env = "MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
     pub max_concurrent_requests: usize,
+
+    /// Upper bound on any request's duration, whatever deadline the caller sent.
+    #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// HTTP address for `/metrics` (Prometheus) and `/healthz`; unset serves neither.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 
     /// Test-only failure points; off by default, never set by a flag or a request.
     #[arg(skip)]
@@ -150,6 +168,31 @@ impl Config {
         config
     }
 
+    /// The resilience stack's settings for the order-svc client.
+    pub fn resilience(&self) -> ResilienceConfig {
+        ResilienceConfig {
+            client: "order-svc".into(),
+            deadline: self.order_call_timeout,
+            attempt_timeout: self.order_attempt_timeout,
+            concurrency_limit: self.order_concurrency_limit,
+            retry: RetryConfig {
+                max_attempts: self.order_call_attempts,
+                // CancelOrder carries no idempotency key but is idempotent by contract, so a
+                // retry after an attempt that may have reached the server is safe.
+                idempotent_rpcs: vec!["CancelOrder".into()],
+                ..RetryConfig::default()
+            },
+            breaker: BreakerConfig {
+                consecutive_failures: self.breaker_consecutive_failures,
+                failure_rate: self.breaker_failure_rate,
+                open_base: self.breaker_open_base,
+                open_cap: self.breaker_open_cap,
+                ..BreakerConfig::default()
+            },
+            ..ResilienceConfig::default()
+        }
+    }
+
     /// Checks the relations between settings that clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.lease <= self.order_call_timeout + self.post_call_margin {
@@ -162,11 +205,9 @@ impl Config {
         if self.order_svc_url.iter().all(|url| url.trim().is_empty()) {
             return Err(ConfigError("ORDER_SVC_URL names no endpoint".into()));
         }
-        if self.max_attempts == 0 || self.completer_batch == 0 || self.completer_concurrency == 0
-        {
+        if self.max_attempts == 0 || self.completer_batch == 0 || self.completer_concurrency == 0 {
             return Err(ConfigError(
-                "max attempts, completer batch and completer concurrency must be at least 1"
-                    .into(),
+                "max attempts, completer batch and completer concurrency must be at least 1".into(),
             ));
         }
         if self.max_quantity < 1 {
@@ -190,11 +231,8 @@ mod tests {
 
     #[test]
     fn several_order_endpoints_split_on_commas() {
-        let config = Config::parse_from([
-            "approval-svc",
-            "--order-svc-url",
-            "http://a:1,http://b:2",
-        ]);
+        let config =
+            Config::parse_from(["approval-svc", "--order-svc-url", "http://a:1,http://b:2"]);
         assert_eq!(config.order_svc_url, ["http://a:1", "http://b:2"]);
     }
 

@@ -51,7 +51,9 @@ impl Status {
 
     /// Parses the database spelling.
     pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|status| status.as_str() == value)
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == value)
     }
 
     /// The wire enum.
@@ -116,7 +118,9 @@ impl FailureReason {
 
     /// Parses the database spelling.
     pub fn parse(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|reason| reason.as_str() == value)
+        Self::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == value)
     }
 
     /// True for failures worth an automatic retry: the order service may answer differently
@@ -211,7 +215,10 @@ impl Challenge {
             status: self.status().to_proto().into(),
             failure_reason: self
                 .failure_reason()
-                .map_or(pb::ApprovalFailureReason::Unspecified, FailureReason::to_proto)
+                .map_or(
+                    pb::ApprovalFailureReason::Unspecified,
+                    FailureReason::to_proto,
+                )
                 .into(),
             failure_message: self.failure_message.clone(),
             order_id: self.order_id.map(|id| id.to_string()).unwrap_or_default(),

@@ -91,7 +91,12 @@ impl From<ApprovalError> for Status {
         match error {
             ApprovalError::Invalid(violations) => {
                 violations.into_result().err().unwrap_or_else(|| {
-                    with_reason(Code::InvalidArgument, "INVALID_ARGUMENT", "invalid request", [])
+                    with_reason(
+                        Code::InvalidArgument,
+                        "INVALID_ARGUMENT",
+                        "invalid request",
+                        [],
+                    )
                 })
             }
             ApprovalError::NotFound(id) => with_reason(

@@ -14,10 +14,11 @@
 //! (gRPC handlers), [`saga`] (the three phases), [`completer`], [`orders`] (the order-svc client
 //! and failure classification), [`repository`] (SQL), [`domain`] (states and rows), [`error`]
 //! (the one error type and its mapping to `tonic::Status`), [`deadline`], [`backoff`],
-//! [`failpoints`] (test-only failure points).
+//! [`failpoints`] (test-only failure points), [`breaker_gate`].
 #![forbid(unsafe_code)]
 
 pub mod backoff;
+pub mod breaker_gate;
 pub mod completer;
 pub mod config;
 pub mod deadline;

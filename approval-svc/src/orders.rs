@@ -6,6 +6,7 @@ use std::time::Duration;
 use lab_common::metadata::{CLIENT_ID, IDEMPOTENCY_KEY};
 use lab_proto::order::v1 as order_pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
+use resilience::{BreakerHandle, ResilienceConfig, ResilientChannel};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -39,11 +40,7 @@ pub fn channel(urls: &[String], connect_timeout: Duration) -> Result<Channel, Cl
         .iter()
         .map(|url| {
             Endpoint::from_shared(url.clone())
-                .map(|endpoint| {
-                    endpoint
-                        .connect_timeout(connect_timeout)
-                        .tcp_nodelay(true)
-                })
+                .map(|endpoint| endpoint.connect_timeout(connect_timeout).tcp_nodelay(true))
                 .map_err(|source| ClientError::InvalidUrl {
                     url: url.clone(),
                     source,
@@ -59,18 +56,27 @@ pub fn channel(urls: &[String], connect_timeout: Duration) -> Result<Channel, Cl
     }
 }
 
+/// The generated client over the resilience stack (deadline, budgeted retries with the same
+/// idempotency key, circuit breaker, load shedding, per-attempt timeout).
+pub type OrderClient = OrderServiceClient<ResilientChannel<Channel>>;
+
 /// The two order-svc calls of the saga, each bounded by the budget it is given.
 #[derive(Debug, Clone)]
 pub struct OrderGateway {
-    client: OrderServiceClient<Channel>,
+    client: OrderClient,
 }
 
 impl OrderGateway {
-    /// Wraps a client stack.
-    pub fn new(channel: Channel) -> Self {
-        Self {
-            client: OrderServiceClient::new(channel),
-        }
+    /// Wraps `channel` in the resilience stack configured by `config`; also returns the handle
+    /// of the stack's circuit breaker.
+    pub fn new(channel: Channel, config: ResilienceConfig) -> (Self, BreakerHandle) {
+        let (stack, breaker) = ResilientChannel::builder(config).build(channel);
+        (
+            Self {
+                client: OrderServiceClient::new(stack),
+            },
+            breaker,
+        )
     }
 
     /// Creates the challenge's order with its idempotency key; a repeat replays the order.
@@ -131,7 +137,7 @@ impl OrderGateway {
         send: F,
     ) -> Result<Resp, Status>
     where
-        F: FnOnce(OrderServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+        F: FnOnce(OrderClient, tonic::Request<Req>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         if budget.is_zero() {
@@ -160,9 +166,7 @@ pub fn classify(status: &Status) -> FailureReason {
         (_, Some("OUT_OF_STOCK")) => FailureReason::OutOfStock,
         (_, Some("PRODUCT_NOT_FOUND")) => FailureReason::ProductNotFound,
         (Code::NotFound, _) => FailureReason::ProductNotFound,
-        (Code::Unavailable | Code::ResourceExhausted, _) => {
-            FailureReason::OrderServiceUnavailable
-        }
+        (Code::Unavailable | Code::ResourceExhausted, _) => FailureReason::OrderServiceUnavailable,
         // ABORTED: a concurrent call with the same key is settling, and UNKNOWN: the transport
         // broke mid-call. Either way the order may exist, so the outcome is unknown and only a
         // retry with the same key (which replays it) can settle it: transient, never definitive.
@@ -228,10 +232,7 @@ mod tests {
                 Status::invalid_argument("x"),
                 FailureReason::RejectedByOrderService,
             ),
-            (
-                Status::internal("x"),
-                FailureReason::RejectedByOrderService,
-            ),
+            (Status::internal("x"), FailureReason::RejectedByOrderService),
         ];
         for (status, expected) in cases {
             assert_eq!(classify(&status), expected, "{status:?}");
@@ -252,7 +253,10 @@ mod tests {
             .unwrap();
         let _guard = runtime.enter();
         let timeout = Duration::from_millis(100);
-        assert!(matches!(channel(&[], timeout), Err(ClientError::NoEndpoint)));
+        assert!(matches!(
+            channel(&[], timeout),
+            Err(ClientError::NoEndpoint)
+        ));
         assert!(channel(&["http://127.0.0.1:1".into()], timeout).is_ok());
         assert!(
             channel(

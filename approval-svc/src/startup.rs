@@ -6,15 +6,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use lab_common::grpc::{BoundListener, bind, observability, reflection};
+use lab_common::grpc_metrics::GrpcMetricsLayer;
+use lab_common::metrics_http::{self, Readiness};
 use lab_common::postgres::{PostgresError, ThrowawayPostgres, connect, create_database};
 use lab_proto::approval::v1::FILE_DESCRIPTOR_SET;
-use lab_proto::approval::v1::approval_service_server::ApprovalServiceServer;
+use lab_proto::approval::v1::approval_service_server::{
+    ApprovalServiceServer, SERVICE_NAME as APPROVAL_SERVICE_NAME,
+};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 
+use resilience::BreakerHandle;
+
 use crate::backoff::Backoff;
+use crate::breaker_gate::BreakerGate;
 use crate::completer::{self, CompleterSettings};
 use crate::config::{Config, ConfigError};
 use crate::failpoints::FailurePoints;
@@ -60,6 +68,8 @@ pub struct Application {
     pool: PgPool,
     listener: BoundListener,
     saga: Arc<Saga>,
+    breaker: BreakerHandle,
+    metrics_listener: Option<tokio::net::TcpListener>,
     database_url: String,
     // Kept alive for the life of the service; dropping it stops the private server.
     throwaway: Option<ThrowawayPostgres>,
@@ -85,10 +95,20 @@ impl Application {
         let pool = connect(&database_url, config.db_pool_size).await?;
         MIGRATOR.run(&pool).await?;
 
+        let metrics_listener = match config.metrics_listen {
+            Some(addr) => {
+                // The resilience layers register their metrics when built: install the
+                // recorder first.
+                metrics_http::prometheus();
+                Some(metrics_http::bind(addr).await?)
+            }
+            None => None,
+        };
         let channel = orders::channel(&config.order_svc_url, config.order_connect_timeout)?;
+        let (orders, breaker) = OrderGateway::new(channel, config.resilience());
         let saga = Arc::new(Saga::new(
             pool.clone(),
-            OrderGateway::new(channel),
+            orders,
             SagaSettings {
                 lease: config.lease,
                 order_call_timeout: config.order_call_timeout,
@@ -107,6 +127,8 @@ impl Application {
             pool,
             listener,
             saga,
+            breaker,
+            metrics_listener,
             database_url,
             throwaway,
         })
@@ -115,6 +137,13 @@ impl Application {
     /// The address the gRPC server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr
+    }
+
+    /// The address of `/metrics` and `/healthz`, when configured.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// The database URL in use (the throwaway one when none was configured).
@@ -132,6 +161,11 @@ impl Application {
         self.config.failure_points.clone()
     }
 
+    /// The circuit breaker of the order-svc client (state, stats, force open, reset).
+    pub fn breaker(&self) -> BreakerHandle {
+        self.breaker.clone()
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight calls, stops
     /// the completer after its current round and closes the pool.
     pub async fn run_until(
@@ -143,6 +177,8 @@ impl Application {
             pool,
             listener,
             saga,
+            breaker,
+            metrics_listener,
             throwaway,
             ..
         } = self;
@@ -160,13 +196,24 @@ impl Application {
                 period: config.completer_period,
                 batch: config.completer_batch,
                 concurrency: config.completer_concurrency,
-                pause_retries: Arc::new(|| false),
+                pause_retries: {
+                    let gate = BreakerGate::new(breaker);
+                    Arc::new(move || gate.retries_paused())
+                },
             },
             stop_completer.clone(),
         ));
 
+        let (stop_metrics, metrics_stopped) = watch::channel(false);
+        let readiness = Readiness::default();
+        if let Some(metrics_listener) = metrics_listener {
+            metrics_http::spawn(metrics_listener, readiness.clone(), metrics_stopped)?;
+        }
+        readiness.set(true);
+
         let draining = async move {
             shutdown.await;
+            readiness.set(false);
             // Load balancers polling health stop sending new calls while in-flight ones finish.
             health_reporter
                 .set_not_serving::<ApprovalServiceServer<ApprovalApi>>()
@@ -176,9 +223,11 @@ impl Application {
 
         tracing::info!("listening on {}", listener.local_addr);
         let served = Server::builder()
+            .timeout(config.request_timeout)
             .concurrency_limit_per_connection(config.max_concurrent_requests)
             .load_shed(true)
             .layer(observability())
+            .layer(GrpcMetricsLayer::new(&[APPROVAL_SERVICE_NAME]))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -190,6 +239,7 @@ impl Application {
 
         stop_completer.cancel();
         let _ = completer.await;
+        let _ = stop_metrics.send(true);
         pool.close().await;
         if let Some(server) = throwaway {
             // pg_ctl stop blocks; keep it off the async workers.

@@ -36,7 +36,10 @@ impl ApprovalApi {
     }
 
     #[tracing::instrument(skip_all, fields(challenge_id = tracing::field::Empty))]
-    async fn submit(&self, request: pb::SubmitChallengeRequest) -> Result<Challenge, ApprovalError> {
+    async fn submit(
+        &self,
+        request: pb::SubmitChallengeRequest,
+    ) -> Result<Challenge, ApprovalError> {
         let new = parse::submit(&request, self.max_quantity)?;
         let id = Uuid::now_v7();
         tracing::Span::current().record("challenge_id", tracing::field::display(id));
@@ -79,7 +82,10 @@ impl ApprovalApi {
     }
 
     #[tracing::instrument(skip_all, fields(challenge_id = %request.challenge_id))]
-    async fn reject(&self, request: pb::RejectChallengeRequest) -> Result<Challenge, ApprovalError> {
+    async fn reject(
+        &self,
+        request: pb::RejectChallengeRequest,
+    ) -> Result<Challenge, ApprovalError> {
         let (id, approver, reason) = parse::reject(&request)?;
         if let Some(challenge) = repo::reject(self.saga.pool(), id, &approver, &reason).await? {
             tracing::info!("challenge rejected");
@@ -183,11 +189,13 @@ impl ApprovalService for ApprovalApi {
         &self,
         request: Request<pb::GetChallengeRequest>,
     ) -> Result<Response<pb::GetChallengeResponse>, Status> {
-        respond(self.get(request.into_inner()).await.map(|challenge| {
-            pb::GetChallengeResponse {
-                challenge: Some(challenge.to_proto()),
-            }
-        }))
+        respond(
+            self.get(request.into_inner())
+                .await
+                .map(|challenge| pb::GetChallengeResponse {
+                    challenge: Some(challenge.to_proto()),
+                }),
+        )
     }
 
     async fn list_challenges(
@@ -201,11 +209,13 @@ impl ApprovalService for ApprovalApi {
         &self,
         request: Request<pb::ApproveChallengeRequest>,
     ) -> Result<Response<pb::ApproveChallengeResponse>, Status> {
-        respond(self.approve(request).await.map(|challenge| {
-            pb::ApproveChallengeResponse {
-                challenge: Some(challenge.to_proto()),
-            }
-        }))
+        respond(
+            self.approve(request)
+                .await
+                .map(|challenge| pb::ApproveChallengeResponse {
+                    challenge: Some(challenge.to_proto()),
+                }),
+        )
     }
 
     async fn reject_challenge(
@@ -223,22 +233,26 @@ impl ApprovalService for ApprovalApi {
         &self,
         request: Request<pb::RetryApprovalRequest>,
     ) -> Result<Response<pb::RetryApprovalResponse>, Status> {
-        respond(self.retry(request).await.map(|challenge| {
-            pb::RetryApprovalResponse {
-                challenge: Some(challenge.to_proto()),
-            }
-        }))
+        respond(
+            self.retry(request)
+                .await
+                .map(|challenge| pb::RetryApprovalResponse {
+                    challenge: Some(challenge.to_proto()),
+                }),
+        )
     }
 
     async fn revoke_approval(
         &self,
         request: Request<pb::RevokeApprovalRequest>,
     ) -> Result<Response<pb::RevokeApprovalResponse>, Status> {
-        respond(self.revoke(request).await.map(|challenge| {
-            pb::RevokeApprovalResponse {
-                challenge: Some(challenge.to_proto()),
-            }
-        }))
+        respond(
+            self.revoke(request)
+                .await
+                .map(|challenge| pb::RevokeApprovalResponse {
+                    challenge: Some(challenge.to_proto()),
+                }),
+        )
     }
 
     async fn list_dead_letters(

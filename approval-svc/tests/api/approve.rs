@@ -12,7 +12,7 @@ use crate::helpers::*;
 /// response is OK, exactly one order exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_approvals_create_exactly_one_order() {
-    bounded(async {
+    bounded_alone(async {
         let order = OrderSvc::start().await;
         let approval =
             ApprovalSvc::start(ApprovalSvc::config(&fresh_database().await, &order.url())).await;
@@ -64,8 +64,7 @@ async fn fifty_concurrent_approvals_create_exactly_one_order() {
 /// APPROVE_FAILED(OUT_OF_STOCK), stock 0, invariants hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_hundred_approvals_on_stock_one_hundred() {
-    let _heavy = HEAVY.lock().await;
-    bounded(async {
+    bounded_alone(async {
         let order = OrderSvc::start().await;
         let approval =
             ApprovalSvc::start(ApprovalSvc::config(&fresh_database().await, &order.url())).await;

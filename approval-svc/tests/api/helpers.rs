@@ -11,6 +11,8 @@ use lab_proto::approval::v1 as apb;
 use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use lab_proto::order::v1 as opb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
+use lab_proto::order::v1::order_service_server::OrderServiceServer;
+use resilience::{FaultHandle, FaultLayer};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -19,8 +21,24 @@ use uuid::Uuid;
 /// Upper bound of every test.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Runs `test` under [`TEST_TIMEOUT`], with logs when `TEST_LOG` is set.
+/// Tests share the machine: ordinary ones run side by side (read), heavy or timing-sensitive
+/// ones run alone (write), so a < 50 ms assertion never measures another test's load.
+static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Runs `test` under [`TEST_TIMEOUT`], alongside other ordinary tests; logs when `TEST_LOG` is
+/// set.
 pub async fn bounded<F: Future<Output = ()>>(test: F) {
+    let _shared = MACHINE.read().await;
+    run_bounded(test).await;
+}
+
+/// Runs `test` under [`TEST_TIMEOUT`] with no other test running.
+pub async fn bounded_alone<F: Future<Output = ()>>(test: F) {
+    let _exclusive = MACHINE.write().await;
+    run_bounded(test).await;
+}
+
+async fn run_bounded<F: Future<Output = ()>>(test: F) {
     if std::env::var_os("TEST_LOG").is_some() {
         lab_common::telemetry::init(lab_common::telemetry::LogFormat::Pretty);
     }
@@ -28,10 +46,6 @@ pub async fn bounded<F: Future<Output = ()>>(test: F) {
         .await
         .expect("test took too long");
 }
-
-/// Heavy or timing-sensitive tests take this so they do not run at the same time on a small
-/// machine (the < 50 ms assertion must not measure another test's load).
-pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A fresh, empty database for one service of one test.
 pub async fn fresh_database() -> String {
@@ -50,7 +64,8 @@ pub fn dead_address() -> SocketAddr {
 pub struct OrderSvc {
     /// Where it listens.
     pub addr: SocketAddr,
-    config: order_svc::Config,
+    // How to start it again; `None` for one with a fault layer (not restartable).
+    config: Option<order_svc::Config>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -77,10 +92,50 @@ impl OrderSvc {
         });
         Self {
             addr,
-            config,
+            config: Some(config),
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// Starts order-svc's real service (its handlers, schema and database code) behind the
+    /// resilience crate's server-side fault layer, on a fresh database; the handle sets faults.
+    pub async fn start_with_faults() -> (Self, FaultHandle) {
+        let pool = lab_common::postgres::connect(&fresh_database().await, 8)
+            .await
+            .unwrap();
+        order_svc::startup::MIGRATOR.run(&pool).await.unwrap();
+        let api = order_svc::service::OrderApi::new(
+            pool,
+            order_svc::domain::Limits {
+                max_quantity: 1_000_000,
+            },
+            Duration::from_secs(24 * 3600),
+        );
+        let faults = FaultHandle::disabled();
+        let listener = lab_common::grpc::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap();
+        let addr = listener.local_addr;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let layer = FaultLayer::new(faults.clone());
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .layer(layer)
+                .add_service(OrderServiceServer::new(api))
+                .serve_with_incoming_shutdown(listener.incoming, async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .expect("order-svc serves");
+        });
+        let service = Self {
+            addr,
+            config: None,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        (service, faults)
     }
 
     /// Its URL.
@@ -106,7 +161,7 @@ impl OrderSvc {
     /// Starts it again on the same port and database.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let mut config = self.config.clone();
+        let mut config = self.config.clone().expect("a restartable order-svc");
         config.listen = self.addr;
         *self = Self::start_with(config).await;
     }
@@ -179,6 +234,8 @@ pub struct ApprovalSvc {
     pub addr: SocketAddr,
     /// Its test failure points.
     pub failure_points: FailurePoints,
+    /// Its `/metrics` endpoint, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -191,9 +248,12 @@ impl ApprovalSvc {
 
     /// Starts approval-svc with `config`.
     pub async fn start(config: Config) -> Self {
-        let app = Application::build(config).await.expect("approval-svc starts");
+        let app = Application::build(config)
+            .await
+            .expect("approval-svc starts");
         let addr = app.local_addr();
         let failure_points = app.failure_points();
+        let metrics_addr = app.metrics_addr();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
             app.run_until(async move {
@@ -205,6 +265,7 @@ impl ApprovalSvc {
         Self {
             addr,
             failure_points,
+            metrics_addr,
             stop: Some(stop),
             task: Some(task),
         }
@@ -359,8 +420,7 @@ pub async fn assert_invariants(order: &OrderSvc, approval: &ApprovalSvc, product
             .map(|o| i64::from(o.quantity))
             .sum();
         // I1: no oversell, and stock accounts for every created order.
-        if product.stock < 0 || product.initial_stock + product.restocked - product.stock != held
-        {
+        if product.stock < 0 || product.initial_stock + product.restocked - product.stock != held {
             violations.push(format!(
                 "I1 product {product_id}: stock {} initial {} restocked {} held {held}",
                 product.stock, product.initial_stock, product.restocked
@@ -371,7 +431,10 @@ pub async fn assert_invariants(order: &OrderSvc, approval: &ApprovalSvc, product
     // I2: at most one order per key.
     let mut by_key: HashMap<&str, Vec<&opb::Order>> = HashMap::new();
     for order in &orders {
-        by_key.entry(&order.idempotency_key).or_default().push(order);
+        by_key
+            .entry(&order.idempotency_key)
+            .or_default()
+            .push(order);
     }
     for (key, orders) in &by_key {
         if orders.len() > 1 {
@@ -387,20 +450,22 @@ pub async fn assert_invariants(order: &OrderSvc, approval: &ApprovalSvc, product
         let id = &challenge.challenge_id;
         match status(challenge) {
             // I3: every APPROVED challenge has exactly its one CREATED order.
-            apb::ChallengeStatus::Approved => match by_key.get(challenge.idempotency_key.as_str())
-            {
-                Some(found) if found.len() == 1 => {
-                    let o = found[0];
-                    if o.order_id != challenge.order_id
-                        || o.status != i32::from(opb::OrderStatus::Created)
-                        || o.product_id != challenge.product_id
-                        || o.quantity != challenge.quantity
-                    {
-                        violations.push(format!("I3 challenge {id}: order {o:?} does not match"));
+            apb::ChallengeStatus::Approved => {
+                match by_key.get(challenge.idempotency_key.as_str()) {
+                    Some(found) if found.len() == 1 => {
+                        let o = found[0];
+                        if o.order_id != challenge.order_id
+                            || o.status != i32::from(opb::OrderStatus::Created)
+                            || o.product_id != challenge.product_id
+                            || o.quantity != challenge.quantity
+                        {
+                            violations
+                                .push(format!("I3 challenge {id}: order {o:?} does not match"));
+                        }
                     }
+                    _ => violations.push(format!("I3 challenge {id}: no single order for its key")),
                 }
-                _ => violations.push(format!("I3 challenge {id}: no single order for its key")),
-            },
+            }
             // I5: nothing stuck in flight once settled.
             apb::ChallengeStatus::Approving | apb::ChallengeStatus::Revoking => {
                 violations.push(format!("I5 challenge {id}: still {:?}", status(challenge)));
@@ -419,8 +484,14 @@ pub async fn assert_invariants(order: &OrderSvc, approval: &ApprovalSvc, product
         if order.status == i32::from(opb::OrderStatus::Created)
             && !keys_of_approved.contains(order.idempotency_key.as_str())
         {
-            violations.push(format!("I4 order {}: no APPROVED challenge", order.order_id));
+            violations.push(format!(
+                "I4 order {}: no APPROVED challenge",
+                order.order_id
+            ));
         }
     }
-    assert!(violations.is_empty(), "invariants violated: {violations:#?}");
+    assert!(
+        violations.is_empty(),
+        "invariants violated: {violations:#?}"
+    );
 }

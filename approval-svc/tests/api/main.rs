@@ -2,6 +2,9 @@
 //! PostgreSQL database. One test binary (modules below) keeps linking cheap.
 
 mod approve;
+mod dead_letters;
+mod deadline;
+mod discovery;
 mod helpers;
 mod outage;
 mod recovery;

@@ -11,8 +11,7 @@ use crate::helpers::*;
 /// challenge APPROVED, and I1–I6 hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outage_fails_fast_then_recovers_automatically() {
-    let _heavy = HEAVY.lock().await;
-    bounded(async {
+    bounded_alone(async {
         let mut order = OrderSvc::start().await;
         let mut config = ApprovalSvc::config(&fresh_database().await, &order.url());
         // Enough automatic attempts to outlive the outage: nothing is dead-lettered here.
@@ -33,7 +32,10 @@ async fn outage_fails_fast_then_recovers_automatically() {
             apb::ApprovalFailureReason::OrderServiceUnavailable,
             "{first:?}"
         );
-        assert!(first.next_attempt_at.is_some(), "a transient failure is rescheduled");
+        assert!(
+            first.next_attempt_at.is_some(),
+            "a transient failure is rescheduled"
+        );
 
         // The breaker opens after a few failures; from then on approvals fail in milliseconds.
         let mut client = approval.client().await;
@@ -57,20 +59,30 @@ async fn outage_fails_fast_then_recovers_automatically() {
             }
         }
         let took = fast_circuit_open.expect("the circuit opened during the outage");
-        assert!(took < Duration::from_millis(50), "CIRCUIT_OPEN took {took:?}");
+        assert!(
+            took < Duration::from_millis(50),
+            "CIRCUIT_OPEN took {took:?}"
+        );
 
         order.restart().await;
-        eventually(Duration::from_secs(60), "every challenge APPROVED", || async {
-            approval
-                .all()
-                .await
-                .iter()
-                .all(|c| status(c) == apb::ChallengeStatus::Approved)
-        })
+        eventually(
+            Duration::from_secs(60),
+            "every challenge APPROVED",
+            || async {
+                approval
+                    .all()
+                    .await
+                    .iter()
+                    .all(|c| status(c) == apb::ChallengeStatus::Approved)
+            },
+        )
         .await;
         let challenges = settled(&approval, Duration::from_secs(30)).await;
         assert!(challenges.iter().all(|c| !c.dead_lettered));
-        assert_eq!(order.orders(&product.product_id).await.len(), challenges.len());
+        assert_eq!(
+            order.orders(&product.product_id).await.len(),
+            challenges.len()
+        );
         assert_invariants(&order, &approval, &[product.product_id]).await;
     })
     .await;

@@ -31,13 +31,24 @@ async fn failed_post_call_commit_is_rolled_forward_by_the_completer() {
         assert_eq!(orders.len(), 1);
         assert_eq!(orders[0].idempotency_key, answered.idempotency_key);
 
-        eventually(Duration::from_secs(20), "the completer to approve", || async {
-            status(&approval.get(&challenge.challenge_id).await) == apb::ChallengeStatus::Approved
-        })
+        eventually(
+            Duration::from_secs(20),
+            "the completer to approve",
+            || async {
+                status(&approval.get(&challenge.challenge_id).await)
+                    == apb::ChallengeStatus::Approved
+            },
+        )
         .await;
         let done = approval.get(&challenge.challenge_id).await;
-        assert_eq!(done.order_id, orders[0].order_id, "the replayed order, not a new one");
-        assert_eq!(done.attempts, 2, "the completer's re-drive is the second attempt");
+        assert_eq!(
+            done.order_id, orders[0].order_id,
+            "the replayed order, not a new one"
+        );
+        assert_eq!(
+            done.attempts, 2,
+            "the completer's re-drive is the second attempt"
+        );
         assert_eq!(order.orders(&product.product_id).await.len(), 1);
         assert_eq!(order.get_product(&product.product_id).await.stock, 4);
         assert_invariants(&order, &approval, &[product.product_id]).await;
@@ -49,8 +60,7 @@ async fn failed_post_call_commit_is_rolled_forward_by_the_completer() {
 /// challenge is processed by exactly one of them (one more attempt each, one order per key).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_never_process_a_challenge_twice() {
-    let _heavy = HEAVY.lock().await;
-    bounded(async {
+    bounded_alone(async {
         let order = OrderSvc::start().await;
         let database = fresh_database().await;
         let product = order.product(100).await;
@@ -60,6 +70,7 @@ async fn two_instances_never_process_a_challenge_twice() {
         let mut config = ApprovalSvc::config(&database, &format!("http://{}", dead_address()));
         config.completer_period = Duration::from_secs(3600);
         config.breaker_consecutive_failures = 1_000;
+        config.breaker_failure_rate = 2.0;
         config.order_call_attempts = 1;
         let mut failing = ApprovalSvc::start(config).await;
         let mut ids = Vec::new();
@@ -92,7 +103,11 @@ async fn two_instances_never_process_a_challenge_twice() {
         let challenges = settled(&instances[0], Duration::from_secs(60)).await;
         assert_eq!(challenges.len(), 40);
         for challenge in &challenges {
-            assert_eq!(status(challenge), apb::ChallengeStatus::Approved, "{challenge:?}");
+            assert_eq!(
+                status(challenge),
+                apb::ChallengeStatus::Approved,
+                "{challenge:?}"
+            );
             assert_eq!(challenge.attempts, 2, "processed once: {challenge:?}");
         }
         let orders = order.orders(&product.product_id).await;
@@ -104,6 +119,61 @@ async fn two_instances_never_process_a_challenge_twice() {
         assert!(per_key.values().all(|&n| n == 1), "one order per key");
         assert_eq!(order.get_product(&product.product_id).await.stock, 60);
         assert_invariants(&order, &instances[1], &[product.product_id]).await;
+    })
+    .await;
+}
+
+/// order-svc commits the order, then loses every response (fault layer): the client's own
+/// retries replay under the same key and are lost too, so the approval ends APPROVE_FAILED
+/// (ORDER_SERVICE_UNAVAILABLE, outcome unknown). Once responses flow again, the automatic retry
+/// with the same key gets the stored order replayed: APPROVED, one order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_response_is_settled_by_a_retry_with_the_same_key() {
+    bounded(async {
+        let (order, faults) = OrderSvc::start_with_faults().await;
+        let mut config = ApprovalSvc::config(&fresh_database().await, &order.url());
+        config.breaker_consecutive_failures = 1_000;
+        config.breaker_failure_rate = 2.0;
+        let approval = ApprovalSvc::start(config).await;
+        let product = order.product(5).await;
+        let challenge = approval.submit(&product.product_id, 2).await;
+
+        faults.set_from_str("CreateOrder:drop_response").unwrap();
+        let answered = approval.approve(&challenge.challenge_id).await;
+        faults.clear();
+        assert_eq!(status(&answered), apb::ChallengeStatus::ApproveFailed);
+        assert_eq!(
+            failure(&answered),
+            apb::ApprovalFailureReason::OrderServiceUnavailable
+        );
+        let orders = order.orders(&product.product_id).await;
+        assert_eq!(
+            orders.len(),
+            1,
+            "the work was committed, only the answer was lost"
+        );
+
+        eventually(
+            Duration::from_secs(20),
+            "the automatic retry to approve",
+            || async {
+                status(&approval.get(&challenge.challenge_id).await)
+                    == apb::ChallengeStatus::Approved
+            },
+        )
+        .await;
+        let done = approval.get(&challenge.challenge_id).await;
+        assert_eq!(
+            done.order_id, orders[0].order_id,
+            "the same order, replayed"
+        );
+        assert_eq!(
+            done.idempotency_key, answered.idempotency_key,
+            "the key never changes"
+        );
+        assert_eq!(order.orders(&product.product_id).await.len(), 1);
+        assert_eq!(order.get_product(&product.product_id).await.stock, 3);
+        assert_invariants(&order, &approval, &[product.product_id]).await;
     })
     .await;
 }

@@ -69,9 +69,14 @@ async fn crash_between_cancel_and_final_write_is_finished_by_the_completer() {
         assert_eq!(status(&answered), apb::ChallengeStatus::Revoking);
         assert_eq!(order.get_product(&product.product_id).await.stock, 10);
 
-        eventually(Duration::from_secs(20), "the completer to finish", || async {
-            status(&approval.get(&challenge.challenge_id).await) == apb::ChallengeStatus::Revoked
-        })
+        eventually(
+            Duration::from_secs(20),
+            "the completer to finish",
+            || async {
+                status(&approval.get(&challenge.challenge_id).await)
+                    == apb::ChallengeStatus::Revoked
+            },
+        )
         .await;
         assert_eq!(
             order.get_product(&product.product_id).await.stock,
