@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use lab_common::telemetry::LogFormat;
+use resilience::FaultPlan;
+
+fn parse_faults(text: &str) -> Result<FaultPlan, String> {
+    text.parse::<FaultPlan>().map_err(|error| error.to_string())
+}
 
 /// Everything order-svc can be told at start-up.
 #[derive(Debug, Clone, Parser)]
@@ -66,6 +71,12 @@ pub struct Config {
     /// How often gauges (stock, pool usage) are sampled.
     #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
     pub metrics_sample_interval: Duration,
+
+    /// Server-side fault injection for tests and drills, e.g.
+    /// `CreateOrder:drop_response:0.5;*:delay=200ms:0.1` (grammar: the resilience crate's
+    /// `fault` module). Off when unset; no request can turn it on.
+    #[arg(long, env = "FAULTS", value_parser = parse_faults)]
+    pub faults: Option<FaultPlan>,
 
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]

@@ -11,6 +11,7 @@ use lab_proto::order::v1::FILE_DESCRIPTOR_SET;
 use lab_proto::order::v1::order_service_server::{
     OrderServiceServer, SERVICE_NAME as ORDER_SERVICE_NAME,
 };
+use resilience::{FaultHandle, FaultLayer};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::sync::watch;
@@ -53,6 +54,7 @@ pub struct Application {
     pool: PgPool,
     listener: BoundListener,
     metrics_listener: Option<tokio::net::TcpListener>,
+    faults: FaultHandle,
     database_url: String,
     // Kept alive for the life of the service; dropping it stops the private server.
     throwaway: Option<ThrowawayPostgres>,
@@ -76,11 +78,19 @@ impl Application {
         let pool = connect(&database_url, config.db_pool_size).await?;
         MIGRATOR.run(&pool).await?;
         let listener = bind(config.listen).await?;
+        let faults = match &config.faults {
+            Some(plan) => {
+                tracing::warn!(%plan, "fault injection enabled");
+                FaultHandle::new(plan.clone())
+            }
+            None => FaultHandle::disabled(),
+        };
         let metrics_listener = match config.metrics_listen {
             Some(addr) => Some(metrics_http::bind(addr).await?),
             None => None,
         };
         Ok(Self {
+            faults,
             metrics_listener,
             config,
             pool,
@@ -88,6 +98,11 @@ impl Application {
             database_url,
             throwaway,
         })
+    }
+
+    /// The fault-injection handle: tests and drills change the faults while the server runs.
+    pub fn faults(&self) -> FaultHandle {
+        self.faults.clone()
     }
 
     /// The address of `/metrics` and `/healthz`, when configured.
@@ -123,6 +138,7 @@ impl Application {
             pool,
             listener,
             metrics_listener,
+            faults,
             throwaway,
             ..
         } = self;
@@ -174,6 +190,8 @@ impl Application {
             .load_shed(true)
             .layer(observability())
             .layer(GrpcMetricsLayer::new(&[ORDER_SERVICE_NAME]))
+            // Innermost, so injected faults show in the metrics and traces like real ones.
+            .layer(FaultLayer::new(faults))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -16,6 +16,7 @@ pub struct TestShop {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     pub database_url: String,
+    pub faults: resilience::FaultHandle,
     pub pool: PgPool,
     pub client: OrderServiceClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
@@ -41,6 +42,7 @@ impl TestShop {
         let addr = application.local_addr();
         let metrics_addr = application.metrics_addr();
         let database_url = application.database_url().to_owned();
+        let faults = application.faults();
         let pool = application.pool().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -56,6 +58,7 @@ impl TestShop {
             addr,
             metrics_addr,
             database_url,
+            faults,
             pool,
             client,
             stop: Some(stop),
