@@ -83,6 +83,11 @@ pub async fn round(saga: &Saga, settings: &CompleterSettings) -> usize {
         }
     };
     let count = claimed.len();
+    let revokes = claimed
+        .iter()
+        .filter(|challenge| challenge.status() == Status::Revoking)
+        .count();
+    crate::metrics::completer_round(count - revokes, revokes);
     if count > 0 {
         tracing::info!(count, "completer claimed challenges");
     }

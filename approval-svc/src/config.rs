@@ -8,6 +8,11 @@ use lab_common::telemetry::LogFormat;
 use resilience::{BreakerConfig, ResilienceConfig, RetryConfig};
 
 use crate::failpoints::FailurePoints;
+use lab_common::alerts::Webhook;
+
+fn parse_webhook(text: &str) -> Result<Webhook, String> {
+    text.parse()
+}
 
 /// Everything approval-svc can be told at start-up.
 #[derive(Debug, Clone, Parser)]
@@ -138,6 +143,25 @@ pub struct Config {
     /// HTTP address for `/metrics` (Prometheus) and `/healthz`; unset serves neither.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Consistency-check period (e.g. `30s`); `0s` runs checks only on demand
+    /// (`OpsService/RunConsistencyCheck`, `lab check`).
+    #[arg(long, env = "CHECK_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub check_interval: Duration,
+
+    /// How far before the last check's watermark an incremental check starts reading (covers
+    /// late commits and clock skew between the two databases).
+    #[arg(long, env = "CHECK_OVERLAP", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub check_overlap: Duration,
+
+    /// Alert receivers, comma-separated: Slack-compatible webhooks, and PagerDuty Events API v2
+    /// (a URL ending in `/v2/enqueue`); force a format with a `slack=` or `pagerduty=` prefix.
+    #[arg(long, env = "ALERT_WEBHOOK_URL", value_delimiter = ',', value_parser = parse_webhook)]
+    pub alert_webhook_url: Vec<Webhook>,
+
+    /// PagerDuty integration (routing) key sent with PagerDuty events.
+    #[arg(long, env = "PAGERDUTY_ROUTING_KEY", default_value = "")]
+    pub pagerduty_routing_key: String,
 
     /// Test-only failure points; off by default, never set by a flag or a request.
     #[arg(skip)]

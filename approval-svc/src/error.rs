@@ -8,6 +8,9 @@
 use lab_common::status::{internal, unavailable, with_reason};
 use lab_common::validate::Violations;
 use tonic::{Code, Status};
+
+use crate::consistency::CheckError;
+use crate::consistency::scan::ScanError;
 use uuid::Uuid;
 
 use crate::domain::Status as ChallengeStatus;
@@ -75,6 +78,9 @@ pub enum ApprovalError {
     /// A test failure point made a commit fail (never enabled in production).
     #[error("injected failure: {0}")]
     Injected(&'static str),
+    /// A consistency check could not run or finish.
+    #[error("consistency check failed: {0}")]
+    Check(#[from] crate::consistency::CheckError),
     /// The task driving the request stopped unexpectedly (panic or runtime shutdown).
     #[error("request task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -130,6 +136,22 @@ impl From<ApprovalError> for Status {
             ApprovalError::Task(error) => {
                 tracing::error!(%error, "request task failed");
                 internal()
+            }
+            ApprovalError::Check(CheckError::Busy) => with_reason(
+                Code::Aborted,
+                "CHECK_IN_PROGRESS",
+                "another consistency check is running; retry",
+                [],
+            ),
+            ApprovalError::Check(CheckError::Scan(ScanError::OrderService(status))) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "check stopped");
+                unavailable(
+                    "ORDER_SERVICE_UNAVAILABLE",
+                    "order-svc did not answer the consistency check; retry",
+                )
+            }
+            ApprovalError::Check(CheckError::Scan(ScanError::Database(error))) => {
+                database_status(&error)
             }
         }
     }

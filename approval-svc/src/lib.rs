@@ -14,17 +14,20 @@
 //! (gRPC handlers), [`saga`] (the three phases), [`completer`], [`orders`] (the order-svc client
 //! and failure classification), [`repository`] (SQL), [`domain`] (states and rows), [`error`]
 //! (the one error type and its mapping to `tonic::Status`), [`deadline`], [`backoff`],
-//! [`failpoints`] (test-only failure points), [`breaker_gate`].
+//! [`failpoints`] (test-only failure points), [`breaker_gate`], [`consistency`] (the checker
+//! that compares both sides, heals and alerts), [`metrics`] (what `/metrics` shows).
 #![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod breaker_gate;
 pub mod completer;
 pub mod config;
+pub mod consistency;
 pub mod deadline;
 pub mod domain;
 pub mod error;
 pub mod failpoints;
+pub mod metrics;
 pub mod orders;
 pub mod repository;
 pub mod saga;

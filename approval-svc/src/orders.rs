@@ -67,6 +67,12 @@ pub struct OrderGateway {
 }
 
 impl OrderGateway {
+    /// The generated client over the same resilience stack, for other callers of order-svc
+    /// (the consistency checker) that must share its breaker and budgets.
+    pub fn client(&self) -> OrderClient {
+        self.client.clone()
+    }
+
     /// Wraps `channel` in the resilience stack configured by `config`; also returns the handle
     /// of the stack's circuit breaker.
     pub fn new(channel: Channel, config: ResilienceConfig) -> (Self, BreakerHandle) {

@@ -58,6 +58,11 @@ impl Saga {
         }
     }
 
+    /// The order-svc gateway (and through it, the resilient client).
+    pub fn orders(&self) -> &OrderGateway {
+        &self.orders
+    }
+
     /// The pool, for reads.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -146,6 +151,7 @@ impl Saga {
             },
             Err(status) => self.failed(&challenge, &status),
         };
+        crate::metrics::attempt_finished(&outcome);
         match &outcome {
             AttemptOutcome::Approved { order_id } => {
                 tracing::info!(%order_id, attempt = challenge.attempts, "order created");

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lab_common::grpc::{BoundListener, bind, observability, reflection};
 use lab_common::grpc_metrics::GrpcMetricsLayer;
@@ -25,10 +26,16 @@ use crate::backoff::Backoff;
 use crate::breaker_gate::BreakerGate;
 use crate::completer::{self, CompleterSettings};
 use crate::config::{Config, ConfigError};
+use crate::consistency::{Checker, CheckerSettings};
 use crate::failpoints::FailurePoints;
 use crate::orders::{self, ClientError, OrderGateway};
 use crate::saga::{Saga, SagaSettings};
 use crate::service::ApprovalApi;
+use crate::service::ops::OpsApi;
+use lab_common::alerts::Alerter;
+use lab_proto::approval::v1::ops_service_server::{
+    OpsServiceServer, SERVICE_NAME as OPS_SERVICE_NAME,
+};
 
 /// The challenges schema, applied at start-up (also usable with `sqlx migrate run`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/approval");
@@ -183,6 +190,23 @@ impl Application {
             ..
         } = self;
         let api = ApprovalApi::new(Arc::clone(&saga), config.max_quantity);
+        let checker = Arc::new(Checker::new(
+            pool.clone(),
+            saga.orders().client(),
+            Arc::clone(&saga),
+            Alerter::new(
+                config.alert_webhook_url.clone(),
+                config.pagerduty_routing_key.clone(),
+                "approval-svc",
+            ),
+            CheckerSettings {
+                interval: (!config.check_interval.is_zero()).then_some(config.check_interval),
+                // The lease is already in `lease_expires_at`; give the completer two rounds.
+                settle: config.completer_period * 2,
+                overlap: config.check_overlap,
+            },
+        ));
+        let ops = OpsApi::new(Arc::clone(&checker), breaker.clone());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<ApprovalServiceServer<ApprovalApi>>()
@@ -201,6 +225,13 @@ impl Application {
                     Arc::new(move || gate.retries_paused())
                 },
             },
+            stop_completer.clone(),
+        ));
+
+        let checks = tokio::spawn(Arc::clone(&checker).run_periodically(stop_completer.clone()));
+        let sampler = tokio::spawn(crate::metrics::sample(
+            pool.clone(),
+            Duration::from_secs(5),
             stop_completer.clone(),
         ));
 
@@ -227,18 +258,24 @@ impl Application {
             .concurrency_limit_per_connection(config.max_concurrent_requests)
             .load_shed(true)
             .layer(observability())
-            .layer(GrpcMetricsLayer::new(&[APPROVAL_SERVICE_NAME]))
+            .layer(GrpcMetricsLayer::new(&[
+                APPROVAL_SERVICE_NAME,
+                OPS_SERVICE_NAME,
+            ]))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(
                 ApprovalServiceServer::new(api).max_decoding_message_size(config.max_message_bytes),
             )
+            .add_service(OpsServiceServer::new(ops))
             .serve_with_incoming_shutdown(listener.incoming, draining)
             .await;
 
         stop_completer.cancel();
         let _ = completer.await;
+        let _ = checks.await;
+        let _ = sampler.await;
         let _ = stop_metrics.send(true);
         pool.close().await;
         if let Some(server) = throwaway {

@@ -144,12 +144,13 @@ impl Alerter {
         !self.webhooks.is_empty()
     }
 
-    /// Sends `alert` to every webhook; returns how many accepted it (2xx). Informational alerts
-    /// go to chat webhooks only: they must not page anyone.
+    /// Sends `alert` to every webhook; returns how many accepted it (2xx). An informational
+    /// trigger goes to chat webhooks only (it must not page anyone); a resolve goes everywhere.
     pub async fn send(&self, alert: &Alert) -> usize {
         let mut delivered = 0;
         for webhook in &self.webhooks {
-            if webhook.kind == WebhookKind::PagerDuty && alert.severity == Severity::Info {
+            let informational = alert.action == Action::Trigger && alert.severity == Severity::Info;
+            if webhook.kind == WebhookKind::PagerDuty && informational {
                 continue;
             }
             let payload = match webhook.kind {

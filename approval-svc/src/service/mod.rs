@@ -4,6 +4,7 @@
 //! deadline, dropped connection) the handler future is dropped, but the saga still writes its
 //! outcome, so an order created by the call is never left to the completer alone.
 
+pub mod ops;
 pub mod parse;
 
 use std::future::Future;

@@ -11,8 +11,7 @@ use lab_proto::approval::v1 as apb;
 use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use lab_proto::order::v1 as opb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
-use lab_proto::order::v1::order_service_server::OrderServiceServer;
-use resilience::{FaultHandle, FaultLayer};
+use resilience::FaultHandle;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -64,7 +63,11 @@ pub fn dead_address() -> SocketAddr {
 pub struct OrderSvc {
     /// Where it listens.
     pub addr: SocketAddr,
-    // How to start it again; `None` for one with a fault layer (not restartable).
+    /// Its fault-injection handle (faults off unless set).
+    pub faults: FaultHandle,
+    /// Its database, for tests that break things behind its back.
+    pub database_url: String,
+    // How to start it again.
     config: Option<order_svc::Config>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -82,6 +85,8 @@ impl OrderSvc {
             .await
             .expect("order-svc starts");
         let addr = app.local_addr();
+        let faults = app.faults();
+        let database_url = app.database_url().to_owned();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
             app.run_until(async move {
@@ -92,53 +97,23 @@ impl OrderSvc {
         });
         Self {
             addr,
+            faults,
+            database_url,
             config: Some(config),
             stop: Some(stop),
             task: Some(task),
         }
     }
 
-    /// Starts order-svc's real service (its handlers, schema and database code) behind the
-    /// resilience crate's server-side fault layer, on a fresh database; the handle sets faults.
+    /// Starts order-svc on a fresh database; the handle sets server-side faults while it runs
+    /// (none at first).
     pub async fn start_with_faults() -> (Self, FaultHandle) {
-        let pool = lab_common::postgres::connect(&fresh_database().await, 8)
-            .await
-            .unwrap();
-        order_svc::startup::MIGRATOR.run(&pool).await.unwrap();
-        let api = order_svc::service::OrderApi::new(
-            pool,
-            order_svc::domain::Limits {
-                max_quantity: 1_000_000,
-            },
-            Duration::from_secs(24 * 3600),
-        );
-        let faults = FaultHandle::disabled();
-        let listener = lab_common::grpc::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .unwrap();
-        let addr = listener.local_addr;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let layer = FaultLayer::new(faults.clone());
-        let task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .layer(layer)
-                .add_service(OrderServiceServer::new(api))
-                .serve_with_incoming_shutdown(listener.incoming, async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .expect("order-svc serves");
-        });
-        let service = Self {
-            addr,
-            config: None,
-            stop: Some(stop),
-            task: Some(task),
-        };
+        let service = Self::start().await;
+        let faults = service.faults.clone();
         (service, faults)
     }
 
-    /// Its URL.
+    /// Its URL, for clients and approval-svc's configuration.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

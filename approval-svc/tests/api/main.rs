@@ -2,10 +2,12 @@
 //! PostgreSQL database. One test binary (modules below) keeps linking cheap.
 
 mod approve;
+mod consistency;
 mod dead_letters;
 mod deadline;
 mod discovery;
 mod helpers;
+mod ops;
 mod outage;
 mod recovery;
 mod revoke;

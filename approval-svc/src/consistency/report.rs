@@ -1,0 +1,184 @@
+//! What a consistency check found, and its protobuf form.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lab_common::time::to_proto;
+use lab_proto::approval::v1 as pb;
+use uuid::Uuid;
+
+/// The invariants of `shared/DESIGN.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Invariant {
+    /// I1 no oversell.
+    NoOversell,
+    /// I2 at most one order per key, one live order per challenge.
+    OneOrderPerKey,
+    /// I3 every APPROVED challenge has exactly one matching CREATED order.
+    ApprovedHasOrder,
+    /// I4 no ghost order.
+    NoGhostOrder,
+    /// I5 nothing stuck past its lease.
+    NothingStuck,
+    /// I6 nothing lost.
+    NothingLost,
+}
+
+impl Invariant {
+    /// Short name, as in DESIGN.md (`I1` … `I6`); also the metric label.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NoOversell => "I1",
+            Self::OneOrderPerKey => "I2",
+            Self::ApprovedHasOrder => "I3",
+            Self::NoGhostOrder => "I4",
+            Self::NothingStuck => "I5",
+            Self::NothingLost => "I6",
+        }
+    }
+
+    /// Every invariant, in order.
+    pub const ALL: [Self; 6] = [
+        Self::NoOversell,
+        Self::OneOrderPerKey,
+        Self::ApprovedHasOrder,
+        Self::NoGhostOrder,
+        Self::NothingStuck,
+        Self::NothingLost,
+    ];
+
+    fn to_proto(self) -> pb::Invariant {
+        match self {
+            Self::NoOversell => pb::Invariant::NoOversell,
+            Self::OneOrderPerKey => pb::Invariant::OneOrderPerKey,
+            Self::ApprovedHasOrder => pb::Invariant::ApprovedHasOrder,
+            Self::NoGhostOrder => pb::Invariant::NoGhostOrder,
+            Self::NothingStuck => pb::Invariant::NothingStuck,
+            Self::NothingLost => pb::Invariant::NothingLost,
+        }
+    }
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant broken.
+    pub invariant: Invariant,
+    /// The challenge involved.
+    pub challenge_id: Option<Uuid>,
+    /// The order involved.
+    pub order_id: Option<Uuid>,
+    /// The product involved.
+    pub product_id: Option<Uuid>,
+    /// What is wrong.
+    pub detail: String,
+    /// Whether the check repaired it.
+    pub healed: bool,
+    /// What the check did, or why it could not.
+    pub action: String,
+}
+
+impl Violation {
+    /// A violation about `invariant`, not (yet) healed.
+    pub fn new(invariant: Invariant, detail: impl Into<String>) -> Self {
+        Self {
+            invariant,
+            challenge_id: None,
+            order_id: None,
+            product_id: None,
+            detail: detail.into(),
+            healed: false,
+            action: String::new(),
+        }
+    }
+
+    /// Names the challenge involved.
+    pub fn challenge(mut self, id: Uuid) -> Self {
+        self.challenge_id = Some(id);
+        self
+    }
+
+    /// Names the order involved.
+    pub fn order(mut self, id: Uuid) -> Self {
+        self.order_id = Some(id);
+        self
+    }
+
+    /// Names the product involved.
+    pub fn product(mut self, id: Uuid) -> Self {
+        self.product_id = Some(id);
+        self
+    }
+
+    /// The stable identity of the incident: the same problem with the same subject always has
+    /// the same key, so it is alerted once however many checks see it.
+    pub fn dedup_key(&self) -> String {
+        let subject = self
+            .challenge_id
+            .or(self.order_id)
+            .or(self.product_id)
+            .map_or_else(|| "-".to_owned(), |id| id.to_string());
+        format!("lab:{}:{}", self.invariant.code(), subject)
+    }
+}
+
+/// The result of one check.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// How long it took.
+    pub duration: Duration,
+    /// Everything, or only what changed since the watermark.
+    pub full: bool,
+    /// Challenges examined.
+    pub challenges_checked: i64,
+    /// Orders examined.
+    pub orders_checked: i64,
+    /// Products examined.
+    pub products_checked: i64,
+    /// Problems found, healed or not.
+    pub violations: Vec<Violation>,
+    /// Alerts delivered.
+    pub alerts_sent: i64,
+}
+
+impl Report {
+    /// Violations the check repaired.
+    pub fn healed(&self) -> usize {
+        self.violations.iter().filter(|v| v.healed).count()
+    }
+
+    /// Violations left.
+    pub fn unhealed(&self) -> usize {
+        self.violations.len() - self.healed()
+    }
+
+    /// The protobuf form, for OpsService.
+    pub fn to_proto(&self) -> pb::ConsistencyReport {
+        pb::ConsistencyReport {
+            started_at: Some(to_proto(self.started_at)),
+            duration_ms: i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX),
+            full: self.full,
+            challenges_checked: self.challenges_checked,
+            orders_checked: self.orders_checked,
+            products_checked: self.products_checked,
+            violations: self
+                .violations
+                .iter()
+                .map(|v| pb::Violation {
+                    invariant: v.invariant.to_proto().into(),
+                    challenge_id: v.challenge_id.map(|id| id.to_string()).unwrap_or_default(),
+                    order_id: v.order_id.map(|id| id.to_string()).unwrap_or_default(),
+                    product_id: v.product_id.map(|id| id.to_string()).unwrap_or_default(),
+                    detail: v.detail.clone(),
+                    healed: v.healed,
+                    action: v.action.clone(),
+                })
+                .collect(),
+            healed: self.healed() as i64,
+            unhealed: self.unhealed() as i64,
+            alerts_sent: self.alerts_sent,
+        }
+    }
+}

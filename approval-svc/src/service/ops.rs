@@ -1,0 +1,101 @@
+//! The gRPC handlers of `lab.approval.v1.OpsService`: consistency checks on demand and control
+//! of the circuit breaker towards order-svc.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lab_common::validate::Violations;
+use lab_proto::approval::v1 as pb;
+use lab_proto::approval::v1::ops_service_server::OpsService;
+use resilience::{BreakerHandle, BreakerState};
+use tonic::{Request, Response, Status};
+
+use crate::consistency::{CheckOptions, Checker};
+use crate::error::ApprovalError;
+
+/// How long RunConsistencyCheck waits for a check already running elsewhere.
+const WAIT_FOR_RUNNING_CHECK: Duration = Duration::from_secs(30);
+
+/// The OpsService implementation.
+#[derive(Clone)]
+pub struct OpsApi {
+    checker: Arc<Checker>,
+    breaker: BreakerHandle,
+}
+
+impl OpsApi {
+    /// Handlers over this instance's checker and breaker.
+    pub fn new(checker: Arc<Checker>, breaker: BreakerHandle) -> Self {
+        Self { checker, breaker }
+    }
+}
+
+fn circuit_state(state: BreakerState) -> pb::CircuitState {
+    match state {
+        BreakerState::Closed => pb::CircuitState::Closed,
+        BreakerState::Open => pb::CircuitState::Open,
+        BreakerState::HalfOpen => pb::CircuitState::HalfOpen,
+        BreakerState::ForcedOpen => pb::CircuitState::ForcedOpen,
+    }
+}
+
+#[tonic::async_trait]
+impl OpsService for OpsApi {
+    #[tracing::instrument(skip_all, fields(full = request.get_ref().full, dry_run = request.get_ref().dry_run))]
+    async fn run_consistency_check(
+        &self,
+        request: Request<pb::RunConsistencyCheckRequest>,
+    ) -> Result<Response<pb::RunConsistencyCheckResponse>, Status> {
+        let options = CheckOptions {
+            full: request.get_ref().full,
+            dry_run: request.get_ref().dry_run,
+        };
+        let report = self
+            .checker
+            .check(options, WAIT_FOR_RUNNING_CHECK)
+            .await
+            .map_err(ApprovalError::from)?;
+        tracing::info!(
+            violations = report.violations.len(),
+            healed = report.healed(),
+            "consistency check done"
+        );
+        Ok(Response::new(pb::RunConsistencyCheckResponse {
+            report: Some(report.to_proto()),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_circuit_breaker(
+        &self,
+        _request: Request<pb::GetCircuitBreakerRequest>,
+    ) -> Result<Response<pb::GetCircuitBreakerResponse>, Status> {
+        Ok(Response::new(pb::GetCircuitBreakerResponse {
+            state: circuit_state(self.breaker.state()).into(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(state = request.get_ref().state))]
+    async fn set_circuit_breaker(
+        &self,
+        request: Request<pb::SetCircuitBreakerRequest>,
+    ) -> Result<Response<pb::SetCircuitBreakerResponse>, Status> {
+        match pb::CircuitState::try_from(request.get_ref().state) {
+            Ok(pb::CircuitState::ForcedOpen) => self.breaker.force_open(),
+            Ok(pb::CircuitState::Closed) => self.breaker.reset(),
+            _ => {
+                let mut violations = Violations::default();
+                violations.add(
+                    "state",
+                    "must be CIRCUIT_STATE_FORCED_OPEN or CIRCUIT_STATE_CLOSED",
+                );
+                return Err(ApprovalError::Invalid(violations).into());
+            }
+        }
+        let state = self.breaker.state();
+        tracing::warn!(%state, "circuit breaker set by an operator");
+        Ok(Response::new(pb::SetCircuitBreakerResponse {
+            state: circuit_state(state).into(),
+        }))
+    }
+}

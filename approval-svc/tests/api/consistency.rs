@@ -1,0 +1,320 @@
+//! The consistency checker against real services: it finds each kind of violation produced for
+//! real, heals what is safe, and a real HTTP receiver gets exactly one alert per incident.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use lab_proto::approval::v1 as apb;
+use lab_proto::approval::v1::ops_service_client::OpsServiceClient;
+use lab_proto::order::v1 as opb;
+use serde_json::Value;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+/// Alerts received, as (path, JSON body).
+type Inbox = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// A webhook receiver on loopback that accepts every POST and keeps it.
+async fn webhook_receiver() -> (std::net::SocketAddr, Inbox) {
+    let inbox: Inbox = Arc::default();
+    let app =
+        axum::Router::new()
+            .route(
+                "/{*path}",
+                axum::routing::post(
+                    |State(inbox): State<Inbox>,
+                     Path(path): Path<String>,
+                     body: axum::body::Bytes| async move {
+                        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        inbox.lock().unwrap().push((path, body));
+                        axum::http::StatusCode::ACCEPTED
+                    },
+                ),
+            )
+            .with_state(inbox.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, inbox)
+}
+
+/// approval-svc whose checker runs on demand only, with the completer out of the way so what
+/// gets healed is healed by the checker, alerting to `receiver`.
+async fn approval_with_checker(order: &OrderSvc, receiver: std::net::SocketAddr) -> ApprovalSvc {
+    let mut config = ApprovalSvc::config(&fresh_database().await, &order.url());
+    config.check_interval = Duration::ZERO;
+    config.completer_period = Duration::from_secs(600);
+    config.order_call_attempts = 1;
+    config.alert_webhook_url = vec![
+        format!("slack=http://{receiver}/slack").parse().unwrap(),
+        format!("http://{receiver}/v2/enqueue").parse().unwrap(),
+    ];
+    config.pagerduty_routing_key = "test-routing-key".into();
+    ApprovalSvc::start(config).await
+}
+
+async fn ops(approval: &ApprovalSvc) -> OpsServiceClient<Channel> {
+    OpsServiceClient::connect(format!("http://{}", approval.addr))
+        .await
+        .unwrap()
+}
+
+async fn check(approval: &ApprovalSvc, full: bool, dry_run: bool) -> apb::ConsistencyReport {
+    ops(approval)
+        .await
+        .run_consistency_check(apb::RunConsistencyCheckRequest { full, dry_run })
+        .await
+        .expect("RunConsistencyCheck")
+        .into_inner()
+        .report
+        .expect("a report")
+}
+
+fn violations_of(
+    report: &apb::ConsistencyReport,
+    invariant: apb::Invariant,
+) -> Vec<&apb::Violation> {
+    report
+        .violations
+        .iter()
+        .filter(|v| v.invariant == invariant as i32)
+        .collect()
+}
+
+/// An order approval-svc never asked for: approval-svc's client id, a key no challenge owns.
+async fn ghost_order(order: &OrderSvc, product_id: &str) -> opb::Order {
+    let mut request = tonic::Request::new(opb::CreateOrderRequest {
+        product_id: product_id.into(),
+        quantity: 1,
+        customer_id: Uuid::now_v7().to_string(),
+    });
+    request.metadata_mut().insert(
+        "idempotency-key",
+        Uuid::now_v7().to_string().parse().unwrap(),
+    );
+    request
+        .metadata_mut()
+        .insert("client-id", "approval-svc".parse().unwrap());
+    order
+        .client()
+        .await
+        .create_order(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap()
+}
+
+async fn order_status(order: &OrderSvc, order_id: &str) -> i32 {
+    order
+        .client()
+        .await
+        .get_order(opb::GetOrderRequest {
+            order_id: order_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .order
+        .unwrap()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ghosts_are_cancelled_and_failed_approvals_with_orders_roll_forward() {
+    bounded(async {
+        let (receiver, inbox) = webhook_receiver().await;
+        let order = OrderSvc::start().await;
+        let approval = approval_with_checker(&order, receiver).await;
+        let product = order.product(10).await;
+
+        let ghost = ghost_order(&order, &product.product_id).await;
+        // The order commits but its reply is lost, and the client may not retry: APPROVE_FAILED
+        // although the order exists.
+        order
+            .faults
+            .set_from_str("CreateOrder:drop_response")
+            .unwrap();
+        let challenge = approval.submit(&product.product_id, 2).await;
+        let failed = approval.approve(&challenge.challenge_id).await;
+        order.faults.clear();
+        assert_eq!(status(&failed), apb::ChallengeStatus::ApproveFailed);
+        assert_eq!(order.get_product(&product.product_id).await.stock, 7);
+
+        let report = check(&approval, false, false).await;
+        let ghosts = violations_of(&report, apb::Invariant::NoGhostOrder);
+        assert_eq!(ghosts.len(), 2, "{report:#?}");
+        assert!(ghosts.iter().all(|v| v.healed), "{report:#?}");
+        assert_eq!(report.unhealed, 0);
+
+        assert_eq!(
+            order_status(&order, &ghost.order_id).await,
+            opb::OrderStatus::Cancelled as i32
+        );
+        let healed = approval.get(&challenge.challenge_id).await;
+        assert_eq!(status(&healed), apb::ChallengeStatus::Approved);
+        assert!(!healed.order_id.is_empty());
+        assert_eq!(order.get_product(&product.product_id).await.stock, 8);
+        assert_invariants(&order, &approval, std::slice::from_ref(&product.product_id)).await;
+
+        {
+            let inbox = inbox.lock().unwrap();
+            assert_eq!(
+                inbox.len(),
+                2,
+                "one chat note per healed incident: {inbox:#?}"
+            );
+            assert!(
+                inbox.iter().all(|(path, _)| path == "slack"),
+                "heals never page"
+            );
+        }
+        let again = check(&approval, false, false).await;
+        assert!(again.violations.is_empty(), "{again:#?}");
+        assert_eq!(inbox.lock().unwrap().len(), 2, "nothing new, nothing sent");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhealable_violations_page_once_and_resolve_when_fixed() {
+    bounded(async {
+        let (receiver, inbox) = webhook_receiver().await;
+        let order = OrderSvc::start().await;
+        let approval = approval_with_checker(&order, receiver).await;
+        let product = order.product(10).await;
+        let drifting = order.product(5).await;
+
+        // I3: the shop cancels an approved challenge's order behind approval-svc's back.
+        let challenge = approval.submit(&product.product_id, 1).await;
+        let approved = approval.approve(&challenge.challenge_id).await;
+        assert_eq!(status(&approved), apb::ChallengeStatus::Approved);
+        order
+            .client()
+            .await
+            .cancel_order(opb::CancelOrderRequest {
+                order_id: approved.order_id.clone(),
+                reason: "manual".into(),
+            })
+            .await
+            .unwrap();
+        // I1: stock changed by hand in the shop's database.
+        let shop_db = lab_common::postgres::connect(&order.database_url, 1)
+            .await
+            .unwrap();
+        let drift = |delta: i64| {
+            sqlx::query("UPDATE products SET stock = stock + $2 WHERE product_id = $1")
+                .bind(Uuid::parse_str(&drifting.product_id).unwrap())
+                .bind(delta)
+                .execute(&shop_db)
+        };
+        drift(-1).await.unwrap();
+
+        let report = check(&approval, true, false).await;
+        let i3 = violations_of(&report, apb::Invariant::ApprovedHasOrder);
+        let i1 = violations_of(&report, apb::Invariant::NoOversell);
+        assert_eq!((i3.len(), i1.len()), (1, 1), "{report:#?}");
+        assert_eq!(i3[0].challenge_id, challenge.challenge_id);
+        assert_eq!(i1[0].product_id, drifting.product_id);
+        assert_eq!(report.unhealed, 2);
+        let pages = |inbox: &Inbox, action: &str| {
+            inbox
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(path, body)| path == "v2/enqueue" && body["event_action"] == action)
+                .map(|(_, body)| body["dedup_key"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        let mut triggered = pages(&inbox, "trigger");
+        triggered.sort();
+        assert_eq!(triggered.len(), 2, "{:#?}", inbox.lock().unwrap());
+        assert!(
+            inbox
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(path, body)| path == "slack"
+                    && body["text"].as_str().unwrap().contains("CRITICAL")
+                    && body["blocks"].is_array()),
+            "Slack gets text and blocks"
+        );
+        let sent = inbox.lock().unwrap().len();
+
+        let again = check(&approval, true, false).await;
+        assert_eq!(again.unhealed, 2);
+        assert_eq!(
+            inbox.lock().unwrap().len(),
+            sent,
+            "the same violation never pages twice"
+        );
+
+        // Fix both: revoke the challenge (its order is cancelled already), restore the stock.
+        approval
+            .client()
+            .await
+            .revoke_approval(apb::RevokeApprovalRequest {
+                challenge_id: challenge.challenge_id.clone(),
+                reason: "order was cancelled".into(),
+            })
+            .await
+            .unwrap();
+        drift(1).await.unwrap();
+        let fixed = check(&approval, true, false).await;
+        assert!(fixed.violations.is_empty(), "{fixed:#?}");
+        let mut resolved = pages(&inbox, "resolve");
+        resolved.sort();
+        assert_eq!(
+            resolved, triggered,
+            "each incident resolves with its own dedup_key"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_reports_without_healing_or_alerting() {
+    bounded(async {
+        let (receiver, inbox) = webhook_receiver().await;
+        let order = OrderSvc::start().await;
+        let approval = approval_with_checker(&order, receiver).await;
+        let product = order.product(3).await;
+        let ghost = ghost_order(&order, &product.product_id).await;
+
+        let report = check(&approval, true, true).await;
+        let ghosts = violations_of(&report, apb::Invariant::NoGhostOrder);
+        assert_eq!(ghosts.len(), 1, "{report:#?}");
+        assert!(!ghosts[0].healed);
+        assert_eq!(ghosts[0].order_id, ghost.order_id);
+        assert_eq!(
+            order_status(&order, &ghost.order_id).await,
+            opb::OrderStatus::Created as i32
+        );
+        assert!(inbox.lock().unwrap().is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_periodic_check_heals_without_being_asked() {
+    bounded(async {
+        let order = OrderSvc::start().await;
+        let mut config = ApprovalSvc::config(&fresh_database().await, &order.url());
+        config.check_interval = Duration::from_millis(200);
+        let approval = ApprovalSvc::start(config).await;
+        let product = order.product(3).await;
+        let ghost = ghost_order(&order, &product.product_id).await;
+        eventually(Duration::from_secs(20), "the ghost order is cancelled", || {
+            let order = &order;
+            let order_id = ghost.order_id.clone();
+            async move { order_status(order, &order_id).await == opb::OrderStatus::Cancelled as i32 }
+        })
+        .await;
+        assert_invariants(&order, &approval, std::slice::from_ref(&product.product_id)).await;
+    })
+    .await;
+}
