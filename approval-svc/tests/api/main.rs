@@ -7,6 +7,7 @@ mod dead_letters;
 mod deadline;
 mod discovery;
 mod helpers;
+mod metrics;
 mod ops;
 mod outage;
 mod recovery;
