@@ -1,8 +1,10 @@
 //! `lab`, the operator CLI of concurrency-lab.
 //!
 //! - `lab up`: order-svc and approval-svc together on loopback, with demo data.
+//! - `lab bench orders`: a hot-item load test of order-svc.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +32,15 @@ struct Cli {
 enum Command {
     /// Run order-svc and approval-svc on loopback with demo data, until Ctrl-C.
     Up(up::UpArgs),
+    /// Benchmarks (bounded load tests that check invariants at the end).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Many clients order one hot product at once: throughput, latency, no oversell.
+    Orders(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -38,6 +49,7 @@ async fn main() -> std::process::ExitCode {
     lab_common::telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Up(args) => up::run(args, cli.log_format).await,
+        Command::Bench(BenchCommand::Orders(args)) => bench::run(args).await,
     };
     match result {
         Ok(code) => code,

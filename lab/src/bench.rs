@@ -1,0 +1,252 @@
+//! `lab bench orders`: a hot-item load test. Many clients order one product at once over
+//! several connections; the run reports throughput and latency percentiles, and checks that
+//! nothing was oversold (I1) and that every unit sold is one order.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use clap::Parser;
+use lab_common::postgres::{ThrowawayPostgres, create_database};
+use lab_proto::order::v1 as pb;
+use lab_proto::order::v1::order_service_client::OrderServiceClient;
+use tokio::sync::{Barrier, watch};
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+/// Options of `lab bench orders`.
+#[derive(Debug, Parser)]
+pub struct BenchArgs {
+    /// CreateOrder calls in total (bounded, so the run always ends).
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+
+    /// Calls in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+
+    /// HTTP/2 connections the calls are spread over.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+
+    /// Initial stock of the hot product; fewer than `requests` makes the tail OUT_OF_STOCK.
+    #[arg(long, default_value_t = 15_000)]
+    stock: i64,
+
+    /// Stop early after this long, whatever is left.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    max_duration: Duration,
+
+    /// Target an existing order-svc instead of starting one in-process.
+    #[arg(long, env = "ORDER_SVC_URL")]
+    order_svc_url: Option<String>,
+
+    /// PostgreSQL server for the in-process order-svc (unset: a throwaway one).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    ensure!(
+        args.concurrency > 0 && args.connections > 0,
+        "concurrency and connections must be > 0"
+    );
+    let mut local = None;
+    let url = match &args.order_svc_url {
+        Some(url) => url.clone(),
+        None => {
+            let started = LocalShop::start(args.database_url.as_deref()).await?;
+            let url = format!("http://{}", started.addr);
+            local = Some(started);
+            url
+        }
+    };
+    let mut clients = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let channel = Channel::from_shared(url.clone())?.connect().await?;
+        clients.push(OrderServiceClient::new(channel));
+    }
+    let product = clients[0]
+        .create_product(pb::CreateProductRequest {
+            name: "bench hot item".into(),
+            initial_stock: args.stock,
+        })
+        .await?
+        .into_inner()
+        .product
+        .context("no product")?;
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(args.concurrency));
+    let deadline = Instant::now() + args.max_duration;
+    let started = Instant::now();
+    let mut workers = Vec::with_capacity(args.concurrency);
+    for worker in 0..args.concurrency {
+        let mut client = clients[worker % clients.len()].clone();
+        let (next, barrier, product_id) =
+            (next.clone(), barrier.clone(), product.product_id.clone());
+        let total = args.requests;
+        workers.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            barrier.wait().await;
+            while Instant::now() < deadline {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let mut request = tonic::Request::new(pb::CreateOrderRequest {
+                    product_id: product_id.clone(),
+                    quantity: 1,
+                    customer_id: Uuid::now_v7().to_string(),
+                });
+                request.metadata_mut().insert(
+                    "idempotency-key",
+                    format!("bench-{n}").parse().expect("ascii"),
+                );
+                let sent = Instant::now();
+                let result = client.create_order(request).await;
+                tally.latencies.push(sent.elapsed());
+                match result {
+                    Ok(_) => tally.created += 1,
+                    Err(status)
+                        if lab_common::status::reason(&status).as_deref()
+                            == Some("OUT_OF_STOCK") =>
+                    {
+                        tally.out_of_stock += 1
+                    }
+                    Err(_) => tally.errors += 1,
+                }
+            }
+            tally
+        }));
+    }
+    let mut tally = Tally::default();
+    for worker in workers {
+        tally.merge(worker.await?);
+    }
+    let elapsed = started.elapsed();
+
+    let after = clients[0]
+        .get_product(pb::GetProductRequest {
+            product_id: product.product_id.clone(),
+        })
+        .await?
+        .into_inner()
+        .product
+        .context("no product")?;
+    let sold = after.initial_stock + after.restocked - after.stock;
+    let no_oversell = after.stock >= 0 && sold == tally.created as i64;
+
+    tally.latencies.sort();
+    let calls = tally.latencies.len();
+    println!(
+        "lab bench orders: one hot product, {calls} CreateOrder calls, concurrency {}, {} connections",
+        args.concurrency, args.connections
+    );
+    println!("  elapsed        {:.2} s", elapsed.as_secs_f64());
+    println!(
+        "  throughput     {:.0} calls/s ({:.0} orders/s)",
+        calls as f64 / elapsed.as_secs_f64(),
+        tally.created as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  latency        p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+        quantile(&tally.latencies, 0.50),
+        quantile(&tally.latencies, 0.90),
+        quantile(&tally.latencies, 0.99),
+        tally.latencies.last().copied().unwrap_or_default()
+    );
+    println!(
+        "  outcomes       created {}  out_of_stock {}  errors {}",
+        tally.created, tally.out_of_stock, tally.errors
+    );
+    println!(
+        "  stock          {} left of {}; sold {sold}; I1 {}",
+        after.stock,
+        after.initial_stock,
+        if no_oversell { "holds" } else { "VIOLATED" }
+    );
+
+    if let Some(local) = local {
+        local.stop().await;
+    }
+    Ok(if no_oversell && tally.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    created: u64,
+    out_of_stock: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.created += other.created;
+        self.out_of_stock += other.out_of_stock;
+        self.errors += other.errors;
+        self.latencies.extend(other.latencies);
+    }
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index]
+}
+
+/// An in-process order-svc on its own database.
+struct LocalShop {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), order_svc::startup::StartupError>>,
+    throwaway: Option<ThrowawayPostgres>,
+}
+
+impl LocalShop {
+    async fn start(database_url: Option<&str>) -> anyhow::Result<Self> {
+        let (admin_url, throwaway) = match database_url {
+            Some(url) => (url.to_owned(), None),
+            None => {
+                let server = tokio::task::spawn_blocking(ThrowawayPostgres::start).await??;
+                (server.admin_url(), Some(server))
+            }
+        };
+        let database = format!("lab_bench_{}", Uuid::now_v7().simple());
+        let url = create_database(&admin_url, &database).await?;
+        let mut config = order_svc::Config::for_tests(url);
+        config.db_pool_size = 32;
+        config.max_concurrent_requests = 4096;
+        let app = order_svc::Application::build(config).await?;
+        let addr = app.local_addr();
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(app.run_until(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }));
+        Ok(Self {
+            addr,
+            stop,
+            task,
+            throwaway,
+        })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        if let Some(server) = self.throwaway {
+            let _ = tokio::task::spawn_blocking(move || drop(server)).await;
+        }
+    }
+}
