@@ -20,10 +20,12 @@ pub fn init(format: LogFormat) {
     // An Err only means a subscriber is installed already, which is fine.
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),
+        // The span list carries the enclosing `rpc` span, and with it the request id, on every
+        // line logged inside a call, however deeply nested.
         LogFormat::Json => builder
             .json()
-            .with_current_span(true)
-            .with_span_list(false)
+            .with_current_span(false)
+            .with_span_list(true)
             .try_init(),
     };
 }
