@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::{IdempotencyScope, NewOrder, Order, OrderFilter};
@@ -23,115 +23,62 @@ pub enum CreateOutcome {
 
 /// Creates an order, or replays the one its key already produced.
 ///
-/// One transaction: (1) claim the key with `INSERT … ON CONFLICT DO NOTHING`; a concurrent
-/// holder of the same key makes this wait until it commits or rolls back, so at most one order
-/// is ever created per key; (2) take the stock and insert the order in one statement whose
-/// `UPDATE … WHERE stock >= quantity` cannot oversell. A refusal rolls back the claim as well,
-/// so OUT_OF_STOCK and PRODUCT_NOT_FOUND do not consume the key.
+/// One call of the `place_order` function (see its migration), in one implicit transaction:
+/// (1) claim the key with `INSERT … ON CONFLICT DO NOTHING`; a concurrent holder of the same key
+/// makes this wait until it commits or rolls back, so at most one order is ever created per key;
+/// (2) take the stock with `UPDATE … WHERE stock >= quantity`, which cannot oversell, and insert
+/// the order. A refusal raises inside the function, rolling back the claim too, so
+/// OUT_OF_STOCK and PRODUCT_NOT_FOUND do not consume the key. One round trip keeps the hot
+/// product's row lock from waiting on the network.
 pub async fn create_order(
     pool: &PgPool,
     scope: &IdempotencyScope,
     order: &NewOrder,
     retention: Duration,
 ) -> Result<CreateOutcome, OrderError> {
-    let fingerprint = order.fingerprint();
-    let order_id = Uuid::now_v7();
-    let mut tx = pool.begin().await?;
-
-    let claimed = sqlx::query(
-        "INSERT INTO idempotency_keys
-             (client_id, idempotency_key, request_fingerprint, order_id, expires_at)
-         VALUES ($1, $2, $3, $4, now() + $5 * interval '1 second')
-         ON CONFLICT (client_id, idempotency_key) DO NOTHING",
-    )
-    .bind(&scope.client_id)
-    .bind(&scope.key)
-    .bind(&fingerprint)
-    .bind(order_id)
-    .bind(retention.as_secs_f64())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-
-    if !claimed {
-        tx.rollback().await?;
-        return replay(pool, scope, &fingerprint).await;
-    }
-
-    let created = sqlx::query_as::<_, Order>(sqlx::AssertSqlSafe(format!(
-        "WITH taken AS (
-             UPDATE products SET stock = stock - $3, updated_at = now()
-             WHERE product_id = $2 AND stock >= $3
-             RETURNING product_id
-         )
-         INSERT INTO orders
-             (order_id, product_id, quantity, customer_id, status, client_id, idempotency_key)
-         SELECT $1, product_id, $3, $4, 'CREATED', $5, $6 FROM taken
-         RETURNING {ORDER_COLUMNS}"
-    )))
-    .bind(order_id)
-    .bind(order.product_id)
-    .bind(order.quantity)
-    .bind(order.customer_id)
-    .bind(&scope.client_id)
-    .bind(&scope.key)
-    .fetch_optional(&mut *tx)
-    .await?;
-
-    match created {
-        Some(created) => {
-            tx.commit().await?;
-            Ok(CreateOutcome::Created(created))
+    let placed = sqlx::query("SELECT * FROM place_order($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(&scope.client_id)
+        .bind(&scope.key)
+        .bind(order.fingerprint())
+        .bind(Uuid::now_v7())
+        .bind(order.product_id)
+        .bind(order.quantity)
+        .bind(order.customer_id)
+        .bind(retention.as_secs_f64())
+        .fetch_one(pool)
+        .await;
+    let row = match placed {
+        Ok(row) => row,
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(PRODUCT_NOT_FOUND) => {
+            return Err(OrderError::ProductNotFound(order.product_id));
         }
-        None => {
-            tx.rollback().await?;
-            Err(refusal(pool, order).await)
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(OUT_OF_STOCK) => {
+            let available = db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|error| error.detail())
+                .and_then(|detail| detail.parse().ok())
+                .unwrap_or(0);
+            return Err(OrderError::OutOfStock {
+                product_id: order.product_id,
+                requested: order.quantity,
+                available,
+            });
         }
+        Err(error) => return Err(error.into()),
+    };
+    let outcome: String = row.try_get("outcome")?;
+    match outcome.as_str() {
+        "created" => Ok(CreateOutcome::Created(Order::from_row(&row)?)),
+        "replayed" => Ok(CreateOutcome::Replayed(Order::from_row(&row)?)),
+        "reused" => Err(OrderError::KeyReused),
+        // The claim vanished between the insert and the read (the reaper expired it).
+        _ => Err(OrderError::KeyContended),
     }
 }
 
-/// The key is held by a committed claim: the same request replays its order, another request is
-/// refused.
-async fn replay(
-    pool: &PgPool,
-    scope: &IdempotencyScope,
-    fingerprint: &[u8],
-) -> Result<CreateOutcome, OrderError> {
-    let stored: Option<(Vec<u8>, Uuid)> = sqlx::query_as(
-        "SELECT request_fingerprint, order_id FROM idempotency_keys
-         WHERE client_id = $1 AND idempotency_key = $2",
-    )
-    .bind(&scope.client_id)
-    .bind(&scope.key)
-    .fetch_optional(pool)
-    .await?;
-    match stored {
-        // The claim vanished between our insert and this read (the reaper expired it): the
-        // caller may simply retry.
-        None => Err(OrderError::KeyContended),
-        Some((stored, _)) if stored != fingerprint => Err(OrderError::KeyReused),
-        Some((_, order_id)) => Ok(CreateOutcome::Replayed(get_order(pool, order_id).await?)),
-    }
-}
-
-/// Why the conditional insert took no stock: the product is missing or too low.
-async fn refusal(pool: &PgPool, order: &NewOrder) -> OrderError {
-    let stock: Result<Option<i64>, sqlx::Error> =
-        sqlx::query_scalar("SELECT stock FROM products WHERE product_id = $1")
-            .bind(order.product_id)
-            .fetch_optional(pool)
-            .await;
-    match stock {
-        Ok(None) => OrderError::ProductNotFound(order.product_id),
-        Ok(Some(available)) => OrderError::OutOfStock {
-            product_id: order.product_id,
-            requested: order.quantity,
-            available,
-        },
-        Err(error) => error.into(),
-    }
-}
+/// SQLSTATEs raised by `place_order`.
+const PRODUCT_NOT_FOUND: &str = "LB404";
+const OUT_OF_STOCK: &str = "LB409";
 
 /// Reads one order.
 pub async fn get_order(pool: &PgPool, order_id: Uuid) -> Result<Order, OrderError> {
