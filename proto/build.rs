@@ -15,9 +15,23 @@ const PACKAGES: &[(&[&str], &str)] = &[
     ),
 ];
 
+/// Described to reflection clients but not generated: tonic-types has the Rust types.
+const DESCRIBED_ONLY: &[(&str, &str)] = &[(
+    "google/rpc/error_details.proto",
+    "error_details_descriptor.bin",
+)];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     println!("cargo:rerun-if-changed=lab");
+    println!("cargo:rerun-if-changed=google");
+    for (file, descriptor_name) in DESCRIBED_ONLY {
+        let descriptors = protox::compile([file], ["."])?;
+        std::fs::write(
+            out_dir.join(descriptor_name),
+            prost::Message::encode_to_vec(&descriptors),
+        )?;
+    }
     for (files, descriptor_name) in PACKAGES {
         let descriptors = protox::compile(*files, ["."])?;
         std::fs::write(

@@ -211,7 +211,10 @@ impl Application {
         health_reporter
             .set_serving::<ApprovalServiceServer<ApprovalApi>>()
             .await;
-        let (reflection_v1, reflection_v1alpha) = reflection(&[FILE_DESCRIPTOR_SET])?;
+        let (reflection_v1, reflection_v1alpha) = reflection(&[
+            FILE_DESCRIPTOR_SET,
+            lab_proto::google_rpc::FILE_DESCRIPTOR_SET,
+        ])?;
 
         let stop_completer = CancellationToken::new();
         let completer = tokio::spawn(completer::run(

@@ -1,10 +1,14 @@
 //! `lab`, the operator CLI of concurrency-lab.
 //!
 //! - `lab up`: order-svc and approval-svc together on loopback, with demo data.
+//! - `lab check`: invariants I1–I6 across both services, through their public RPCs.
+//! - `lab proxy`: the TCP fault proxy for drills.
 //! - `lab bench orders`: a hot-item load test of order-svc.
 #![forbid(unsafe_code)]
 
 mod bench;
+mod check;
+mod proxy;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +36,10 @@ struct Cli {
 enum Command {
     /// Run order-svc and approval-svc on loopback with demo data, until Ctrl-C.
     Up(up::UpArgs),
+    /// Check invariants I1-I6 across both services; exit 0 when all hold.
+    Check(check::CheckArgs),
+    /// Run the TCP fault proxy between approval-svc and order-svc, for drills.
+    Proxy(proxy::ProxyArgs),
     /// Benchmarks (bounded load tests that check invariants at the end).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -50,6 +58,8 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args, cli.log_format).await,
         Command::Bench(BenchCommand::Orders(args)) => bench::run(args).await,
+        Command::Check(args) => check::run(args).await,
+        Command::Proxy(args) => proxy::run(args).await,
     };
     match result {
         Ok(code) => code,

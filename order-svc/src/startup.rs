@@ -153,7 +153,10 @@ impl Application {
         health_reporter
             .set_serving::<OrderServiceServer<OrderApi>>()
             .await;
-        let (reflection_v1, reflection_v1alpha) = reflection(&[FILE_DESCRIPTOR_SET])?;
+        let (reflection_v1, reflection_v1alpha) = reflection(&[
+            FILE_DESCRIPTOR_SET,
+            lab_proto::google_rpc::FILE_DESCRIPTOR_SET,
+        ])?;
 
         let (stop_background, stopped) = watch::channel(false);
         let reaper = tokio::spawn(reaper::run(

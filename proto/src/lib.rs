@@ -3,7 +3,8 @@
 //! - [`order::v1`]: `lab.order.v1.OrderService`, the shop.
 //! - [`approval::v1`]: `lab.approval.v1.ApprovalService`, challenge approvals.
 //!
-//! Each package also exposes its encoded `FileDescriptorSet` for gRPC server reflection.
+//! Each package also exposes its encoded `FileDescriptorSet` for gRPC server reflection, and
+//! [`google_rpc`] describes the error details every error carries.
 #![forbid(unsafe_code)]
 
 /// `lab.order.v1`: products, stock and idempotent orders.
@@ -30,4 +31,12 @@ pub mod approval {
         pub const FILE_DESCRIPTOR_SET: &[u8] =
             include_bytes!(concat!(env!("OUT_DIR"), "/approval_descriptor.bin"));
     }
+}
+
+/// `google.rpc` error details (`ErrorInfo`, `BadRequest`, …), described to reflection clients
+/// so grpcurl can print the details of an error; the Rust types come from `tonic-types`.
+pub mod google_rpc {
+    /// Encoded `FileDescriptorSet` of `google/rpc/error_details.proto` and its imports.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/error_details_descriptor.bin"));
 }
