@@ -65,6 +65,10 @@ impl Future for Collect {
             };
             match frame.into_data() {
                 Ok(data) => {
+                    if this.chunks.is_empty() {
+                        // Unary bodies are one message: size the buffer for it, no more.
+                        this.chunks.reserve_exact(1);
+                    }
                     this.len += data.len();
                     this.chunks.push(data);
                     if this.len > this.limit {

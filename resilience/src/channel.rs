@@ -18,8 +18,7 @@ use crate::timeout::{AttemptTimeout, AttemptTimeoutLayer};
 use crate::unary::{Unary, UnaryLayer};
 
 /// The layers of a [`ResilientChannel`], outermost first.
-pub type Stack<S> =
-    Instrument<Deadline<Retry<CircuitBreaker<LoadShed<AttemptTimeout<Unary<S>>>>>>>;
+pub type Stack<S> = Instrument<Deadline<Retry<CircuitBreaker<LoadShed<AttemptTimeout<Unary<S>>>>>>>;
 
 /// A tonic channel wrapped in the full resilience stack; give it to a generated client:
 ///

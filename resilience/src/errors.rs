@@ -66,8 +66,7 @@ pub fn reason_of(status: &Status) -> Option<String> {
 
 /// Whether `status` is a breaker rejection ([`reason::CIRCUIT_OPEN`]).
 pub fn is_circuit_open(status: &Status) -> bool {
-    status.code() == Code::Unavailable
-        && reason_of(status).as_deref() == Some(reason::CIRCUIT_OPEN)
+    status.code() == Code::Unavailable && reason_of(status).as_deref() == Some(reason::CIRCUIT_OPEN)
 }
 
 /// Builds a status with an `ErrorInfo` (domain [`DOMAIN`]).
@@ -186,12 +185,27 @@ pub fn code_of(err: &BoxError) -> Code {
 }
 
 /// Turns any inner error into a boxed [`Status`], keeping the original as its source.
+///
+/// A connection that broke under the call (reset, closed, I/O error) is UNAVAILABLE, as gRPC's
+/// status-code guide prescribes ("some data transmitted before connection breaks"); tonic would
+/// report UNKNOWN, which nothing retries, though a reply lost this way is exactly what the
+/// idempotency key is for. Whether it may be re-sent is still decided by [`surely_unsent`] and
+/// the idempotency rule, since the request may have been processed.
 pub(crate) fn into_status_error(err: impl Into<BoxError>) -> BoxError {
     let err: BoxError = err.into();
     if err.is::<Status>() {
         return err;
     }
-    Box::new(Status::from_error(err))
+    let connection_broke = find_in_chain::<std::io::Error>(err.as_ref())
+        || find_in_chain::<h2::Error>(err.as_ref());
+    let status = Status::from_error(err);
+    if status.code() == Code::Unknown && connection_broke {
+        return Box::new(Status::unavailable(format!(
+            "connection to the server broke: {}",
+            status.message()
+        )));
+    }
+    Box::new(status)
 }
 
 /// Codes a retry may fix (DESIGN.md): the server was unreachable, overloaded, too slow for one
@@ -285,6 +299,16 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_connection_is_unavailable_but_maybe_sent() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let wrapped = into_status_error(reset);
+        assert_eq!(code_of(&wrapped), Code::Unavailable);
+        assert!(!surely_unsent(&wrapped), "the request may have been processed");
+        let other = into_status_error(std::fmt::Error);
+        assert_eq!(code_of(&other), Code::Unknown, "only transport failures are reclassified");
+    }
+
+    #[test]
     fn connect_errors_are_unsent_and_unavailable() {
         let err: BoxError = Box::new(tonic::ConnectError("refused".into()));
         assert_eq!(code_of(&err), Code::Unavailable);
@@ -296,7 +320,11 @@ mod tests {
 
     #[test]
     fn classification_tables() {
-        for code in [Code::InvalidArgument, Code::FailedPrecondition, Code::NotFound] {
+        for code in [
+            Code::InvalidArgument,
+            Code::FailedPrecondition,
+            Code::NotFound,
+        ] {
             assert!(!is_retryable_code(code));
             assert!(!is_server_failure(code));
         }

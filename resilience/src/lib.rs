@@ -58,11 +58,14 @@ pub mod errors;
 pub mod fault;
 pub mod instrument;
 pub mod metadata;
-mod telemetry;
 pub mod retry;
 pub mod shed;
+mod telemetry;
 pub mod timeout;
 pub mod unary;
+
+#[cfg(test)]
+mod test_support;
 
 pub use breaker::{BreakerHandle, BreakerState, BreakerStats, Transition};
 pub use channel::{ResilientChannel, ResilientChannelBuilder, Stack};

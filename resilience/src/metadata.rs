@@ -33,7 +33,20 @@ pub fn encode_timeout(timeout: Duration) -> HeaderValue {
     .map(|(per, unit)| (nanos / per, unit))
     .find(|(value, _)| *value <= MAX_TIMEOUT_DIGITS)
     .unwrap_or((MAX_TIMEOUT_DIGITS, 'H'));
-    HeaderValue::from_str(&format!("{value}{unit}")).expect("digits and a unit letter are ASCII")
+    // Written by hand: this runs twice per call, and `format!` would allocate a String first.
+    let mut text = [0u8; 9];
+    let mut start = 8;
+    text[8] = unit as u8;
+    let mut rest = value;
+    loop {
+        start -= 1;
+        text[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&text[start..]).expect("digits and a unit letter are ASCII")
 }
 
 /// Decodes a `grpc-timeout` value; `None` when malformed.
@@ -118,7 +131,11 @@ mod tests {
     #[test]
     fn malformed_timeouts_are_rejected() {
         for bad in ["", "m", "10", "123456789m", "10x", "-5m", "1.5S"] {
-            assert_eq!(decode_timeout(&HeaderValue::from_static(bad)), None, "{bad}");
+            assert_eq!(
+                decode_timeout(&HeaderValue::from_static(bad)),
+                None,
+                "{bad}"
+            );
         }
     }
 

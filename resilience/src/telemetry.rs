@@ -45,9 +45,11 @@ pub(crate) struct PerCode([Counter; 17]);
 
 impl PerCode {
     pub(crate) fn new(name: &'static str, client: &str) -> Self {
-        Self(ALL_CODES.map(|code| {
-            counter!(name, "client" => client.to_owned(), "code" => code_name(code))
-        }))
+        Self(
+            ALL_CODES.map(
+                |code| counter!(name, "client" => client.to_owned(), "code" => code_name(code)),
+            ),
+        )
     }
 
     pub(crate) fn get(&self, code: Code) -> &Counter {

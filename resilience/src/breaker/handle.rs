@@ -163,7 +163,9 @@ impl Shared {
             BreakerState::Open | BreakerState::ForcedOpen => {
                 tracing::warn!(client = %self.client, from = %t.from, to = %t.to, open_for = ?t.open_for, "circuit breaker opened");
             }
-            _ => tracing::info!(client = %self.client, from = %t.from, to = %t.to, "circuit breaker state changed"),
+            _ => {
+                tracing::info!(client = %self.client, from = %t.from, to = %t.to, "circuit breaker state changed")
+            }
         }
         self.metrics.state.set(t.to.gauge_value());
         self.metrics.to[t.to.gauge_value() as usize].increment(1);
@@ -197,7 +199,9 @@ impl Drop for Permit {
 
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Permit").field("ticket", &self.ticket).finish()
+        f.debug_struct("Permit")
+            .field("ticket", &self.ticket)
+            .finish()
     }
 }
 

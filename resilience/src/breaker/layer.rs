@@ -37,7 +37,9 @@ impl CircuitBreakerLayer {
 
 impl std::fmt::Debug for CircuitBreakerLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("CircuitBreakerLayer").field(&self.handle()).finish()
+        f.debug_tuple("CircuitBreakerLayer")
+            .field(&self.handle())
+            .finish()
     }
 }
 

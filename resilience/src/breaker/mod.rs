@@ -35,8 +35,8 @@ use tower::Service;
 
 pub use self::future::ResponseFuture;
 pub use self::handle::{BreakerHandle, BreakerState, BreakerStats, Transition};
-pub use self::layer::CircuitBreakerLayer;
 use self::handle::{Permit, Shared};
+pub use self::layer::CircuitBreakerLayer;
 use crate::BoxError;
 
 /// Fails calls fast while its breaker is open.

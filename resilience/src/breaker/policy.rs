@@ -28,16 +28,18 @@ impl OpenBackoff {
         Self {
             base,
             cap: cap.max(base),
-            jitter: if jitter.is_nan() { 0.0 } else { jitter.clamp(0.0, 0.5) },
+            jitter: if jitter.is_nan() {
+                0.0
+            } else {
+                jitter.clamp(0.0, 0.5)
+            },
             step: 0,
         }
     }
 
     /// The un-jittered period of the `step`-th opening (0-based).
     pub fn nominal(&self, step: u32) -> Duration {
-        self.base
-            .saturating_mul(1u32 << step.min(31))
-            .min(self.cap)
+        self.base.saturating_mul(1u32 << step.min(31)).min(self.cap)
     }
 
     /// The fraction a period may be shortened by.

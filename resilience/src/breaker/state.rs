@@ -51,7 +51,11 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
-    pub(crate) fn new(policy: Box<dyn FailurePolicy + Send>, max_probes: u32, cap: Duration) -> Self {
+    pub(crate) fn new(
+        policy: Box<dyn FailurePolicy + Send>,
+        max_probes: u32,
+        cap: Duration,
+    ) -> Self {
         Self {
             phase: Phase::Closed,
             policy,
@@ -119,7 +123,12 @@ impl Machine {
     }
 
     /// Records how an admitted call ended.
-    pub(crate) fn record(&mut self, ticket: Ticket, outcome: Outcome, now: Instant) -> Option<Transition> {
+    pub(crate) fn record(
+        &mut self,
+        ticket: Ticket,
+        outcome: Outcome,
+        now: Instant,
+    ) -> Option<Transition> {
         match outcome {
             Outcome::Success => self.stats.successes += 1,
             Outcome::Failure => self.stats.failures += 1,

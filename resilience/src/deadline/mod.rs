@@ -103,7 +103,8 @@ where
             budget = at.saturating_duration_since(now);
         }
         req.extensions_mut().insert(CallDeadline { at, budget });
-        req.headers_mut().insert(GRPC_TIMEOUT, encode_timeout(budget));
+        req.headers_mut()
+            .insert(GRPC_TIMEOUT, encode_timeout(budget));
         ResponseFuture::new(self.inner.call(req), at, budget, self.expired.clone())
     }
 }

@@ -90,7 +90,12 @@ struct Decision {
     outcome: Option<FaultKind>,
 }
 
-fn decide(plan: &FaultPlan, path: &str, counters: &KindCounters, handle: &FaultHandle) -> Option<Decision> {
+fn decide(
+    plan: &FaultPlan,
+    path: &str,
+    counters: &KindCounters,
+    handle: &FaultHandle,
+) -> Option<Decision> {
     let mut decision = Decision {
         delay: Duration::ZERO,
         outcome: None,
@@ -184,7 +189,6 @@ where
         }))
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -211,11 +211,16 @@ mod tests {
 
     #[test]
     fn parses_the_documented_example() {
-        let plan: FaultPlan = "CreateOrder:drop_response:1.0; *:delay=200ms:0.5".parse().unwrap();
+        let plan: FaultPlan = "CreateOrder:drop_response:1.0; *:delay=200ms:0.5"
+            .parse()
+            .unwrap();
         assert_eq!(
             plan.rules,
             vec![
-                FaultRule::new(RpcFilter::Method("CreateOrder".into()), FaultKind::DropResponse),
+                FaultRule::new(
+                    RpcFilter::Method("CreateOrder".into()),
+                    FaultKind::DropResponse
+                ),
                 FaultRule::new(RpcFilter::Any, FaultKind::Delay(Duration::from_millis(200)))
                     .with_probability(0.5),
             ]
@@ -232,10 +237,22 @@ mod tests {
         assert_eq!(plan.rules.len(), 3);
         assert_eq!(plan.rules[0].kind, FaultKind::Error(Code::Unavailable));
         assert_eq!(plan.rules[0].probability, 1.0);
-        assert!(plan.rules[0].target.matches("/lab.order.v1.OrderService/GetOrder"));
-        assert!(!plan.rules[0].target.matches("/lab.order.v1.OrderService/GetProduct"));
+        assert!(
+            plan.rules[0]
+                .target
+                .matches("/lab.order.v1.OrderService/GetOrder")
+        );
+        assert!(
+            !plan.rules[0]
+                .target
+                .matches("/lab.order.v1.OrderService/GetProduct")
+        );
         assert_eq!(plan.rules[1].kind, FaultKind::Error(Code::Aborted));
-        assert!(plan.rules[1].target.matches("/lab.order.v1.OrderService/CreateOrder"));
+        assert!(
+            plan.rules[1]
+                .target
+                .matches("/lab.order.v1.OrderService/CreateOrder")
+        );
         assert_eq!(plan.rules[2].kind, FaultKind::BlackHole);
         assert!("".parse::<FaultPlan>().unwrap().is_empty());
     }

@@ -1,5 +1,6 @@
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::Response;
@@ -7,10 +8,10 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tracing::Span;
 
+use super::CallMetrics;
 use crate::BoxError;
 use crate::errors::code_of;
 use crate::metadata::code_in;
-use crate::telemetry::PerCode;
 
 pin_project! {
     /// Response future of [`super::Instrument`].
@@ -20,19 +21,17 @@ pin_project! {
         inner: F,
         span: Span,
         started: Instant,
-        calls: PerCode,
-        duration: metrics::Histogram,
+        metrics: Arc<CallMetrics>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, span: Span, calls: PerCode, duration: metrics::Histogram) -> Self {
+    pub(super) fn new(inner: F, span: Span, metrics: Arc<CallMetrics>) -> Self {
         Self {
             inner,
             span,
             started: Instant::now(),
-            calls,
-            duration,
+            metrics,
         }
     }
 }
@@ -52,8 +51,10 @@ where
             Ok(response) => code_in(response.headers()),
             Err(err) => code_of(err),
         };
-        this.calls.get(code).increment(1);
-        this.duration.record(this.started.elapsed().as_secs_f64());
+        this.metrics.calls.get(code).increment(1);
+        this.metrics
+            .duration
+            .record(this.started.elapsed().as_secs_f64());
         if code != tonic::Code::Ok {
             tracing::debug!(?code, "call failed");
         }

@@ -2,15 +2,14 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use super::Instrument;
-use crate::telemetry::{self, DEFAULT_CLIENT, PerCode};
+use super::{CallMetrics, Instrument};
+use crate::telemetry::{self, DEFAULT_CLIENT};
 
 /// Applies [`Instrument`] to a service.
 #[derive(Debug, Clone)]
 pub struct InstrumentLayer {
     client: Arc<str>,
-    calls: PerCode,
-    duration: metrics::Histogram,
+    metrics: Arc<CallMetrics>,
 }
 
 impl InstrumentLayer {
@@ -24,8 +23,7 @@ impl InstrumentLayer {
         let (calls, duration) = telemetry::calls(client);
         Self {
             client: client.into(),
-            calls,
-            duration,
+            metrics: Arc::new(CallMetrics { calls, duration }),
         }
     }
 }
@@ -43,8 +41,7 @@ impl<S> Layer<S> for InstrumentLayer {
         Instrument {
             inner,
             client: self.client.clone(),
-            calls: self.calls.clone(),
-            duration: self.duration.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }

@@ -41,6 +41,7 @@ pin_project! {
             stats: RetryStats,
         },
         Running { #[pin] inner: TowerFuture<S> },
+        Failed { error: Option<BoxError> },
     }
 }
 
@@ -48,22 +49,53 @@ impl<S> ResponseFuture<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
 {
-    pub(super) fn new(
-        req: Request<Body>,
+    pub(super) fn buffering(
+        parts: Parts,
+        collect: Collect,
         service: TowerRetry<S>,
-        max_request_bytes: usize,
         stats: RetryStats,
     ) -> Self {
-        let (parts, body) = req.into_parts();
         Self {
             state: State::Buffering {
                 parts: Some(parts),
-                collect: Collect::new(body, max_request_bytes),
+                collect,
                 service: Some(service),
                 stats,
             },
         }
     }
+
+    pub(super) fn running(inner: TowerFuture<S>) -> Self {
+        Self {
+            state: State::Running { inner },
+        }
+    }
+
+    pub(super) fn failed(error: BoxError) -> Self {
+        Self {
+            state: State::Failed { error: Some(error) },
+        }
+    }
+}
+
+/// The request to send once its body is read: replayable when it fit in the buffer.
+pub(super) fn rebuild(mut parts: Parts, collected: Collected, stats: &RetryStats) -> Request<Body> {
+    let body = match collected {
+        Collected::Complete {
+            data,
+            trailers: None,
+        } => {
+            parts.extensions.insert(Replay(data.clone()));
+            Body::new(Full::new(data))
+        }
+        // gRPC requests carry no trailers; one that does is sent as is, once.
+        Collected::Complete { data, trailers } => Body::new(Buffered::new(data, trailers)),
+        Collected::TooLarge(body) => {
+            stats.add_not_buffered();
+            body
+        }
+    };
+    Request::from_parts(parts, body)
 }
 
 impl<S> std::fmt::Debug for ResponseFuture<S>
@@ -93,28 +125,14 @@ where
                 } => {
                     let collected = ready!(Pin::new(collect).poll(cx))
                         .map_err(|status| Box::new(status) as BoxError)?;
-                    let mut parts = parts.take().expect("polled after completion");
-                    let body = match collected {
-                        Collected::Complete {
-                            data,
-                            trailers: None,
-                        } => {
-                            parts.extensions.insert(Replay(data.clone()));
-                            Body::new(Full::new(data))
-                        }
-                        // gRPC requests carry no trailers; one that does is sent as is, once.
-                        Collected::Complete { data, trailers } => {
-                            Body::new(Buffered::new(data, trailers))
-                        }
-                        Collected::TooLarge(body) => {
-                            stats.add_not_buffered();
-                            body
-                        }
-                    };
+                    let parts = parts.take().expect("polled after completion");
                     let mut service = service.take().expect("polled after completion");
                     // `service` was polled ready by `Retry::poll_ready` before it moved here.
-                    let inner = service.call(Request::from_parts(parts, body));
+                    let inner = service.call(rebuild(parts, collected, stats));
                     this.state.set(State::Running { inner });
+                }
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error.take().expect("polled after completion")));
                 }
                 StateProj::Running { inner } => return inner.poll(cx),
             }

@@ -34,8 +34,10 @@ mod layer;
 mod policy;
 mod stats;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use http::{Request, Response};
 use tonic::body::Body;
@@ -48,6 +50,7 @@ pub use self::layer::RetryLayer;
 pub use self::policy::RetryPolicy;
 pub use self::stats::RetryStats;
 use crate::BoxError;
+use crate::body::Collect;
 
 /// Retries failed attempts of buffered unary requests.
 pub struct Retry<S> {
@@ -98,11 +101,25 @@ where
         self.shared.stats.add_call();
         // Every logical call earns retry budget; only retries spend it.
         self.shared.budget.deposit();
-        // The ready service goes into the future (the body must be read before calling it);
-        // a fresh clone stays here and will be polled ready for the next call.
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture::new(req, ready, self.max_request_bytes, self.shared.stats.clone())
+        let stats = &self.shared.stats;
+        let (parts, body) = req.into_parts();
+        let mut collect = Collect::new(body, self.max_request_bytes);
+        // A unary body made by tonic is ready at once: read it here when possible, so the
+        // ready service is called directly instead of being swapped into the future. A body
+        // that is not ready yet stores the real waker when the future polls it again.
+        match Pin::new(&mut collect).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(Ok(collected)) => {
+                ResponseFuture::running(self.inner.call(future::rebuild(parts, collected, stats)))
+            }
+            Poll::Ready(Err(status)) => ResponseFuture::failed(Box::new(status)),
+            Poll::Pending => {
+                // The ready service goes into the future; a fresh clone stays here and will be
+                // polled ready for the next call.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::buffering(parts, collect, ready, stats.clone())
+            }
+        }
     }
 }
 

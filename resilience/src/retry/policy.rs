@@ -209,4 +209,3 @@ impl Policy<Request<Body>, Response<Body>, BoxError> for RetryPolicy {
         Some(clone)
     }
 }
-

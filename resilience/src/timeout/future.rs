@@ -45,7 +45,11 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-fn elapsed(capped_by: Option<Duration>, timeout: Duration, timeouts: &metrics::Counter) -> BoxError {
+fn elapsed(
+    capped_by: Option<Duration>,
+    timeout: Duration,
+    timeouts: &metrics::Counter,
+) -> BoxError {
     match capped_by {
         Some(budget) => Box::new(errors::deadline_exceeded(budget)),
         None => {
@@ -76,11 +80,9 @@ where
             }));
         }
         match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(elapsed(
-                *this.capped_by,
-                *this.timeout,
-                this.timeouts,
-            ))),
+            Poll::Ready(()) => {
+                Poll::Ready(Err(elapsed(*this.capped_by, *this.timeout, this.timeouts)))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -79,7 +79,8 @@ where
                     }
                     if response.status() != StatusCode::OK {
                         let code = code_for_http(response.status());
-                        let message = format!("HTTP status {} without grpc-status", response.status());
+                        let message =
+                            format!("HTTP status {} without grpc-status", response.status());
                         return Poll::Ready(Err(Box::new(Status::new(code, message))));
                     }
                     let (parts, body) = response.into_parts();
