@@ -196,8 +196,8 @@ pub(crate) fn into_status_error(err: impl Into<BoxError>) -> BoxError {
     if err.is::<Status>() {
         return err;
     }
-    let connection_broke = find_in_chain::<std::io::Error>(err.as_ref())
-        || find_in_chain::<h2::Error>(err.as_ref());
+    let connection_broke =
+        find_in_chain::<std::io::Error>(err.as_ref()) || find_in_chain::<h2::Error>(err.as_ref());
     let status = Status::from_error(err);
     if status.code() == Code::Unknown && connection_broke {
         return Box::new(Status::unavailable(format!(
@@ -303,9 +303,16 @@ mod tests {
         let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
         let wrapped = into_status_error(reset);
         assert_eq!(code_of(&wrapped), Code::Unavailable);
-        assert!(!surely_unsent(&wrapped), "the request may have been processed");
+        assert!(
+            !surely_unsent(&wrapped),
+            "the request may have been processed"
+        );
         let other = into_status_error(std::fmt::Error);
-        assert_eq!(code_of(&other), Code::Unknown, "only transport failures are reclassified");
+        assert_eq!(
+            code_of(&other),
+            Code::Unknown,
+            "only transport failures are reclassified"
+        );
     }
 
     #[test]
