@@ -128,7 +128,7 @@ impl From<ApprovalError> for Status {
                     ("status", status.as_str().to_owned()),
                 ],
             ),
-            ApprovalError::Database(error) => database_status(&error),
+            ApprovalError::Database(error) => lab_common::status::database(&error),
             ApprovalError::Injected(point) => {
                 tracing::warn!(point, "injected failure");
                 unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
@@ -151,43 +151,8 @@ impl From<ApprovalError> for Status {
                 )
             }
             ApprovalError::Check(CheckError::Scan(ScanError::Database(error))) => {
-                database_status(&error)
+                lab_common::status::database(&error)
             }
-        }
-    }
-}
-
-/// Retryable conditions become UNAVAILABLE or ABORTED so clients retry them; anything else is
-/// INTERNAL. The cause is logged here, never sent.
-fn database_status(error: &sqlx::Error) -> Status {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            tracing::warn!(%error, "database unavailable");
-            unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
-        }
-        sqlx::Error::Database(db)
-            if matches!(db.code().as_deref(), Some("40001" | "40P01" | "55P03")) =>
-        {
-            tracing::info!(%error, "transaction conflict");
-            with_reason(
-                Code::Aborted,
-                "TRANSACTION_CONFLICT",
-                "conflicting transaction; retry",
-                [],
-            )
-        }
-        sqlx::Error::Database(db)
-            if db
-                .code()
-                .as_deref()
-                .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")) =>
-        {
-            tracing::warn!(%error, "database connection lost");
-            unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
-        }
-        _ => {
-            tracing::error!(%error, "database error");
-            internal()
         }
     }
 }

@@ -64,3 +64,40 @@ pub fn unavailable(reason: &str, message: impl Into<String>) -> Status {
 pub fn reason(status: &Status) -> Option<String> {
     status.get_details_error_info().map(|info| info.reason)
 }
+
+/// The status for a database error. Retryable conditions (pool exhausted or closed, connection
+/// lost, server shutting down) become UNAVAILABLE `DATABASE_UNAVAILABLE`, and serialization
+/// failures, deadlocks and lock timeouts ABORTED `TRANSACTION_CONFLICT`, so resilient clients
+/// retry them; anything else is a bare INTERNAL. The cause is logged here and never sent.
+pub fn database(error: &sqlx::Error) -> Status {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            tracing::warn!(%error, "database unavailable");
+            unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
+        }
+        sqlx::Error::Database(db)
+            if matches!(db.code().as_deref(), Some("40001" | "40P01" | "55P03")) =>
+        {
+            tracing::info!(%error, "transaction conflict");
+            with_reason(
+                Code::Aborted,
+                "TRANSACTION_CONFLICT",
+                "conflicting transaction; retry",
+                [],
+            )
+        }
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .as_deref()
+                .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")) =>
+        {
+            tracing::warn!(%error, "database connection lost");
+            unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
+        }
+        _ => {
+            tracing::error!(%error, "database error");
+            internal()
+        }
+    }
+}

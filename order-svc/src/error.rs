@@ -3,7 +3,7 @@
 //! Every reason string here is part of the public contract (`ErrorInfo.reason`, domain `lab`).
 //! Database errors are logged with their cause and reach clients only as a code and a reason.
 
-use lab_common::status::{internal, unavailable, with_reason};
+use lab_common::status::with_reason;
 use lab_common::validate::Violations;
 use tonic::{Code, Status};
 use uuid::Uuid;
@@ -116,42 +116,7 @@ impl From<OrderError> for Status {
                 "restocking would overflow the stock counters",
                 [],
             ),
-            OrderError::Database(error) => database_status(&error),
-        }
-    }
-}
-
-/// Retryable conditions become UNAVAILABLE or ABORTED so resilient clients retry them; anything
-/// else is INTERNAL. The cause is logged here, never sent.
-fn database_status(error: &sqlx::Error) -> Status {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            tracing::warn!(%error, "database unavailable");
-            unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
-        }
-        sqlx::Error::Database(db)
-            if matches!(db.code().as_deref(), Some("40001" | "40P01" | "55P03")) =>
-        {
-            tracing::info!(%error, "transaction conflict");
-            with_reason(
-                Code::Aborted,
-                "TRANSACTION_CONFLICT",
-                "conflicting transaction; retry",
-                [],
-            )
-        }
-        sqlx::Error::Database(db)
-            if db
-                .code()
-                .as_deref()
-                .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")) =>
-        {
-            tracing::warn!(%error, "database connection lost");
-            unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
-        }
-        _ => {
-            tracing::error!(%error, "database error");
-            internal()
+            OrderError::Database(error) => lab_common::status::database(&error),
         }
     }
 }
