@@ -44,7 +44,16 @@ async fn webhook_receiver() -> (std::net::SocketAddr, Inbox) {
 /// approval-svc whose checker runs on demand only, with the completer out of the way so what
 /// gets healed is healed by the checker, alerting to `receiver`.
 async fn approval_with_checker(order: &OrderSvc, receiver: std::net::SocketAddr) -> ApprovalSvc {
-    let mut config = ApprovalSvc::config(&fresh_database().await, &order.url());
+    approval_on(&fresh_database().await, order, receiver).await
+}
+
+/// The same, on a database the test can also write to directly.
+async fn approval_on(
+    database_url: &str,
+    order: &OrderSvc,
+    receiver: std::net::SocketAddr,
+) -> ApprovalSvc {
+    let mut config = ApprovalSvc::config(database_url, &order.url());
     config.check_interval = Duration::ZERO;
     config.completer_period = Duration::from_secs(600);
     config.order_call_attempts = 1;
@@ -315,6 +324,114 @@ async fn the_periodic_check_heals_without_being_asked() {
         })
         .await;
         assert_invariants(&order, &approval, std::slice::from_ref(&product.product_id)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_orders_stuck_and_lost_approvals_are_found_and_healed() {
+    bounded(async {
+        let (receiver, inbox) = webhook_receiver().await;
+        let order = OrderSvc::start().await;
+        let approval_db = fresh_database().await;
+        let approval = approval_on(&approval_db, &order, receiver).await;
+        let approval_sql = lab_common::postgres::connect(&approval_db, 1)
+            .await
+            .unwrap();
+        let shop_sql = lab_common::postgres::connect(&order.database_url, 1)
+            .await
+            .unwrap();
+        let product = order.product(10).await;
+
+        // I2: a second live order under an approved challenge's key, written into the shop's
+        // database directly (the API itself can never produce one).
+        let approved = approval.submit(&product.product_id, 1).await;
+        let approved = approval.approve(&approved.challenge_id).await;
+        assert_eq!(status(&approved), apb::ChallengeStatus::Approved);
+        let duplicate = Uuid::now_v7();
+        sqlx::query(
+            "WITH taken AS (UPDATE products SET stock = stock - 1 WHERE product_id = $2
+                            RETURNING product_id)
+             INSERT INTO orders (order_id, product_id, quantity, customer_id, status, client_id,
+                                 idempotency_key)
+             SELECT $1, product_id, 1, $3, 'CREATED', 'approval-svc', $4 FROM taken",
+        )
+        .bind(duplicate)
+        .bind(Uuid::parse_str(&product.product_id).unwrap())
+        .bind(Uuid::parse_str(&approved.user_id).unwrap())
+        .bind(&approved.idempotency_key)
+        .execute(&shop_sql)
+        .await
+        .unwrap();
+
+        // I5: the post-call commit fails, so the challenge stays APPROVING with its order
+        // created; its lease is then pushed far into the past.
+        let stuck = approval.submit(&product.product_id, 1).await;
+        approval.failure_points.fail_next_approval_commits(1);
+        let answered = approval.approve(&stuck.challenge_id).await;
+        assert_eq!(status(&answered), apb::ChallengeStatus::Approving);
+        sqlx::query(
+            "UPDATE challenges SET lease_expires_at = now() - interval '2 hours'
+             WHERE challenge_id = $1",
+        )
+        .bind(Uuid::parse_str(&stuck.challenge_id).unwrap())
+        .execute(&approval_sql)
+        .await
+        .unwrap();
+
+        // I6: a transient failure that lost its retry schedule.
+        let lost = approval.submit(&product.product_id, 1).await;
+        order
+            .faults
+            .set_from_str("CreateOrder:error=UNAVAILABLE")
+            .unwrap();
+        let failed = approval.approve(&lost.challenge_id).await;
+        order.faults.clear();
+        assert_eq!(
+            failure(&failed),
+            apb::ApprovalFailureReason::OrderServiceUnavailable
+        );
+        sqlx::query("UPDATE challenges SET next_attempt_at = NULL WHERE challenge_id = $1")
+            .bind(Uuid::parse_str(&lost.challenge_id).unwrap())
+            .execute(&approval_sql)
+            .await
+            .unwrap();
+
+        let report = check(&approval, false, false).await;
+        let i2 = violations_of(&report, apb::Invariant::OneOrderPerKey);
+        let i5 = violations_of(&report, apb::Invariant::NothingStuck);
+        let i6 = violations_of(&report, apb::Invariant::NothingLost);
+        assert_eq!((i2.len(), i5.len(), i6.len()), (1, 1, 1), "{report:#?}");
+        assert_eq!(i2[0].order_id, duplicate.to_string());
+        assert_eq!(i5[0].challenge_id, stuck.challenge_id);
+        assert_eq!(i6[0].challenge_id, lost.challenge_id);
+        assert!(report.violations.iter().all(|v| v.healed), "{report:#?}");
+
+        assert_eq!(
+            order_status(&order, &duplicate.to_string()).await,
+            opb::OrderStatus::Cancelled as i32
+        );
+        assert_eq!(
+            status(&approval.get(&stuck.challenge_id).await),
+            apb::ChallengeStatus::Approved
+        );
+        let rescheduled = approval.get(&lost.challenge_id).await;
+        assert!(rescheduled.next_attempt_at.is_some(), "{rescheduled:?}");
+        assert_eq!(
+            inbox.lock().unwrap().len(),
+            3,
+            "one note per healed incident"
+        );
+
+        let again = check(&approval, false, false).await;
+        assert!(
+            again
+                .violations
+                .iter()
+                .all(|v| v.invariant != apb::Invariant::OneOrderPerKey as i32
+                    && v.invariant != apb::Invariant::NothingStuck as i32),
+            "{again:#?}"
+        );
     })
     .await;
 }
