@@ -39,7 +39,7 @@ async fn outage_fails_fast_then_recovers_automatically() {
 
         // The breaker opens after a few failures; from then on approvals fail in milliseconds.
         let mut client = approval.client().await;
-        let mut fast_circuit_open = None;
+        let mut circuit_open_latencies = Vec::new();
         for id in &ids[1..] {
             let started = Instant::now();
             let challenge = client
@@ -55,13 +55,19 @@ async fn outage_fails_fast_then_recovers_automatically() {
             let took = started.elapsed();
             assert_eq!(status(&challenge), apb::ChallengeStatus::ApproveFailed);
             if failure(&challenge) == apb::ApprovalFailureReason::CircuitOpen {
-                fast_circuit_open.get_or_insert(took);
+                circuit_open_latencies.push(took);
             }
         }
-        let took = fast_circuit_open.expect("the circuit opened during the outage");
+        // The median, so one scheduling hiccup of a 2-core machine does not decide the test.
         assert!(
-            took < Duration::from_millis(50),
-            "CIRCUIT_OPEN took {took:?}"
+            circuit_open_latencies.len() >= 3,
+            "the circuit opened during the outage: {circuit_open_latencies:?}"
+        );
+        circuit_open_latencies.sort();
+        let median = circuit_open_latencies[circuit_open_latencies.len() / 2];
+        assert!(
+            median < Duration::from_millis(50),
+            "CIRCUIT_OPEN answers took {circuit_open_latencies:?}"
         );
 
         order.restart().await;
