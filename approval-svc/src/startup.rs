@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab_common::grpc::{BoundListener, bind, observability, reflection};
+use lab_common::grpc::{BoundListener, bind, reflection};
 use lab_common::grpc_metrics::GrpcMetricsLayer;
 use lab_common::metrics_http::{self, Readiness};
-use lab_common::postgres::{PostgresError, ThrowawayPostgres, connect, create_database};
+use lab_common::postgres::PostgresError;
+use lab_common::service::{self, ServiceDatabase, ServingState};
 use lab_proto::approval::v1::FILE_DESCRIPTOR_SET;
 use lab_proto::approval::v1::approval_service_server::{
     ApprovalServiceServer, SERVICE_NAME as APPROVAL_SERVICE_NAME,
@@ -18,7 +19,6 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
 
 use resilience::BreakerHandle;
 
@@ -46,15 +46,9 @@ pub enum StartupError {
     /// The settings contradict each other.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Preparing the database failed.
+    /// Preparing, connecting to or migrating the database failed.
     #[error("database set-up failed: {0}")]
     Postgres(#[from] PostgresError),
-    /// Connecting to the database failed.
-    #[error("database connection failed: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Applying migrations failed.
-    #[error("migrations failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     /// The order-svc client could not be built.
     #[error("order-svc client: {0}")]
     Client(#[from] ClientError),
@@ -72,14 +66,11 @@ pub enum StartupError {
 /// A ready-to-serve approval-svc: database migrated, client built, listener bound.
 pub struct Application {
     config: Config,
-    pool: PgPool,
+    database: ServiceDatabase,
     listener: BoundListener,
     saga: Arc<Saga>,
     breaker: BreakerHandle,
     metrics_listener: Option<tokio::net::TcpListener>,
-    database_url: String,
-    // Kept alive for the life of the service; dropping it stops the private server.
-    throwaway: Option<ThrowawayPostgres>,
 }
 
 impl Application {
@@ -88,19 +79,13 @@ impl Application {
     /// order-svc may be down) and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         config.validate()?;
-        let (database_url, throwaway) = match &config.database_url {
-            Some(url) => (url.clone(), None),
-            None => {
-                let server = tokio::task::spawn_blocking(ThrowawayPostgres::start)
-                    .await
-                    .map_err(std::io::Error::other)??;
-                let url = create_database(&server.admin_url(), "approval").await?;
-                tracing::info!(database_url = %url, "using a throwaway PostgreSQL");
-                (url, Some(server))
-            }
-        };
-        let pool = connect(&database_url, config.db_pool_size).await?;
-        MIGRATOR.run(&pool).await?;
+        let database = ServiceDatabase::open(
+            config.database_url.as_deref(),
+            "approval",
+            config.db_pool_size,
+            &MIGRATOR,
+        )
+        .await?;
 
         let metrics_listener = match config.metrics_listen {
             Some(addr) => {
@@ -114,7 +99,7 @@ impl Application {
         let channel = orders::channel(&config.order_svc_url, config.order_connect_timeout)?;
         let (orders, breaker) = OrderGateway::new(channel, config.resilience());
         let saga = Arc::new(Saga::new(
-            pool.clone(),
+            database.pool.clone(),
             orders,
             SagaSettings {
                 lease: config.lease,
@@ -131,13 +116,11 @@ impl Application {
         let listener = bind(config.listen).await?;
         Ok(Self {
             config,
-            pool,
+            database,
             listener,
             saga,
             breaker,
             metrics_listener,
-            database_url,
-            throwaway,
         })
     }
 
@@ -155,12 +138,12 @@ impl Application {
 
     /// The database URL in use (the throwaway one when none was configured).
     pub fn database_url(&self) -> &str {
-        &self.database_url
+        &self.database.url
     }
 
     /// The connection pool, for checks that read the database directly.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.database.pool
     }
 
     /// The test failure points of this instance (shared with the configuration's handle).
@@ -181,14 +164,13 @@ impl Application {
     ) -> Result<(), StartupError> {
         let Self {
             config,
-            pool,
+            database,
             listener,
             saga,
             breaker,
             metrics_listener,
-            throwaway,
-            ..
         } = self;
+        let pool = database.pool.clone();
         let api = ApprovalApi::new(Arc::clone(&saga), config.max_quantity);
         let checker = Arc::new(Checker::new(
             pool.clone(),
@@ -208,9 +190,6 @@ impl Application {
         ));
         let ops = OpsApi::new(Arc::clone(&checker), breaker.clone());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<ApprovalServiceServer<ApprovalApi>>()
-            .await;
         let (reflection_v1, reflection_v1alpha) = reflection(&[
             FILE_DESCRIPTOR_SET,
             lab_proto::google_rpc::FILE_DESCRIPTOR_SET,
@@ -243,24 +222,11 @@ impl Application {
         if let Some(metrics_listener) = metrics_listener {
             metrics_http::spawn(metrics_listener, readiness.clone(), metrics_stopped)?;
         }
-        readiness.set(true);
-
-        let draining = async move {
-            shutdown.await;
-            readiness.set(false);
-            // Load balancers polling health stop sending new calls while in-flight ones finish.
-            health_reporter
-                .set_not_serving::<ApprovalServiceServer<ApprovalApi>>()
-                .await;
-            tracing::info!("draining in-flight calls");
-        };
+        let serving = ServingState::new(health_reporter, readiness, &[APPROVAL_SERVICE_NAME]);
+        serving.serving().await;
 
         tracing::info!("listening on {}", listener.local_addr);
-        let served = Server::builder()
-            .timeout(config.request_timeout)
-            .concurrency_limit_per_connection(config.max_concurrent_requests)
-            .load_shed(true)
-            .layer(observability())
+        let served = service::server(config.request_timeout, config.max_concurrent_requests)
             .layer(GrpcMetricsLayer::new(&[
                 APPROVAL_SERVICE_NAME,
                 OPS_SERVICE_NAME,
@@ -272,7 +238,7 @@ impl Application {
                 ApprovalServiceServer::new(api).max_decoding_message_size(config.max_message_bytes),
             )
             .add_service(OpsServiceServer::new(ops))
-            .serve_with_incoming_shutdown(listener.incoming, draining)
+            .serve_with_incoming_shutdown(listener.incoming, serving.drain_on(shutdown))
             .await;
 
         stop_completer.cancel();
@@ -280,11 +246,7 @@ impl Application {
         let _ = checks.await;
         let _ = sampler.await;
         let _ = stop_metrics.send(true);
-        pool.close().await;
-        if let Some(server) = throwaway {
-            // pg_ctl stop blocks; keep it off the async workers.
-            let _ = tokio::task::spawn_blocking(move || drop(server)).await;
-        }
+        database.close().await;
         tracing::info!("stopped");
         served.map_err(Into::into)
     }

@@ -9,6 +9,7 @@
 //! - [`postgres`]: connection pools, and a private throwaway PostgreSQL when no URL is given.
 //! - [`telemetry`]: `tracing` set-up in `pretty` or `json` format.
 //! - [`time`]: conversions between `chrono` and protobuf timestamps.
+//! - [`service`]: a service's database, server builder, health while serving and draining.
 //! - [`grpc_metrics`]: per-RPC request counts and latency histograms (a tower layer).
 //! - [`metrics_http`]: `/metrics` (Prometheus) and `/healthz` on their own HTTP port.
 #![forbid(unsafe_code)]
@@ -20,6 +21,7 @@ pub mod metadata;
 pub mod metrics_http;
 pub mod paging;
 pub mod postgres;
+pub mod service;
 pub mod status;
 pub mod telemetry;
 pub mod time;

@@ -38,6 +38,9 @@ pub enum PostgresError {
     /// The server refused a statement or a connection.
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
+    /// Applying the schema's migrations failed.
+    #[error("migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 /// Opens a pool on `url` with at most `max_connections` connections.

@@ -14,11 +14,5 @@ async fn main() -> std::process::ExitCode {
             .await
     }
     .await;
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(%error, "order-svc failed");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    lab_common::service::exit_code("order-svc", result)
 }

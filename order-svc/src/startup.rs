@@ -3,10 +3,11 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use lab_common::grpc::{BoundListener, bind, observability, reflection};
+use lab_common::grpc::{BoundListener, bind, reflection};
 use lab_common::grpc_metrics::GrpcMetricsLayer;
 use lab_common::metrics_http::{self, Readiness};
-use lab_common::postgres::{PostgresError, ThrowawayPostgres, connect, create_database};
+use lab_common::postgres::PostgresError;
+use lab_common::service::{self, ServiceDatabase, ServingState};
 use lab_proto::order::v1::FILE_DESCRIPTOR_SET;
 use lab_proto::order::v1::order_service_server::{
     OrderServiceServer, SERVICE_NAME as ORDER_SERVICE_NAME,
@@ -15,7 +16,6 @@ use resilience::{FaultHandle, FaultLayer};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use tokio::sync::watch;
-use tonic::transport::Server;
 
 use crate::config::Config;
 use crate::domain::Limits;
@@ -28,15 +28,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/order");
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
-    /// Preparing the database failed.
+    /// Preparing, connecting to or migrating the database failed.
     #[error("database set-up failed: {0}")]
     Postgres(#[from] PostgresError),
-    /// Connecting to the database failed.
-    #[error("database connection failed: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Applying migrations failed.
-    #[error("migrations failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     /// Binding the listener failed.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
@@ -51,32 +45,23 @@ pub enum StartupError {
 /// A ready-to-serve order-svc: database migrated, listener bound.
 pub struct Application {
     config: Config,
-    pool: PgPool,
+    database: ServiceDatabase,
     listener: BoundListener,
     metrics_listener: Option<tokio::net::TcpListener>,
     faults: FaultHandle,
-    database_url: String,
-    // Kept alive for the life of the service; dropping it stops the private server.
-    throwaway: Option<ThrowawayPostgres>,
 }
 
 impl Application {
     /// Prepares the database (starting a throwaway PostgreSQL when no URL is configured),
     /// applies migrations and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let (database_url, throwaway) = match &config.database_url {
-            Some(url) => (url.clone(), None),
-            None => {
-                let server = tokio::task::spawn_blocking(ThrowawayPostgres::start)
-                    .await
-                    .map_err(std::io::Error::other)??;
-                let url = create_database(&server.admin_url(), "order").await?;
-                tracing::info!(database_url = %url, "using a throwaway PostgreSQL");
-                (url, Some(server))
-            }
-        };
-        let pool = connect(&database_url, config.db_pool_size).await?;
-        MIGRATOR.run(&pool).await?;
+        let database = ServiceDatabase::open(
+            config.database_url.as_deref(),
+            "order",
+            config.db_pool_size,
+            &MIGRATOR,
+        )
+        .await?;
         let listener = bind(config.listen).await?;
         let faults = match &config.faults {
             Some(plan) => {
@@ -93,10 +78,8 @@ impl Application {
             faults,
             metrics_listener,
             config,
-            pool,
+            database,
             listener,
-            database_url,
-            throwaway,
         })
     }
 
@@ -119,12 +102,12 @@ impl Application {
 
     /// The database URL in use (the throwaway one when none was configured).
     pub fn database_url(&self) -> &str {
-        &self.database_url
+        &self.database.url
     }
 
     /// The connection pool, for checks that read the database directly.
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        &self.database.pool
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, finishes in-flight calls and
@@ -135,13 +118,12 @@ impl Application {
     ) -> Result<(), StartupError> {
         let Self {
             config,
-            pool,
+            database,
             listener,
             metrics_listener,
             faults,
-            throwaway,
-            ..
         } = self;
+        let pool = database.pool.clone();
         let api = OrderApi::new(
             pool.clone(),
             Limits {
@@ -150,9 +132,6 @@ impl Application {
             config.idempotency_retention,
         );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<OrderServiceServer<OrderApi>>()
-            .await;
         let (reflection_v1, reflection_v1alpha) = reflection(&[
             FILE_DESCRIPTOR_SET,
             lab_proto::google_rpc::FILE_DESCRIPTOR_SET,
@@ -174,24 +153,11 @@ impl Application {
         if let Some(metrics_listener) = metrics_listener {
             metrics_http::spawn(metrics_listener, readiness.clone(), stopped)?;
         }
-        readiness.set(true);
-
-        let draining = async move {
-            shutdown.await;
-            readiness.set(false);
-            // Load balancers polling health stop sending new calls while in-flight ones finish.
-            health_reporter
-                .set_not_serving::<OrderServiceServer<OrderApi>>()
-                .await;
-            tracing::info!("draining in-flight calls");
-        };
+        let serving = ServingState::new(health_reporter, readiness, &[ORDER_SERVICE_NAME]);
+        serving.serving().await;
 
         tracing::info!("listening on {}", listener.local_addr);
-        let served = Server::builder()
-            .timeout(config.request_timeout)
-            .concurrency_limit_per_connection(config.max_concurrent_requests)
-            .load_shed(true)
-            .layer(observability())
+        let served = service::server(config.request_timeout, config.max_concurrent_requests)
             .layer(GrpcMetricsLayer::new(&[ORDER_SERVICE_NAME]))
             // Innermost, so injected faults show in the metrics and traces like real ones.
             .layer(FaultLayer::new(faults))
@@ -201,17 +167,13 @@ impl Application {
             .add_service(
                 OrderServiceServer::new(api).max_decoding_message_size(config.max_message_bytes),
             )
-            .serve_with_incoming_shutdown(listener.incoming, draining)
+            .serve_with_incoming_shutdown(listener.incoming, serving.drain_on(shutdown))
             .await;
 
         let _ = stop_background.send(true);
         let _ = reaper.await;
         let _ = sampler.await;
-        pool.close().await;
-        if let Some(server) = throwaway {
-            // pg_ctl stop blocks; keep it off the async workers.
-            let _ = tokio::task::spawn_blocking(move || drop(server)).await;
-        }
+        database.close().await;
         tracing::info!("stopped");
         served.map_err(Into::into)
     }
