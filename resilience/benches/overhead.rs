@@ -18,7 +18,7 @@ use lab_proto::order::v1::order_service_server::{OrderService, OrderServiceServe
 use lab_proto::order::v1::*;
 use resilience::{ResilienceConfig, ResilientChannel};
 use tokio::runtime::Runtime;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic::{Request, Response, Status};
 
@@ -120,7 +120,7 @@ fn setup(rt: &Runtime) -> Clients {
         tokio::spawn(
             Server::builder()
                 .add_service(OrderServiceServer::new(Echo))
-                .serve_with_incoming(TcpListenerStream::new(listener)),
+                .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
         );
         let endpoint = Endpoint::from_shared(format!("http://{addr}")).unwrap();
         // One connection each, so neither path shares the other's HTTP/2 streams.
