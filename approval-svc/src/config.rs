@@ -62,7 +62,7 @@ pub struct Config {
     pub lease: Duration,
 
     /// Pause between completer rounds.
-    #[arg(long, env = "COMPLETER_PERIOD", default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COMPLETER_PERIOD", default_value = "1s", value_parser = lab_common::time::parse_period)]
     pub completer_period: Duration,
 
     /// Challenges one completer round claims.
@@ -143,6 +143,10 @@ pub struct Config {
     /// HTTP address for `/metrics` (Prometheus) and `/healthz`; unset serves neither.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// How often the gauges (pool usage; stock of products, or challenges by state) are sampled.
+    #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "5s", value_parser = lab_common::time::parse_period)]
+    pub metrics_sample_interval: Duration,
 
     /// Consistency-check period (e.g. `30s`); `0s` runs checks only on demand
     /// (`OpsService/RunConsistencyCheck`, `lab check`).

@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use lab_common::grpc::{BoundListener, bind, reflection};
 use lab_common::grpc_metrics::GrpcMetricsLayer;
@@ -213,7 +212,7 @@ impl Application {
         let checks = tokio::spawn(Arc::clone(&checker).run_periodically(stop_completer.clone()));
         let sampler = tokio::spawn(crate::metrics::sample(
             pool.clone(),
-            Duration::from_secs(5),
+            config.metrics_sample_interval,
             stop_completer.clone(),
         ));
 

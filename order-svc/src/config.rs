@@ -41,7 +41,7 @@ pub struct Config {
     pub idempotency_retention: Duration,
 
     /// How often expired idempotency keys are deleted.
-    #[arg(long, env = "REAPER_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "REAPER_INTERVAL", default_value = "5m", value_parser = lab_common::time::parse_period)]
     pub reaper_interval: Duration,
 
     /// Largest quantity accepted by CreateOrder and Restock, and largest initial stock.
@@ -68,8 +68,8 @@ pub struct Config {
     #[arg(long, env = "STOCK_METRICS_PRODUCTS", default_value_t = 20)]
     pub stock_metrics_products: i64,
 
-    /// How often gauges (stock, pool usage) are sampled.
-    #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    /// How often the gauges (pool usage; stock of products, or challenges by state) are sampled.
+    #[arg(long, env = "METRICS_SAMPLE_INTERVAL", default_value = "5s", value_parser = lab_common::time::parse_period)]
     pub metrics_sample_interval: Duration,
 
     /// Server-side fault injection for tests and drills, e.g.
