@@ -10,13 +10,13 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tower::ServiceBuilder;
 use tower::layer::util::{Identity, Stack};
-use tower_http::classify::{GrpcErrorsAsFailures, SharedClassifier};
+use tower_http::classify::{GrpcCode, GrpcErrorsAsFailures, GrpcFailureClass, SharedClassifier};
 use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::trace::{
-    DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, DefaultOnRequest, DefaultOnResponse,
-    MakeSpan, TraceLayer,
+    DefaultOnBodyChunk, DefaultOnEos, DefaultOnRequest, DefaultOnResponse, MakeSpan, OnFailure,
+    TraceLayer,
 };
 use tracing::{Level, Span};
 
@@ -105,6 +105,54 @@ impl<B> MakeSpan<B> for GrpcMakeSpan {
     }
 }
 
+/// Logs a failed call at a level that matches whose problem it is: the server's (INTERNAL,
+/// UNAVAILABLE, UNKNOWN, DATA_LOSS, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, a broken stream) at
+/// WARN; the caller's or the business's (NOT_FOUND, INVALID_ARGUMENT, OUT_OF_STOCK as
+/// FAILED_PRECONDITION…) at DEBUG. A sale that runs out of stock answers thousands of calls a
+/// second with FAILED_PRECONDITION; those are counted in `grpc_server_handled_total`, not logged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcOnFailure;
+
+impl GrpcOnFailure {
+    fn is_server_side(code: Option<GrpcCode>) -> bool {
+        matches!(
+            code,
+            None | Some(
+                GrpcCode::Internal
+                    | GrpcCode::Unavailable
+                    | GrpcCode::Unknown
+                    | GrpcCode::DataLoss
+                    | GrpcCode::DeadlineExceeded
+                    | GrpcCode::ResourceExhausted
+            )
+        )
+    }
+}
+
+impl OnFailure<GrpcFailureClass> for GrpcOnFailure {
+    fn on_failure(&mut self, failure: GrpcFailureClass, latency: Duration, span: &Span) {
+        let latency_ms = latency.as_secs_f64() * 1e3;
+        match failure {
+            GrpcFailureClass::Status(status) if !Self::is_server_side(status.code()) => {
+                tracing::debug!(parent: span, code = status.code_raw(), latency_ms, "call refused");
+            }
+            GrpcFailureClass::Status(status) => {
+                tracing::warn!(
+                    parent: span,
+                    code = status.code_raw(),
+                    message = status.message().unwrap_or(""),
+                    latency_ms,
+                    "call failed"
+                );
+            }
+            // A broken stream or body (`Error`), or a class added by a later tower-http.
+            other => {
+                tracing::warn!(parent: span, failure = %other, latency_ms, "call failed");
+            }
+        }
+    }
+}
+
 /// The tower-http trace layer as configured here.
 pub type GrpcTraceLayer = TraceLayer<
     SharedClassifier<GrpcErrorsAsFailures>,
@@ -113,7 +161,7 @@ pub type GrpcTraceLayer = TraceLayer<
     DefaultOnResponse,
     DefaultOnBodyChunk,
     DefaultOnEos,
-    DefaultOnFailure,
+    GrpcOnFailure,
 >;
 
 /// The server-side observability stack: set `x-request-id` (keep the caller's or make one),
@@ -132,9 +180,7 @@ pub fn observability() -> ObservabilityLayer {
                 .make_span_with(GrpcMakeSpan)
                 .on_request(DefaultOnRequest::new().level(Level::DEBUG))
                 .on_response(DefaultOnResponse::new().level(Level::DEBUG))
-                // Most non-OK codes are the client's business (NOT_FOUND, OUT_OF_STOCK…):
-                // worth a line, not an error-level alert.
-                .on_failure(DefaultOnFailure::new().level(Level::INFO)),
+                .on_failure(GrpcOnFailure),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .into_inner()
@@ -161,5 +207,38 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!(signal = "SIGINT", "shutting down"),
         () = terminate => tracing::info!(signal = "SIGTERM", "shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower_http::classify::GrpcCode;
+
+    use super::GrpcOnFailure;
+
+    #[test]
+    fn only_server_side_failures_are_warnings() {
+        for code in [
+            GrpcCode::Internal,
+            GrpcCode::Unavailable,
+            GrpcCode::Unknown,
+            GrpcCode::DeadlineExceeded,
+        ] {
+            assert!(GrpcOnFailure::is_server_side(Some(code)), "{code:?}");
+        }
+        assert!(
+            GrpcOnFailure::is_server_side(None),
+            "an unknown code number"
+        );
+        for code in [
+            GrpcCode::FailedPrecondition,
+            GrpcCode::NotFound,
+            GrpcCode::InvalidArgument,
+            GrpcCode::AlreadyExists,
+            GrpcCode::Aborted,
+            GrpcCode::Cancelled,
+        ] {
+            assert!(!GrpcOnFailure::is_server_side(Some(code)), "{code:?}");
+        }
     }
 }
