@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -12,6 +13,13 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
+use tower::ServiceBuilder;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
+use tracing::Level;
+
+/// Longest a `/metrics` or `/healthz` answer may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: 1 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -87,7 +95,21 @@ pub fn spawn(
                 },
             ),
         )
-        .with_state((handle, readiness));
+        .with_state((handle, readiness))
+        .layer(
+            ServiceBuilder::new()
+                .layer(
+                    // Scrapes and probes are routine; a 503 from /healthz while draining is
+                    // expected, not an error.
+                    TraceLayer::new_for_http()
+                        .on_failure(DefaultOnFailure::new().level(Level::DEBUG)),
+                )
+                // A stuck render must not pile up scrapes: Prometheus retries on its own.
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    SCRAPE_TIMEOUT,
+                )),
+        );
     let local_addr = listener.local_addr()?;
     tokio::spawn(async move {
         let shutdown = async move {
