@@ -1,5 +1,10 @@
 //! The statuses this crate produces and the failure classification the layers share.
 //!
+//! Each layer that refuses calls makes its status in its own `error` module
+//! ([`crate::breaker::error`], [`crate::shed::error`], [`crate::deadline::error`],
+//! [`crate::timeout::error`], [`crate::retry::error`]); they are re-exported here, next to the
+//! reason vocabulary and the classification every layer reads.
+//!
 //! To tell why a call failed, read the `ErrorInfo` reason:
 //!
 //! ```
@@ -14,7 +19,6 @@
 use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
-use std::time::Duration;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -38,35 +42,12 @@ pub mod reason {
     pub const FAULT_INJECTED: &str = "FAULT_INJECTED";
 }
 
-/// Response metadata key added to the final status when a retryable failure was not retried,
-/// saying why: one of the [`stop`] values.
-pub const RETRY_STOP_KEY: &str = "lab-retry-stop";
-
-/// Values of [`RETRY_STOP_KEY`].
-pub mod stop {
-    /// The configured maximum number of attempts was used.
-    pub const MAX_ATTEMPTS: &str = "MAX_ATTEMPTS";
-    /// The retry budget had no tokens left.
-    pub const RETRY_BUDGET_EXHAUSTED: &str = "RETRY_BUDGET_EXHAUSTED";
-    /// The backoff (or pushback) would have slept past the deadline.
-    pub const DEADLINE: &str = "DEADLINE";
-    /// The server sent a negative or malformed `grpc-retry-pushback-ms`.
-    pub const PUSHBACK: &str = "PUSHBACK";
-    /// No `idempotency-key`, and the request may have reached the server.
-    pub const NOT_IDEMPOTENT: &str = "NOT_IDEMPOTENT";
-}
-
 /// The `ErrorInfo` reason of `status` when its domain is [`DOMAIN`].
 pub fn reason_of(status: &Status) -> Option<String> {
     status
         .get_details_error_info()
         .filter(|info| info.domain == DOMAIN)
         .map(|info| info.reason)
-}
-
-/// Whether `status` is a breaker rejection ([`reason::CIRCUIT_OPEN`]).
-pub fn is_circuit_open(status: &Status) -> bool {
-    status.code() == Code::Unavailable && reason_of(status).as_deref() == Some(reason::CIRCUIT_OPEN)
 }
 
 /// Builds a status with an `ErrorInfo` (domain [`DOMAIN`]).
@@ -83,51 +64,11 @@ pub fn with_reason(
     )
 }
 
-/// The status of a call refused by an open breaker.
-pub fn circuit_open(client: &str) -> Status {
-    local(
-        LocalKind::CircuitOpen,
-        with_reason(
-            Code::Unavailable,
-            "circuit breaker is open",
-            reason::CIRCUIT_OPEN,
-            HashMap::from([("client".to_owned(), client.to_owned())]),
-        ),
-    )
-}
-
-/// The status of an attempt shed by the concurrency limit.
-pub fn load_shed(limit: usize) -> Status {
-    local(
-        LocalKind::LoadShed,
-        with_reason(
-            Code::ResourceExhausted,
-            format!("more than {limit} calls in flight"),
-            reason::LOAD_SHED,
-            HashMap::from([("limit".to_owned(), limit.to_string())]),
-        ),
-    )
-}
-
-/// The status of a logical call whose overall budget is spent.
-pub fn deadline_exceeded(budget: Duration) -> Status {
-    with_reason(
-        Code::DeadlineExceeded,
-        format!("deadline of {budget:?} exceeded"),
-        reason::DEADLINE_EXCEEDED,
-        HashMap::from([("budget_ms".to_owned(), budget.as_millis().to_string())]),
-    )
-}
-
-/// The status of one attempt cut by the per-attempt timeout.
-pub fn attempt_timeout(timeout: Duration) -> Status {
-    with_reason(
-        Code::DeadlineExceeded,
-        format!("attempt timed out after {timeout:?}"),
-        reason::ATTEMPT_TIMEOUT,
-        HashMap::from([("timeout_ms".to_owned(), timeout.as_millis().to_string())]),
-    )
-}
+pub use crate::breaker::error::{circuit_open, is_circuit_open};
+pub use crate::deadline::error::deadline_exceeded;
+pub use crate::retry::error::{RETRY_STOP_KEY, stop};
+pub use crate::shed::error::load_shed;
+pub use crate::timeout::error::attempt_timeout;
 
 /// Which local layer refused a call without sending it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +97,7 @@ impl StdError for Local {
     }
 }
 
-fn local(kind: LocalKind, status: Status) -> Status {
+pub(crate) fn local(kind: LocalKind, status: Status) -> Status {
     // `from_error` finds the status in the source chain, copies code, message, details and
     // metadata, and keeps the `Local` wrapper as the new status' source.
     Status::from_error(Box::new(Local { kind, status }))

@@ -21,6 +21,7 @@
 //! [`BreakerHandle`], which reads the state and counters, streams transitions, and can force the
 //! breaker open or reset it.
 
+pub mod error;
 mod future;
 mod handle;
 mod layer;
@@ -99,7 +100,7 @@ where
             .expect("poll_ready must be called before call")
         {
             Some(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
-            None => ResponseFuture::rejected(crate::errors::circuit_open(self.shared.client())),
+            None => ResponseFuture::rejected(error::circuit_open(self.shared.client())),
         }
     }
 }

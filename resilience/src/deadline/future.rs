@@ -7,8 +7,9 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tonic::Code;
 
+use super::error::deadline_exceeded;
 use crate::BoxError;
-use crate::errors::{self, code_of};
+use crate::errors::code_of;
 
 pin_project! {
     /// Response future of [`super::Deadline`].
@@ -54,7 +55,7 @@ where
                     && matches!(code_of(&err), Code::Cancelled | Code::DeadlineExceeded)
                 {
                     this.expired.increment(1);
-                    Box::new(errors::deadline_exceeded(*this.budget)) as BoxError
+                    Box::new(deadline_exceeded(*this.budget)) as BoxError
                 } else {
                     err
                 }
@@ -63,7 +64,7 @@ where
         match this.sleep.poll(cx) {
             Poll::Ready(()) => {
                 this.expired.increment(1);
-                Poll::Ready(Err(Box::new(errors::deadline_exceeded(*this.budget))))
+                Poll::Ready(Err(Box::new(deadline_exceeded(*this.budget))))
             }
             Poll::Pending => Poll::Pending,
         }

@@ -29,6 +29,7 @@
 //! [`CallDeadline`]: crate::deadline::CallDeadline
 
 mod backoff;
+pub mod error;
 mod future;
 mod layer;
 mod policy;

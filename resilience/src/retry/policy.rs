@@ -10,14 +10,12 @@ use tonic::body::Body;
 use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 
+use super::error::{RETRY_STOP_KEY, stop};
 use super::{Backoff, RetryStats};
 use crate::BoxError;
 use crate::config::RetryConfig;
 use crate::deadline::CallDeadline;
-use crate::errors::{
-    LocalKind, RETRY_STOP_KEY, code_of, is_retryable_code, local_kind, status_of, stop,
-    surely_unsent,
-};
+use crate::errors::{LocalKind, code_of, is_retryable_code, local_kind, status_of, surely_unsent};
 use crate::metadata::{
     GRPC_PREVIOUS_RPC_ATTEMPTS, IDEMPOTENCY_KEY, Pushback, error_status_in, pushback,
 };

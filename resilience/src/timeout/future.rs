@@ -7,8 +7,10 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tonic::Code;
 
+use super::error::attempt_timeout;
 use crate::BoxError;
-use crate::errors::{self, code_of};
+use crate::deadline::error::deadline_exceeded;
+use crate::errors::code_of;
 
 pin_project! {
     /// Response future of [`super::AttemptTimeout`].
@@ -51,10 +53,10 @@ fn elapsed(
     timeouts: &metrics::Counter,
 ) -> BoxError {
     match capped_by {
-        Some(budget) => Box::new(errors::deadline_exceeded(budget)),
+        Some(budget) => Box::new(deadline_exceeded(budget)),
         None => {
             timeouts.increment(1);
-            Box::new(errors::attempt_timeout(timeout))
+            Box::new(attempt_timeout(timeout))
         }
     }
 }

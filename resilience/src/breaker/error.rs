@@ -1,0 +1,25 @@
+//! The status of a call the breaker refused, and how to recognise one.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+
+use crate::errors::{LocalKind, local, reason, reason_of, with_reason};
+
+/// The status of a call refused by an open breaker.
+pub fn circuit_open(client: &str) -> Status {
+    local(
+        LocalKind::CircuitOpen,
+        with_reason(
+            Code::Unavailable,
+            "circuit breaker is open",
+            reason::CIRCUIT_OPEN,
+            HashMap::from([("client".to_owned(), client.to_owned())]),
+        ),
+    )
+}
+
+/// Whether `status` is a breaker rejection ([`reason::CIRCUIT_OPEN`]).
+pub fn is_circuit_open(status: &Status) -> bool {
+    status.code() == Code::Unavailable && reason_of(status).as_deref() == Some(reason::CIRCUIT_OPEN)
+}
