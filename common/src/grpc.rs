@@ -212,9 +212,20 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    use tokio_stream::StreamExt;
     use tower_http::classify::GrpcCode;
 
-    use super::GrpcOnFailure;
+    use super::{GrpcOnFailure, bind};
+
+    #[tokio::test]
+    async fn accepted_connections_send_without_nagle_delay() {
+        let mut listener = bind(([127, 0, 0, 1], 0).into()).await.unwrap();
+        let _client = tokio::net::TcpStream::connect(listener.local_addr)
+            .await
+            .unwrap();
+        let accepted = listener.incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is set");
+    }
 
     #[test]
     fn only_server_side_failures_are_warnings() {
