@@ -1,0 +1,152 @@
+//! The invariant checker: reads both services through their public RPCs and reports I1–I6 (see
+//! `shared/DESIGN.md`) with counts and the offending ids.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), lab_testkit::check::CheckError> {
+//! use lab_testkit::check::{CheckOptions, check};
+//!
+//! let report = check("http://127.0.0.1:50052", "http://127.0.0.1:50051", &CheckOptions::default()).await?;
+//! println!("{report}");
+//! std::process::exit(if report.is_clean() { 0 } else { 1 });
+//! # }
+//! ```
+//!
+//! What is read: every challenge (`ListChallenges`), every product (`ListProducts`) and every
+//! order (`ListOrders`), paged 500 at a time. Orders made by approval-svc are those whose
+//! `client_id` is [`CheckOptions::client_id`] (`approval-svc`, the `client-id` it presents;
+//! order-svc scopes idempotency keys to it); orders of other clients count for I1 only.
+//!
+//! | invariant | how it is checked through the public API |
+//! | --- | --- |
+//! | I1 no oversell | per product: `stock >= 0` and `initial_stock + restocked - stock` = Σ `quantity` of its CREATED orders |
+//! | I2 one order per key and per challenge | no two orders share (`client_id`, `idempotency_key`); no two challenges share an `order_id` or a key |
+//! | I3 APPROVED ⇒ its order | the challenge's key has exactly one CREATED order, with the challenge's `order_id`, product, quantity and user as customer; a REVOKED challenge's order exists and is CANCELLED |
+//! | I4 no ghost order | every CREATED approval-svc order's key belongs to an APPROVED challenge, or to one still settling (APPROVING, REVOKING, or APPROVE_FAILED with a retry scheduled: counted as unsettled, not as a violation) |
+//! | I5 nothing stuck | no challenge in APPROVING or REVOKING whose `lease_expires_at` is more than [`CheckOptions::stuck_after_lease`] in the past |
+//! | I6 nothing lost | every challenge with an approval attempt (or listed in [`CheckOptions::accepted`]) is APPROVING, APPROVED, REVOKING, REVOKED or APPROVE_FAILED with a reason; a transient failure (unavailable, circuit open, deadline) is either scheduled for a retry or dead-lettered |
+//!
+//! Limits of a read through public RPCs: the reads are not one snapshot, so on a system under
+//! load I1 and I3 can show transient differences — check a quiescent system, or use
+//! [`check_settled`], which re-reads until the report is clean or a timeout passes. What no RPC
+//! shows (and the schema's constraints enforce instead): claimed idempotency keys without an
+//! order, and whether stock ever went negative between two reads (`CHECK (stock >= 0)`).
+//! I5 compares `lease_expires_at` with this machine's clock.
+
+mod evaluate;
+mod read;
+mod report;
+
+use std::time::{Duration, SystemTime};
+
+use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
+use lab_proto::order::v1::order_service_client::OrderServiceClient;
+use tonic::transport::Channel;
+
+pub use self::evaluate::evaluate;
+use self::read::{clients, read_challenges, read_orders, read_products};
+pub use self::report::{Invariant, Outcome, Report, Violation};
+
+/// The `client-id` approval-svc presents to order-svc.
+pub const APPROVAL_CLIENT_ID: &str = "approval-svc";
+
+/// Offending ids kept per invariant in [`Report`] (the counts are always complete).
+const KEPT_VIOLATIONS: usize = 1_000;
+
+/// How to check.
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    /// The `client-id` approval-svc's orders carry. Default `approval-svc`.
+    pub client_id: String,
+    /// Tolerance past a lease before an in-flight challenge counts as stuck (I5): the
+    /// completer's period plus a margin. Default 5 s.
+    pub stuck_after_lease: Duration,
+    /// Challenge ids whose `ApproveChallenge` was answered OK by the caller: each must exist
+    /// and have left PENDING (I6). Default empty.
+    pub accepted: Vec<String>,
+    /// Timeout of each RPC. Default 10 s.
+    pub rpc_timeout: Duration,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            client_id: APPROVAL_CLIENT_ID.to_owned(),
+            stuck_after_lease: Duration::from_secs(5),
+            accepted: Vec::new(),
+            rpc_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a check could not run (a failed check is a [`Report`] with violations, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// A URL is malformed or the service cannot be reached.
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// The cause.
+        source: tonic::transport::Error,
+    },
+    /// An RPC failed.
+    #[error("{rpc} failed: {status}")]
+    Rpc {
+        /// The RPC.
+        rpc: &'static str,
+        /// Its status.
+        status: Box<tonic::Status>,
+    },
+}
+
+/// Connects lazily to both services and checks once. See the module docs.
+pub async fn check(
+    approval_url: &str,
+    order_url: &str,
+    options: &CheckOptions,
+) -> Result<Report, CheckError> {
+    let (approval, order) = clients(approval_url, order_url)?;
+    check_with(approval, order, options).await
+}
+
+/// Checks repeatedly (every 200 ms) until the report is clean and nothing is unsettled, or
+/// `timeout` passes; returns the last report (which may still have violations).
+pub async fn check_settled(
+    approval_url: &str,
+    order_url: &str,
+    options: &CheckOptions,
+    timeout: Duration,
+) -> Result<Report, CheckError> {
+    let (approval, order) = clients(approval_url, order_url)?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let report = check_with(approval.clone(), order.clone(), options).await?;
+        if report.is_settled() || tokio::time::Instant::now() >= deadline {
+            return Ok(report);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// [`check`] with clients the caller already has.
+pub async fn check_with(
+    mut approval: ApprovalServiceClient<Channel>,
+    mut order: OrderServiceClient<Channel>,
+    options: &CheckOptions,
+) -> Result<Report, CheckError> {
+    // Challenges first: an order created after this read belongs to a challenge that was
+    // already APPROVING when it was read, which I4 treats as settling.
+    let challenges = read_challenges(&mut approval, options.rpc_timeout).await?;
+    let products = read_products(&mut order, options.rpc_timeout).await?;
+    let orders = read_orders(&mut order, options.rpc_timeout).await?;
+    Ok(evaluate(
+        &challenges,
+        &products,
+        &orders,
+        options,
+        SystemTime::now(),
+    ))
+}
+
+#[cfg(test)]
+mod tests;

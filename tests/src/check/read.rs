@@ -1,0 +1,131 @@
+//! Reading both sides through their public RPCs, page by page, each call under a deadline.
+
+use std::time::Duration;
+
+use lab_proto::approval::v1 as approval_pb;
+use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
+use lab_proto::order::v1 as order_pb;
+use lab_proto::order::v1::order_service_client::OrderServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use approval_pb::ChallengeStatus as CStatus;
+
+use super::CheckError;
+
+pub(super) fn clients(
+    approval_url: &str,
+    order_url: &str,
+) -> Result<(ApprovalServiceClient<Channel>, OrderServiceClient<Channel>), CheckError> {
+    let channel = |url: &str| {
+        // `host:port` is accepted too, as operators type it.
+        let url = if url.contains("://") {
+            url.to_owned()
+        } else {
+            format!("http://{url}")
+        };
+        Endpoint::from_shared(url.clone())
+            .map(|endpoint| {
+                endpoint
+                    .connect_timeout(Duration::from_secs(5))
+                    .connect_lazy()
+            })
+            .map_err(|source| CheckError::Connect { url, source })
+    };
+    Ok((
+        ApprovalServiceClient::new(channel(approval_url)?),
+        OrderServiceClient::new(channel(order_url)?),
+    ))
+}
+
+fn rpc_error(rpc: &'static str) -> impl Fn(tonic::Status) -> CheckError {
+    move |status| CheckError::Rpc {
+        rpc,
+        status: Box::new(status),
+    }
+}
+
+fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+pub(super) async fn read_challenges(
+    client: &mut ApprovalServiceClient<Channel>,
+    timeout: Duration,
+) -> Result<Vec<approval_pb::Challenge>, CheckError> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_challenges(timed(
+                approval_pb::ListChallengesRequest {
+                    status: CStatus::Unspecified as i32,
+                    page_size: 500,
+                    page_token,
+                },
+                timeout,
+            ))
+            .await
+            .map_err(rpc_error("ListChallenges"))?
+            .into_inner();
+        all.extend(page.challenges);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+pub(super) async fn read_products(
+    client: &mut OrderServiceClient<Channel>,
+    timeout: Duration,
+) -> Result<Vec<order_pb::Product>, CheckError> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_products(timed(
+                order_pb::ListProductsRequest {
+                    page_size: 500,
+                    page_token,
+                },
+                timeout,
+            ))
+            .await
+            .map_err(rpc_error("ListProducts"))?
+            .into_inner();
+        all.extend(page.products);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+pub(super) async fn read_orders(
+    client: &mut OrderServiceClient<Channel>,
+    timeout: Duration,
+) -> Result<Vec<order_pb::Order>, CheckError> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_orders(timed(
+                order_pb::ListOrdersRequest {
+                    page_size: 500,
+                    page_token,
+                    ..Default::default()
+                },
+                timeout,
+            ))
+            .await
+            .map_err(rpc_error("ListOrders"))?
+            .into_inner();
+        all.extend(page.orders);
+        if page.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        page_token = page.next_page_token;
+    }
+}
