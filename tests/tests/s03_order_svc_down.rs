@@ -10,9 +10,7 @@ mod common;
 use std::time::Duration;
 
 use lab_testkit::cluster::ClusterOptions;
-use lab_testkit::load::{
-    Summary, approve_all, create_product, requeue_dead_letters, submit_challenges,
-};
+use lab_testkit::load::{Summary, approve_all, create_product, submit_challenges};
 use tokio::time::Instant;
 
 const SEED: u64 = 3;
@@ -25,7 +23,7 @@ async fn order_svc_down_fails_fast_opens_the_breaker_and_recovers() {
     let started = Instant::now();
     let mut cluster = common::start(ClusterOptions::default().seed(SEED)).await;
     let mut order = cluster.order_client();
-    let mut approval = cluster.approval_client();
+    let approval = cluster.approval_client();
     let reward = create_product(&mut order, "reward", 1_000).await.unwrap();
     let ids = submit_challenges(
         &approval,
@@ -74,16 +72,11 @@ async fn order_svc_down_fails_fast_opens_the_breaker_and_recovers() {
 
     // Let automatic retries roll the outage's failures forward; requeue what was dead-lettered.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let requeued = requeue_dead_letters(&mut approval).await.unwrap();
     let mut all_accepted = warm.accepted.clone();
     all_accepted.extend(down.accepted.iter().cloned());
     all_accepted.extend(fresh.accepted.iter().cloned());
-    let report = common::settled(
-        &cluster,
-        &common::accepted(&all_accepted),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (requeued, report) =
+        common::requeue_and_settle(&cluster, &all_accepted, Duration::from_secs(30)).await;
     let counts = cluster.approval_counts().await;
 
     let mut summary = Summary::new("s03 order-svc down");

@@ -14,9 +14,7 @@ mod common;
 use std::time::Duration;
 
 use lab_testkit::cluster::ClusterOptions;
-use lab_testkit::load::{
-    Summary, approve_all, create_product, requeue_dead_letters, submit_challenges,
-};
+use lab_testkit::load::{Summary, approve_all, create_product, submit_challenges};
 use lab_testkit::proxy::Fault;
 use tokio::time::Instant;
 
@@ -37,7 +35,7 @@ async fn slow_order_svc_fails_within_the_deadline_and_late_commits_settle() {
     )
     .await;
     let mut order = cluster.order_client();
-    let mut approval = cluster.approval_client();
+    let approval = cluster.approval_client();
     let reward = create_product(&mut order, "reward", 1_000).await.unwrap();
     let ids = submit_challenges(&approval, &reward.product_id, CHALLENGES, 1, 16, SEED)
         .await
@@ -61,13 +59,8 @@ async fn slow_order_svc_fails_within_the_deadline_and_late_commits_settle() {
 
     proxy.clear();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let requeued = requeue_dead_letters(&mut approval).await.unwrap();
-    let report = common::settled(
-        &cluster,
-        &common::accepted(&slow.accepted),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (requeued, report) =
+        common::requeue_and_settle(&cluster, &slow.accepted, Duration::from_secs(30)).await;
 
     let calls = during.calls - before.calls;
     let attempts = during.attempts - before.attempts;

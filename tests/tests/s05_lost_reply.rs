@@ -15,9 +15,7 @@ mod common;
 use std::time::Duration;
 
 use lab_testkit::cluster::ClusterOptions;
-use lab_testkit::load::{
-    Summary, approve_all, create_product, requeue_dead_letters, submit_challenges,
-};
+use lab_testkit::load::{Summary, approve_all, create_product, submit_challenges};
 use lab_testkit::proxy::Fault;
 use tokio::time::Instant;
 
@@ -30,7 +28,7 @@ async fn lost_replies_after_commit_leave_one_order_per_challenge() {
     let started = Instant::now();
     let cluster = common::start(ClusterOptions::default().seed(SEED)).await;
     let mut order = cluster.order_client();
-    let mut approval = cluster.approval_client();
+    let approval = cluster.approval_client();
     let reward = create_product(&mut order, "reward", 1_000).await.unwrap();
     let ids = submit_challenges(&approval, &reward.product_id, CHALLENGES, 1, 16, SEED)
         .await
@@ -46,13 +44,8 @@ async fn lost_replies_after_commit_leave_one_order_per_challenge() {
 
     proxy.clear();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let requeued = requeue_dead_letters(&mut approval).await.unwrap();
-    let report = common::settled(
-        &cluster,
-        &common::accepted(&run.accepted),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (requeued, report) =
+        common::requeue_and_settle(&cluster, &run.accepted, Duration::from_secs(30)).await;
 
     let mut summary = Summary::new("s05 lost reply");
     summary.requests = ids.len() as u64;

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use lab_testkit::cluster::ClusterOptions;
 use lab_testkit::load::{
-    Summary, approve_paced, create_product, product, requeue_dead_letters, submit_challenges,
-    wait_for_progress,
+    Summary, approve_paced, create_product, product, submit_challenges, wait_for_progress,
 };
 use tokio::time::Instant;
 
@@ -32,7 +31,7 @@ async fn kill_9_order_svc_mid_run_keeps_the_invariants() {
     let started = Instant::now();
     let mut cluster = common::start(ClusterOptions::default().seed(SEED)).await;
     let mut order = cluster.order_client();
-    let mut approval = cluster.approval_client();
+    let approval = cluster.approval_client();
     let hot = create_product(&mut order, "hot item", STOCK).await.unwrap();
     let ids = submit_challenges(&approval, &hot.product_id, CHALLENGES, 1, 32, SEED)
         .await
@@ -62,13 +61,8 @@ async fn kill_9_order_svc_mid_run_keeps_the_invariants() {
     );
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let requeued = requeue_dead_letters(&mut approval).await.unwrap();
-    let report = common::settled(
-        &cluster,
-        &common::accepted(&run.accepted),
-        Duration::from_secs(60),
-    )
-    .await;
+    let (requeued, report) =
+        common::requeue_and_settle(&cluster, &run.accepted, Duration::from_secs(60)).await;
     let stock = product(&mut order, &hot.product_id).await.unwrap().stock;
 
     let mut summary = Summary::new("s07 kill -9 order-svc");

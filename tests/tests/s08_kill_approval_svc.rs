@@ -15,8 +15,7 @@ use std::time::Duration;
 use lab_testkit::check::{CheckOptions, check};
 use lab_testkit::cluster::ClusterOptions;
 use lab_testkit::load::{
-    Summary, approve_all, approve_paced, create_product, list_challenges, submit_challenges,
-    wait_for_progress,
+    Summary, approve_paced, create_product, list_challenges, submit_challenges, wait_for_progress,
 };
 use lab_testkit::proxy::Fault;
 use tokio::time::Instant;
@@ -78,9 +77,7 @@ async fn kill_9_approval_svc_mid_run_the_completer_finishes() {
     cluster.proxy().handle().clear();
 
     // Callers re-send what failed; a challenge still APPROVING answers as it stands.
-    let second = approve_all(&approval, &first.errored, 32, Duration::from_secs(10), None).await;
-    let mut accepted = first.accepted.clone();
-    accepted.extend(second.accepted.iter().cloned());
+    let (second, accepted) = common::resend_errored(&approval, &first, 32).await;
     let report = common::settled(
         &cluster,
         &common::accepted(&accepted),

@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use lab_testkit::cluster::ClusterOptions;
 use lab_testkit::load::{
-    Summary, approve_all, approve_paced, create_product, requeue_dead_letters, submit_challenges,
-    wait_for_progress,
+    Summary, approve_paced, create_product, submit_challenges, wait_for_progress,
 };
 use lab_testkit::process::terminate_connections;
 use tokio::time::Instant;
@@ -30,7 +29,7 @@ async fn postgres_connections_killed_mid_run_pools_recover() {
     let started = Instant::now();
     let cluster = common::start(ClusterOptions::default().seed(SEED)).await;
     let mut order = cluster.order_client();
-    let mut approval = cluster.approval_client();
+    let approval = cluster.approval_client();
     let reward = create_product(&mut order, "reward", CHALLENGES as i64)
         .await
         .unwrap();
@@ -69,17 +68,10 @@ async fn postgres_connections_killed_mid_run_pools_recover() {
         chaos
     );
 
-    let second = approve_all(&approval, &first.errored, 32, Duration::from_secs(10), None).await;
+    let (second, accepted) = common::resend_errored(&approval, &first, 32).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let requeued = requeue_dead_letters(&mut approval).await.unwrap();
-    let mut accepted = first.accepted.clone();
-    accepted.extend(second.accepted.iter().cloned());
-    let report = common::settled(
-        &cluster,
-        &common::accepted(&accepted),
-        Duration::from_secs(60),
-    )
-    .await;
+    let (requeued, report) =
+        common::requeue_and_settle(&cluster, &accepted, Duration::from_secs(60)).await;
 
     let mut summary = Summary::new("s09 postgres connections killed");
     summary.requests = (first.latencies.len() + second.latencies.len()) as u64;

@@ -10,9 +10,7 @@ mod common;
 use std::time::Duration;
 
 use lab_testkit::cluster::ClusterOptions;
-use lab_testkit::load::{
-    Summary, approve_all, approve_paced, create_product, requeue_dead_letters, submit_challenges,
-};
+use lab_testkit::load::{Summary, approve_paced, create_product, submit_challenges};
 use lab_testkit::proxy::Fault;
 use tokio::time::Instant;
 
@@ -27,7 +25,7 @@ async fn retry_storm_stays_within_the_budget_and_opens_the_breaker() {
     let started = Instant::now();
     let cluster = common::start(ClusterOptions::default().seed(SEED)).await;
     let mut order = cluster.order_client();
-    let mut approval = cluster.approval_client();
+    let approval = cluster.approval_client();
     let reward = create_product(&mut order, "reward", CHALLENGES as i64)
         .await
         .unwrap();
@@ -51,17 +49,10 @@ async fn retry_storm_stays_within_the_budget_and_opens_the_breaker() {
         storm
     );
 
-    let second = approve_all(&approval, &first.errored, 16, Duration::from_secs(10), None).await;
+    let (second, accepted) = common::resend_errored(&approval, &first, 16).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let requeued = requeue_dead_letters(&mut approval).await.unwrap();
-    let mut accepted = first.accepted.clone();
-    accepted.extend(second.accepted.iter().cloned());
-    let report = common::settled(
-        &cluster,
-        &common::accepted(&accepted),
-        Duration::from_secs(60),
-    )
-    .await;
+    let (requeued, report) =
+        common::requeue_and_settle(&cluster, &accepted, Duration::from_secs(60)).await;
 
     let calls = after.calls - before.calls;
     let retries = after.retries - before.retries;

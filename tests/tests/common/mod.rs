@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use lab_testkit::check::{CheckOptions, Report};
 use lab_testkit::cluster::{Cluster, ClusterOptions};
-use lab_testkit::load::Summary;
+use lab_testkit::load::{ApproveRun, Summary, approve_all, requeue_dead_letters};
+use tonic::transport::Channel;
 
 /// Starts a cluster or fails the test with the reason.
 pub async fn start(options: ClusterOptions) -> Cluster {
@@ -22,6 +24,41 @@ pub fn accepted(ids: &[String]) -> CheckOptions {
         accepted,
         ..CheckOptions::default()
     }
+}
+
+/// Re-sends, as callers do, the approvals whose call got no answer in `first` (a challenge
+/// still APPROVING answers as it stands); returns that second run and the ids either run got
+/// accepted.
+pub async fn resend_errored(
+    approval: &ApprovalServiceClient<Channel>,
+    first: &ApproveRun,
+    concurrency: usize,
+) -> (ApproveRun, Vec<String>) {
+    let second = approve_all(
+        approval,
+        &first.errored,
+        concurrency,
+        Duration::from_secs(10),
+        None,
+    )
+    .await;
+    let mut accepted = first.accepted.clone();
+    accepted.extend(second.accepted.iter().cloned());
+    (second, accepted)
+}
+
+/// Requeues every dead letter (an operator's move once the fault is gone), then waits for the
+/// system to settle; returns how many were requeued and the report.
+pub async fn requeue_and_settle(
+    cluster: &Cluster,
+    accepted_ids: &[String],
+    timeout: Duration,
+) -> (usize, Report) {
+    let requeued = requeue_dead_letters(&mut cluster.approval_client())
+        .await
+        .expect("dead letters are listed and requeued");
+    let report = settled(cluster, &accepted(accepted_ids), timeout).await;
+    (requeued, report)
 }
 
 /// Waits for the system to settle and returns the report, printing it when it is not clean.
