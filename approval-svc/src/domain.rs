@@ -92,16 +92,20 @@ pub enum FailureReason {
     DeadlineExceeded,
     /// Any other refusal; definitive.
     RejectedByOrderService,
+    /// The order under the challenge's key exists but was cancelled outside the saga;
+    /// definitive, and a manual retry starts over under a new key.
+    OrderCancelled,
 }
 
 impl FailureReason {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::OutOfStock,
         Self::ProductNotFound,
         Self::OrderServiceUnavailable,
         Self::CircuitOpen,
         Self::DeadlineExceeded,
         Self::RejectedByOrderService,
+        Self::OrderCancelled,
     ];
 
     /// The database spelling.
@@ -113,6 +117,7 @@ impl FailureReason {
             Self::CircuitOpen => "CIRCUIT_OPEN",
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
             Self::RejectedByOrderService => "REJECTED_BY_ORDER_SERVICE",
+            Self::OrderCancelled => "ORDER_CANCELLED",
         }
     }
 
@@ -141,6 +146,7 @@ impl FailureReason {
             Self::CircuitOpen => pb::ApprovalFailureReason::CircuitOpen,
             Self::DeadlineExceeded => pb::ApprovalFailureReason::DeadlineExceeded,
             Self::RejectedByOrderService => pb::ApprovalFailureReason::RejectedByOrderService,
+            Self::OrderCancelled => pb::ApprovalFailureReason::OrderCancelled,
         }
     }
 }
@@ -272,5 +278,6 @@ mod tests {
         assert!(!FailureReason::OutOfStock.is_transient());
         assert!(!FailureReason::ProductNotFound.is_transient());
         assert!(!FailureReason::RejectedByOrderService.is_transient());
+        assert!(!FailureReason::OrderCancelled.is_transient());
     }
 }

@@ -29,6 +29,25 @@ pub struct Product {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A product's stock counters and its CREATED orders, read from one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProductLedger {
+    /// The product.
+    pub product_id: Uuid,
+    /// Units available at the snapshot.
+    pub stock: i64,
+    /// Units at creation.
+    pub initial_stock: i64,
+    /// Units added since creation.
+    pub restocked: i64,
+    /// Summed quantity of the CREATED orders at the snapshot.
+    pub created_quantity: i64,
+    /// Number of CREATED orders at the snapshot.
+    pub created_orders: i64,
+    /// The database's clock when the snapshot was taken.
+    pub as_of: DateTime<Utc>,
+}
+
 /// The lifecycle state of an order, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderStatus {

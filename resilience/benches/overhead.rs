@@ -94,6 +94,13 @@ impl OrderService for Echo {
     ) -> Result<Response<CancelOrderResponse>, Status> {
         Err(Status::unimplemented("bench"))
     }
+
+    async fn get_product_ledger(
+        &self,
+        _: Request<lab_proto::order::v1::GetProductLedgerRequest>,
+    ) -> Result<Response<lab_proto::order::v1::GetProductLedgerResponse>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
 }
 
 fn request() -> Request<CreateOrderRequest> {

@@ -7,4 +7,4 @@ mod products;
 
 pub use idempotency::reap_expired_keys;
 pub use orders::{CreateOutcome, cancel_order, create_order, get_order, list_orders, lookup_order};
-pub use products::{create_product, get_product, list_products, restock};
+pub use products::{create_product, get_product, get_product_ledger, list_products, restock};

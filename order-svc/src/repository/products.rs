@@ -3,7 +3,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain::Product;
+use crate::domain::{Product, ProductLedger};
 use crate::error::OrderError;
 use lab_common::paging::PageRequest;
 
@@ -34,6 +34,31 @@ pub async fn get_product(pool: &PgPool, product_id: Uuid) -> Result<Product, Ord
     sqlx::query_as::<_, Product>(
         "SELECT product_id, name, stock, initial_stock, restocked, created_at, updated_at
          FROM products WHERE product_id = $1",
+    )
+    .bind(product_id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(OrderError::ProductNotFound(product_id))
+}
+
+/// Reads a product's ledger in one statement, hence from one snapshot: a cancel (+q) and a
+/// create (-q) that commit between two separate reads would otherwise look like an oversell.
+pub async fn get_product_ledger(
+    pool: &PgPool,
+    product_id: Uuid,
+) -> Result<ProductLedger, OrderError> {
+    sqlx::query_as::<_, ProductLedger>(
+        "SELECT p.product_id, p.stock, p.initial_stock, p.restocked,
+                COALESCE(o.quantity, 0)::bigint AS created_quantity,
+                COALESCE(o.orders, 0)::bigint AS created_orders,
+                statement_timestamp() AS as_of
+         FROM products p
+         LEFT JOIN LATERAL (
+             SELECT sum(quantity) AS quantity, count(*) AS orders
+             FROM orders
+             WHERE orders.product_id = p.product_id AND orders.status = 'CREATED'
+         ) o ON true
+         WHERE p.product_id = $1",
     )
     .bind(product_id)
     .fetch_optional(pool)

@@ -3,7 +3,7 @@
 use lab_common::time::{to_proto, to_proto_opt};
 use lab_proto::order::v1 as pb;
 
-use crate::domain::{Order, Product};
+use crate::domain::{Order, Product, ProductLedger};
 
 impl From<Product> for pb::Product {
     fn from(product: Product) -> Self {
@@ -39,6 +39,20 @@ impl From<Order> for pb::Order {
             cancelled_at: to_proto_opt(order.cancelled_at),
             cancel_reason: order.cancel_reason,
             client_id: order.client_id,
+        }
+    }
+}
+
+impl From<ProductLedger> for pb::ProductLedger {
+    fn from(ledger: ProductLedger) -> Self {
+        Self {
+            product_id: ledger.product_id.to_string(),
+            stock: ledger.stock,
+            initial_stock: ledger.initial_stock,
+            restocked: ledger.restocked,
+            created_quantity: ledger.created_quantity,
+            created_orders: ledger.created_orders,
+            as_of: Some(to_proto(ledger.as_of)),
         }
     }
 }

@@ -166,4 +166,16 @@ impl OrderService for OrderApi {
             order: Some(order.into()),
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(product_id = %request.get_ref().product_id))]
+    async fn get_product_ledger(
+        &self,
+        request: Request<pb::GetProductLedgerRequest>,
+    ) -> Result<Response<pb::GetProductLedgerResponse>, Status> {
+        let product_id = parse::product_id(&request.get_ref().product_id)?;
+        let ledger = repository::get_product_ledger(&self.pool, product_id).await?;
+        Ok(Response::new(pb::GetProductLedgerResponse {
+            ledger: Some(ledger.into()),
+        }))
+    }
 }

@@ -196,6 +196,13 @@ impl OrderService for Scripted {
     ) -> Result<Response<CancelOrderResponse>, Status> {
         Err(Status::unimplemented("test server"))
     }
+
+    async fn get_product_ledger(
+        &self,
+        _: Request<lab_proto::order::v1::GetProductLedgerRequest>,
+    ) -> Result<Response<lab_proto::order::v1::GetProductLedgerResponse>, Status> {
+        Err(Status::unimplemented("test server"))
+    }
 }
 
 /// A running test server; stops when dropped.
