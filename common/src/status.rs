@@ -204,7 +204,10 @@ mod tests {
                 "{sqlstate}: database message leaked"
             );
             if status.code() != expected {
-                wrong.push(format!("{sqlstate}: {:?}, want {expected:?}", status.code()));
+                wrong.push(format!(
+                    "{sqlstate}: {:?}, want {expected:?}",
+                    status.code()
+                ));
             }
         }
         assert!(wrong.is_empty(), "mapped wrongly: {wrong:#?}");

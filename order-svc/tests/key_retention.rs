@@ -179,7 +179,10 @@ async fn many_late_retries_at_once_make_no_second_order() {
                     response.metadata().get("idempotent-replayed").is_some(),
                     "a late call must replay, not create"
                 );
-                assert_eq!(response.into_inner().order.unwrap().order_id, first.order_id);
+                assert_eq!(
+                    response.into_inner().order.unwrap().order_id,
+                    first.order_id
+                );
                 replayed += 1;
             }
             Err(status) => {
@@ -189,7 +192,11 @@ async fn many_late_retries_at_once_make_no_second_order() {
         }
     }
     assert!(replayed > 0, "at least one late call replays");
-    assert_eq!(orders_holding(&shop, "stampede").await, 1, "exactly one order");
+    assert_eq!(
+        orders_holding(&shop, "stampede").await,
+        1,
+        "exactly one order"
+    );
     assert_eq!(shop.product(&product.product_id).await.stock, 97);
     shop.assert_no_oversell(&product.product_id).await;
     shop.stop().await;
@@ -239,7 +246,10 @@ async fn the_unique_index_is_a_retryable_backstop() {
         if waiting == 1 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "CreateOrder never blocked");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "CreateOrder never blocked"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     writer.commit().await.unwrap();

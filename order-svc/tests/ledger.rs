@@ -76,7 +76,10 @@ async fn the_ledger_follows_creates_a_cancel_and_a_restock() {
         .await
         .unwrap();
     assert!(replay.metadata().get("idempotent-replayed").is_some());
-    assert_eq!(numbers(&ledger(&shop, &product.product_id).await), (4, 10, 0, 6, 3));
+    assert_eq!(
+        numbers(&ledger(&shop, &product.product_id).await),
+        (4, 10, 0, 6, 3)
+    );
 
     client
         .cancel_order(pb::CancelOrderRequest {
@@ -85,7 +88,10 @@ async fn the_ledger_follows_creates_a_cancel_and_a_restock() {
         })
         .await
         .unwrap();
-    assert_eq!(numbers(&ledger(&shop, &product.product_id).await), (7, 10, 0, 3, 2));
+    assert_eq!(
+        numbers(&ledger(&shop, &product.product_id).await),
+        (7, 10, 0, 3, 2)
+    );
 
     client
         .restock(pb::RestockRequest {
@@ -101,7 +107,8 @@ async fn the_ledger_follows_creates_a_cancel_and_a_restock() {
         after.created_quantity,
         "I1 from one snapshot"
     );
-    let seconds = |ledger: &pb::ProductLedger| ledger.as_of.as_ref().map(|at| (at.seconds, at.nanos));
+    let seconds =
+        |ledger: &pb::ProductLedger| ledger.as_of.as_ref().map(|at| (at.seconds, at.nanos));
     assert!(seconds(&after) >= seconds(&fresh), "as_of moves forward");
     // The ledger agrees with GetProduct and with the orders themselves.
     let product_now = shop.product(&product.product_id).await;
@@ -110,7 +117,10 @@ async fn the_ledger_follows_creates_a_cancel_and_a_restock() {
         (after.stock, after.restocked)
     );
     shop.assert_no_oversell(&product.product_id).await;
-    assert_eq!(numbers(&ledger(&shop, &other.product_id).await), (3, 7, 0, 4, 1));
+    assert_eq!(
+        numbers(&ledger(&shop, &other.product_id).await),
+        (3, 7, 0, 4, 1)
+    );
     shop.stop().await;
 }
 
@@ -149,7 +159,11 @@ async fn a_malformed_id_is_invalid_argument_with_bad_request() {
             })
             .await
             .unwrap_err();
-        assert_eq!(status.code(), Code::InvalidArgument, "{malformed:?}: {status:?}");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{malformed:?}: {status:?}"
+        );
         assert_eq!(reason(&status), "INVALID_ARGUMENT");
         let bad_request = status.get_details_bad_request().expect("BadRequest");
         let fields: Vec<&str> = bad_request
