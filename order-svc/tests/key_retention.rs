@@ -238,7 +238,8 @@ async fn the_unique_index_is_a_retryable_backstop() {
     loop {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity
-             WHERE wait_event_type = 'Lock' AND query LIKE '%place_order%'",
+             WHERE datname = current_database() AND wait_event_type = 'Lock'
+               AND query LIKE '%place_order%'",
         )
         .fetch_one(&shop.pool)
         .await
