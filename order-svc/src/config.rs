@@ -36,7 +36,8 @@ pub struct Config {
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32)]
     pub db_pool_size: u32,
 
-    /// How long an idempotency key is remembered (at least 24h in production).
+    /// How long an idempotency key's claim is kept (at least 24h in production). The order
+    /// created under a key holds it for good: a later retry still replays that order.
     #[arg(long, env = "IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_retention: Duration,
 

@@ -36,7 +36,8 @@ pub enum OrderError {
     /// The key was used before with a different request.
     #[error("idempotency key reused with a different request")]
     KeyReused,
-    /// Another request with the same key settled in a way this one cannot replay yet; retry.
+    /// Another request with the same key settled in a way this one cannot replay yet (its claim
+    /// vanished, or an order holding the key committed without one); retry.
     #[error("concurrent request with the same idempotency key")]
     KeyContended,
     /// Restocking would overflow the stock counters.

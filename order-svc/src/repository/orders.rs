@@ -23,6 +23,10 @@ pub enum CreateOutcome {
 
 /// Creates an order, or replays the one its key already produced.
 ///
+/// The order holding (client, key) decides, however long ago it was created: after the key's
+/// claim was reaped, the same request replays that order and a different one is refused
+/// ([`OrderError::KeyReused`]), so the retention bounds only how long the claim row is kept.
+///
 /// One call of the `place_order` function (see its migration), in one implicit transaction:
 /// (1) claim the key with `INSERT … ON CONFLICT DO NOTHING`; a concurrent holder of the same key
 /// makes this wait until it commits or rolls back, so at most one order is ever created per key;
@@ -64,6 +68,12 @@ pub async fn create_order(
                 available,
             });
         }
+        // Backstop of the constraint: an order with this pair committed without holding the
+        // claim. Retrying replays it, so this is contention, not a failure.
+        Err(sqlx::Error::Database(db)) if db.constraint() == Some(ONE_ORDER_PER_KEY) => {
+            tracing::warn!(error = %db, "an order holding this key appeared without its claim");
+            return Err(OrderError::KeyContended);
+        }
         Err(error) => return Err(error.into()),
     };
     let outcome: String = row.try_get("outcome")?;
@@ -79,6 +89,8 @@ pub async fn create_order(
 /// SQLSTATEs raised by `place_order`.
 const PRODUCT_NOT_FOUND: &str = "LB404";
 const OUT_OF_STOCK: &str = "LB409";
+/// The unique constraint on orders (client_id, idempotency_key).
+const ONE_ORDER_PER_KEY: &str = "orders_one_per_key";
 
 /// Reads one order.
 pub async fn get_order(pool: &PgPool, order_id: Uuid) -> Result<Order, OrderError> {
@@ -91,12 +103,12 @@ pub async fn get_order(pool: &PgPool, order_id: Uuid) -> Result<Order, OrderErro
     .ok_or(OrderError::OrderNotFound(order_id))
 }
 
-/// The newest order created under the caller's key (keys can be reused once expired).
+/// The order created under the caller's key. There is at most one, ever: the key's claim
+/// expires, but the order keeps holding the key (constraint `orders_one_per_key`).
 pub async fn lookup_order(pool: &PgPool, scope: &IdempotencyScope) -> Result<Order, OrderError> {
     sqlx::query_as::<_, Order>(sqlx::AssertSqlSafe(format!(
         "SELECT {ORDER_COLUMNS} FROM orders
-         WHERE client_id = $1 AND idempotency_key = $2
-         ORDER BY order_id DESC LIMIT 1"
+         WHERE client_id = $1 AND idempotency_key = $2"
     )))
     .bind(&scope.client_id)
     .bind(&scope.key)
