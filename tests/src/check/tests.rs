@@ -274,11 +274,19 @@ fn a_cancelled_order_makes_order_cancelled_never_approved() {
     let mut failed = challenge("c1", CStatus::ApproveFailed, "k1", "");
     failed.failure_reason = Reason::OrderCancelled as i32;
     let report = run(
-        &[failed],
+        std::slice::from_ref(&failed),
         &[product(5, 0, 5)],
         &[order("o1", "k1", OStatus::Cancelled)],
     );
     assert!(report.is_settled(), "{report}");
+
+    // ORDER_CANCELLED while the order under its key is live: a ghost.
+    let report = run(
+        &[failed],
+        &[product(5, 0, 4)],
+        &[order("o1", "k1", OStatus::Created)],
+    );
+    assert_eq!(violated(&report), [Invariant::I4], "{report}");
 
     // APPROVED on a cancelled order breaks I3, and says so.
     let report = run(
