@@ -1,15 +1,19 @@
 //! From violations to alerts: each incident is alerted once when it opens, once more when it is
-//! healed or resolved, and never while it merely stays open.
+//! healed or resolved, and never while it merely stays open. An open incident resolves only
+//! when a check examined its subject and did not find it violated: a check that could not
+//! tell (order-svc did not know the product, did not answer) leaves it open, so an incident
+//! never flaps between resolved and paged again.
 
 use lab_common::alerts::{Action, Alert, Alerter, Severity};
 use serde_json::json;
 use sqlx::PgPool;
 
+use super::metrics;
 use super::report::{Report, Violation};
 use super::store::{self, Seen};
 
 /// Records every violation of `report` as an incident, alerts what is new, and resolves open
-/// incidents the check did not see again. Returns the number of alerts delivered.
+/// incidents the check saw holding. Returns the number of alerts delivered.
 pub async fn notify(pool: &PgPool, alerter: &Alerter, report: &Report) -> sqlx::Result<i64> {
     let open_before = store::open_incidents(pool).await?;
     let mut delivered = 0i64;
@@ -28,7 +32,11 @@ pub async fn notify(pool: &PgPool, alerter: &Alerter, report: &Report) -> sqlx::
     let still_seen: std::collections::HashSet<String> =
         report.violations.iter().map(Violation::dedup_key).collect();
     for incident in open_before {
-        if still_seen.contains(&incident.dedup_key) {
+        let seen_holding = incident
+            .subject()
+            .is_some_and(|subject| report.examined.contains(&subject))
+            && !still_seen.contains(&incident.dedup_key);
+        if !seen_holding {
             continue;
         }
         if store::resolve_incident(pool, &incident.dedup_key).await? {
@@ -50,11 +58,7 @@ async fn deliver(alerter: &Alerter, alert: &Alert) -> i64 {
         return 0;
     }
     let delivered = alerter.send(alert).await;
-    metrics::counter!("consistency_alerts_total", "action" => match alert.action {
-        Action::Trigger => "trigger",
-        Action::Resolve => "resolve",
-    })
-    .increment(1);
+    metrics::alert_sent(alert.action);
     i64::try_from(delivered).unwrap_or(i64::MAX)
 }
 

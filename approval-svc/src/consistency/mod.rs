@@ -2,40 +2,49 @@
 //! products (through order-svc's public RPCs only), heals what is safe to heal, and alerts the
 //! rest.
 //!
-//! - **One at a time**: a check holds a PostgreSQL advisory lock, so of N instances one checks;
-//!   a periodic check that finds the lock taken skips its turn.
+//! - **One at a time**: a check holds a PostgreSQL advisory lock ([`lock`]), so of N instances
+//!   one checks; a periodic check that finds the lock taken skips its turn. No cancellation
+//!   can leave the lock behind.
 //! - **Incremental**: a watermark records how far the last check got; the next reads challenges
 //!   changed and orders created since then (minus a safety overlap for late commits and clock
-//!   skew), plus everything named by an open incident. `full` checks everything.
+//!   skew), every challenge still in flight past its lease (stuck work is never updated again,
+//!   so the watermark alone would lose it), plus everything named by an open incident. `full`
+//!   checks everything.
 //! - **Heals**: an order that exists for an APPROVE_FAILED or stale APPROVING challenge → roll
 //!   forward to APPROVED; a live order whose key belongs to no challenge, to a REJECTED or
 //!   REVOKED one, or duplicating an approved challenge's order → CancelOrder; a stuck REVOKING →
-//!   finish the revoke; a transient failure nobody will retry → back on the schedule. Stock
-//!   drift (I1) and an APPROVED challenge without its order (I3) are only reported.
-//! - **Alerts**: see [`alerting`]; incidents live in `consistency_incidents`.
+//!   finish the revoke; a transient failure nobody will retry → back on the schedule; a stale
+//!   APPROVING whose order was cancelled outside the saga → APPROVE_FAILED with
+//!   ORDER_CANCELLED, as the saga records it. Stock drift (I1, judged from one snapshot of the
+//!   product's ledger) and an APPROVED challenge without its order (I3) are only reported.
+//! - **Alerts**: see [`alerting`]; incidents live in `consistency_incidents`, and one resolves
+//!   only when a check sees its subject holding.
+//!
+//! order-svc is reached through [`shop`]; the metrics are in [`metrics`].
 
 pub mod alerting;
+pub mod lock;
+pub mod metrics;
 pub mod report;
 pub mod scan;
+pub mod shop;
 pub mod store;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lab_common::alerts::Alerter;
-use lab_proto::order::v1 as order_pb;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use lock::CheckLock;
 pub use report::{Invariant, Report, Violation};
-use scan::{PAGE, Scan, ScanError};
+use scan::{Scan, ScanError};
+use shop::{PAGE, Shop};
 
-use crate::orders::{CLIENT_NAME, OrderClient};
+use crate::orders::OrderClient;
 use crate::saga::Saga;
-
-/// The advisory lock key that makes checks exclusive across instances.
-const CHECK_LOCK: i64 = 0x6c61_625f_6368_6b31; // "lab_chk1"
 
 /// How the checker runs.
 #[derive(Debug, Clone)]
@@ -77,7 +86,7 @@ impl From<sqlx::Error> for CheckError {
 /// The checker of one instance.
 pub struct Checker {
     pool: PgPool,
-    orders: OrderClient,
+    shop: Shop,
     saga: Arc<Saga>,
     alerter: Alerter,
     settings: CheckerSettings,
@@ -94,7 +103,7 @@ impl Checker {
     ) -> Self {
         Self {
             pool,
-            orders,
+            shop: Shop::new(orders),
             saga,
             alerter,
             settings,
@@ -127,35 +136,15 @@ impl Checker {
         }
     }
 
-    /// Runs one check, waiting up to `wait` for another instance's check to finish.
+    /// Runs one check, waiting up to `wait` for another instance's check to finish. Dropping
+    /// the future cancels the check and releases its lock.
     pub async fn check(&self, options: CheckOptions, wait: Duration) -> Result<Report, CheckError> {
-        let mut lock = self.pool.acquire().await?;
-        let waited = Instant::now();
-        loop {
-            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-                .bind(CHECK_LOCK)
-                .fetch_one(&mut *lock)
-                .await?;
-            if locked {
-                break;
-            }
-            if waited.elapsed() >= wait {
-                return Err(CheckError::Busy);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let result = self.check_locked(options).await;
-        // Released explicitly: the connection goes back to the pool, and a session-level lock
-        // would otherwise stay with it.
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(CHECK_LOCK)
-            .execute(&mut *lock)
-            .await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(_) => "error",
+        let Some(lock) = CheckLock::acquire(&self.pool, wait).await? else {
+            return Err(CheckError::Busy);
         };
-        metrics::counter!("consistency_checks_total", "result" => outcome).increment(1);
+        let result = self.check_locked(options).await;
+        lock.release().await;
+        metrics::check_finished(result.is_ok());
         result
     }
 
@@ -170,7 +159,7 @@ impl Checker {
         };
         let mut scan = Scan::new(
             &self.pool,
-            self.orders.clone(),
+            self.shop.clone(),
             &self.saga,
             !options.dry_run,
             started_at,
@@ -188,6 +177,9 @@ impl Checker {
                 _ => break,
             }
         }
+        if since.is_some() {
+            self.stuck_challenges(&mut scan, started_at).await?;
+        }
 
         let open = store::open_incidents(&self.pool).await?;
         let open_challenges: Vec<Uuid> = open.iter().filter_map(|i| i.challenge_id).collect();
@@ -202,12 +194,12 @@ impl Checker {
             .filter(|i| i.challenge_id.is_none())
             .filter_map(|i| i.order_id)
         {
-            if let Some(order) = self.order(order_id).await? {
+            if let Some(order) = self.shop.order(order_id).await.map_err(ScanError::from)? {
                 scan.order(&order).await?;
             }
         }
 
-        self.scan_orders(&mut scan, since).await?;
+        self.live_orders(&mut scan, since).await?;
         if options.full {
             self.all_products(&mut scan).await?;
         }
@@ -224,6 +216,7 @@ impl Checker {
             orders_checked: scan.orders_checked,
             products_checked: scan.products_checked,
             violations: std::mem::take(&mut scan.violations),
+            examined: std::mem::take(&mut scan.examined),
             alerts_sent: 0,
         };
         if !options.dry_run {
@@ -231,94 +224,65 @@ impl Checker {
             report.alerts_sent = alerting::notify(&self.pool, &self.alerter, &report).await?;
         }
         report.duration = started.elapsed();
-        record_metrics(&report);
+        metrics::report(&report);
         Ok(report)
     }
 
-    async fn order(&self, order_id: Uuid) -> Result<Option<order_pb::Order>, ScanError> {
-        match self
-            .orders
-            .clone()
-            .get_order(order_pb::GetOrderRequest {
-                order_id: order_id.to_string(),
-            })
-            .await
-        {
-            Ok(response) => Ok(response.into_inner().order),
-            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-            Err(status) => Err(status.into()),
+    /// Challenges in flight whose lease ran out longer than the settle time ago, whenever they
+    /// last changed: stuck work is not updated again, so it falls behind any watermark.
+    async fn stuck_challenges(
+        &self,
+        scan: &mut Scan<'_>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), ScanError> {
+        let Some(expired_before) = chrono::Duration::from_std(self.settings.settle)
+            .ok()
+            .and_then(|settle| now.checked_sub_signed(settle))
+        else {
+            return Ok(());
+        };
+        let mut after = Uuid::nil();
+        loop {
+            let page =
+                store::stuck_challenges(&self.pool, expired_before, after, i64::from(PAGE)).await?;
+            for challenge in &page {
+                scan.challenge(challenge).await?;
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE as usize => after = last.challenge_id,
+                _ => return Ok(()),
+            }
         }
     }
 
     /// approval-svc's live orders created since `since` (all when `None`).
-    async fn scan_orders(
+    async fn live_orders(
         &self,
         scan: &mut Scan<'_>,
         since: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<(), ScanError> {
         let mut page_token = String::new();
         loop {
-            let page = self
-                .orders
-                .clone()
-                .list_orders(order_pb::ListOrdersRequest {
-                    client_id: CLIENT_NAME.to_owned(),
-                    status: order_pb::OrderStatus::Created.into(),
-                    created_after: since.map(lab_common::time::to_proto),
-                    page_size: PAGE,
-                    page_token,
-                    ..Default::default()
-                })
-                .await?
-                .into_inner();
-            for order in &page.orders {
+            let page = self.shop.live_orders_since(since, page_token).await?;
+            for order in &page.items {
                 scan.order(order).await?;
             }
-            if page.next_page_token.is_empty() {
-                return Ok(());
+            match page.next {
+                Some(next) => page_token = next,
+                None => return Ok(()),
             }
-            page_token = page.next_page_token;
         }
     }
 
     async fn all_products(&self, scan: &mut Scan<'_>) -> Result<(), ScanError> {
         let mut page_token = String::new();
         loop {
-            let page = self
-                .orders
-                .clone()
-                .list_products(order_pb::ListProductsRequest {
-                    page_size: PAGE,
-                    page_token,
-                })
-                .await?
-                .into_inner();
-            scan.products.extend(
-                page.products
-                    .iter()
-                    .filter_map(|p| Uuid::try_parse(&p.product_id).ok()),
-            );
-            if page.next_page_token.is_empty() {
-                return Ok(());
+            let page = self.shop.product_ids(page_token).await?;
+            scan.products.extend(page.items);
+            match page.next {
+                Some(next) => page_token = next,
+                None => return Ok(()),
             }
-            page_token = page.next_page_token;
         }
     }
-}
-
-fn record_metrics(report: &Report) {
-    for invariant in Invariant::ALL {
-        let of_kind = report
-            .violations
-            .iter()
-            .filter(|v| v.invariant == invariant);
-        let unhealed = of_kind.clone().filter(|v| !v.healed).count();
-        let healed = of_kind.filter(|v| v.healed).count();
-        metrics::gauge!("consistency_violations", "invariant" => invariant.code())
-            .set(unhealed as f64);
-        metrics::counter!("consistency_healed_total", "invariant" => invariant.code())
-            .increment(healed as u64);
-    }
-    metrics::gauge!("consistency_last_check_timestamp_seconds")
-        .set(report.started_at.timestamp() as f64);
 }

@@ -1,5 +1,6 @@
 //! What a consistency check found, and its protobuf form.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -139,6 +140,9 @@ pub struct Report {
     pub products_checked: i64,
     /// Problems found, healed or not.
     pub violations: Vec<Violation>,
+    /// Subjects (challenge, order, product ids) the check reached a verdict on: an open
+    /// incident about anything else stays open, whatever the check did not find.
+    pub examined: HashSet<Uuid>,
     /// Alerts delivered.
     pub alerts_sent: i64,
 }

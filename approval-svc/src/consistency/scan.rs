@@ -1,26 +1,24 @@
 //! One pass over both sides: each challenge, order and product is compared with its
 //! counterpart through order-svc's public RPCs, and what is safe to heal is healed.
+//!
+//! Every subject (challenge, order, product) the scan reaches a verdict on is recorded in
+//! [`Scan::examined`], violated or not: an open incident resolves only when its subject was
+//! examined and not found violated, never because a check could not tell.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lab_common::metadata::CLIENT_ID;
 use lab_proto::order::v1 as order_pb;
 use sqlx::PgPool;
-use tonic::{Code, Status};
+use tonic::Status;
 use uuid::Uuid;
 
 use super::report::{Invariant, Violation};
+use super::shop::Shop;
 use super::store;
 use crate::domain::{Challenge, Status as ChallengeStatus};
-use crate::orders::{CLIENT_NAME, OrderClient};
 use crate::saga::Saga;
-
-/// Page size of every listing the checker makes.
-pub const PAGE: i32 = 500;
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
-const COMPENSATION_REASON: &str = "compensation by the consistency checker";
 
 /// Why a scan stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +34,7 @@ pub enum ScanError {
 /// The state of one check in progress.
 pub struct Scan<'a> {
     pool: &'a PgPool,
-    orders: OrderClient,
+    shop: Shop,
     saga: &'a Saga,
     heal: bool,
     now: DateTime<Utc>,
@@ -44,6 +42,8 @@ pub struct Scan<'a> {
     seen: HashSet<String>,
     /// Problems found so far.
     pub violations: Vec<Violation>,
+    /// Subjects (challenge, order and product ids) a verdict was reached on.
+    pub examined: HashSet<Uuid>,
     /// Products to check for I1.
     pub products: BTreeSet<Uuid>,
     /// Challenges examined.
@@ -52,18 +52,6 @@ pub struct Scan<'a> {
     pub orders_checked: i64,
     /// Products examined.
     pub products_checked: i64,
-}
-
-/// A request as approval-svc sends it: its `client-id` (order-svc scopes keys to it) and a
-/// bounded deadline.
-fn request<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        CLIENT_ID,
-        tonic::metadata::MetadataValue::from_static(CLIENT_NAME),
-    );
-    request.set_timeout(CALL_TIMEOUT);
-    request
 }
 
 fn parse_id(value: &str) -> Option<Uuid> {
@@ -79,7 +67,7 @@ impl<'a> Scan<'a> {
     /// left to the saga and the completer.
     pub fn new(
         pool: &'a PgPool,
-        orders: OrderClient,
+        shop: Shop,
         saga: &'a Saga,
         heal: bool,
         now: DateTime<Utc>,
@@ -87,13 +75,14 @@ impl<'a> Scan<'a> {
     ) -> Self {
         Self {
             pool,
-            orders,
+            shop,
             saga,
             heal,
             now,
             settle: chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX),
             seen: HashSet::new(),
             violations: Vec::new(),
+            examined: HashSet::new(),
             products: BTreeSet::new(),
             challenges_checked: 0,
             orders_checked: 0,
@@ -117,49 +106,19 @@ impl<'a> Scan<'a> {
             .is_some_and(|lease| lease + self.settle < self.now)
     }
 
-    async fn get_order(&self, order_id: Uuid) -> Result<Option<order_pb::Order>, Status> {
-        match self
-            .orders
-            .clone()
-            .get_order(request(order_pb::GetOrderRequest {
-                order_id: order_id.to_string(),
-            }))
-            .await
-        {
-            Ok(response) => Ok(response.into_inner().order),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(status),
-        }
-    }
-
-    async fn lookup_order(&self, key: &str) -> Result<Option<order_pb::Order>, Status> {
-        match self
-            .orders
-            .clone()
-            .lookup_order(request(order_pb::LookupOrderRequest {
-                idempotency_key: key.to_owned(),
-            }))
-            .await
-        {
-            Ok(response) => Ok(response.into_inner().order),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(status),
-        }
-    }
-
-    async fn cancel(&self, order_id: Uuid) -> Result<(), Status> {
-        self.orders
-            .clone()
-            .cancel_order(request(order_pb::CancelOrderRequest {
-                order_id: order_id.to_string(),
-                reason: COMPENSATION_REASON.to_owned(),
-            }))
-            .await
-            .map(drop)
-    }
-
-    /// Compares one challenge with its order, healing what is safe.
+    /// Compares one challenge with its order, healing what is safe. A challenge already
+    /// examined by this scan (found twice: changed, stuck, named by an incident, owning an
+    /// order) is not examined again.
     pub async fn challenge(&mut self, challenge: &Challenge) -> Result<(), ScanError> {
+        if self.examined.contains(&challenge.challenge_id) {
+            return Ok(());
+        }
+        self.examine_challenge(challenge).await?;
+        self.examined.insert(challenge.challenge_id);
+        Ok(())
+    }
+
+    async fn examine_challenge(&mut self, challenge: &Challenge) -> Result<(), ScanError> {
         self.challenges_checked += 1;
         self.products.insert(challenge.product_id);
         let id = challenge.challenge_id;
@@ -168,7 +127,7 @@ impl<'a> Scan<'a> {
                 let Some(order_id) = challenge.order_id else {
                     return Ok(());
                 };
-                let problem = match self.get_order(order_id).await? {
+                let problem = match self.shop.order(order_id).await? {
                     None => Some("APPROVED, but its order does not exist".to_owned()),
                     Some(order) if !is_created(&order) => {
                         Some("APPROVED, but its order is cancelled".to_owned())
@@ -198,7 +157,7 @@ impl<'a> Scan<'a> {
                 let Some(order_id) = challenge.order_id else {
                     return Ok(());
                 };
-                if let Some(order) = self.get_order(order_id).await?
+                if let Some(order) = self.shop.order(order_id).await?
                     && is_created(&order)
                 {
                     self.cancel_ghost(
@@ -237,7 +196,7 @@ impl<'a> Scan<'a> {
                 let Some(key) = challenge.idempotency_key.as_deref() else {
                     return Ok(());
                 };
-                match self.lookup_order(key).await? {
+                match self.shop.order_by_key(key).await? {
                     Some(order) if is_created(&order) => {
                         let violation = Violation::new(
                             Invariant::NoGhostOrder,
@@ -276,24 +235,40 @@ impl<'a> Scan<'a> {
         Ok(())
     }
 
-    /// The last violation found: its order exists, so the approval is rolled forward.
+    /// The last violation found is about an attempt whose outcome the order under its key
+    /// tells, as the saga would read it: a CREATED order rolls the approval forward to
+    /// APPROVED; a stale APPROVING whose order was cancelled outside the saga fails, definitively,
+    /// with ORDER_CANCELLED (never APPROVED on a cancelled order); no order is left to the
+    /// completer.
     async fn roll_forward_if_ordered(&mut self, challenge: &Challenge) -> Result<(), ScanError> {
         let Some(key) = challenge.idempotency_key.as_deref() else {
             return Ok(());
         };
-        match self.lookup_order(key).await? {
-            Some(order) if is_created(&order) => {
-                let order_id = parse_id(&order.order_id);
-                if let Some(last) = self.violations.last_mut() {
-                    last.order_id = order_id;
-                }
-                if self.heal
-                    && let Some(order_id) = order_id
-                {
+        let order = self.shop.order_by_key(key).await?;
+        let order_id = order.as_ref().and_then(|o| parse_id(&o.order_id));
+        if order_id.is_some()
+            && let Some(last) = self.violations.last_mut()
+        {
+            last.order_id = order_id;
+        }
+        match (order, order_id) {
+            (Some(order), Some(order_id)) if is_created(&order) => {
+                if self.heal {
                     let healed =
                         store::roll_forward(self.pool, challenge.challenge_id, key, order_id)
                             .await?;
                     self.mark_last(healed, "rolled forward to APPROVED");
+                }
+            }
+            (Some(_), Some(_)) if challenge.status() == ChallengeStatus::Approving => {
+                if self.heal {
+                    let healed =
+                        store::fail_order_cancelled(self.pool, challenge.challenge_id, key).await?;
+                    self.mark_last(
+                        healed,
+                        "its order was cancelled outside the saga: recorded APPROVE_FAILED \
+                         (ORDER_CANCELLED)",
+                    );
                 }
             }
             _ => self.mark_last(false, "no order yet: left to the completer"),
@@ -307,7 +282,7 @@ impl<'a> Scan<'a> {
         order_id: Uuid,
     ) -> Result<(), ScanError> {
         if self.found(violation.order(order_id)).is_some() && self.heal {
-            self.cancel(order_id).await?;
+            self.shop.cancel(order_id).await?;
             self.mark_last(true, "cancelled the order (compensation)");
         }
         Ok(())
@@ -320,14 +295,28 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// Compares one of approval-svc's live orders with the challenge its key belongs to.
+    /// Compares one of approval-svc's orders with the challenge its key belongs to.
     pub async fn order(&mut self, order: &order_pb::Order) -> Result<(), ScanError> {
-        self.orders_checked += 1;
         let (Some(order_id), Some(product_id)) =
             (parse_id(&order.order_id), parse_id(&order.product_id))
         else {
             return Ok(());
         };
+        if self.examined.contains(&order_id) {
+            return Ok(());
+        }
+        self.examine_order(order, order_id, product_id).await?;
+        self.examined.insert(order_id);
+        Ok(())
+    }
+
+    async fn examine_order(
+        &mut self,
+        order: &order_pb::Order,
+        order_id: Uuid,
+        product_id: Uuid,
+    ) -> Result<(), ScanError> {
+        self.orders_checked += 1;
         self.products.insert(product_id);
         if !is_created(order) {
             return Ok(());
@@ -355,7 +344,7 @@ impl<'a> Scan<'a> {
                 .order(order_id)
                 .product(product_id);
                 if self.found(violation).is_some() && self.heal {
-                    self.cancel(order_id).await?;
+                    self.shop.cancel(order_id).await?;
                     self.mark_last(true, "cancelled the duplicate order");
                 }
             }
@@ -378,81 +367,30 @@ impl<'a> Scan<'a> {
         Ok(())
     }
 
-    /// I1 for one product: initial + restocked - stock = Σ quantities of CREATED orders. The
-    /// two reads are not atomic, so the sum is taken between two reads of the stock and only
-    /// trusted when the stock did not move.
+    /// I1 for one product, from its ledger (one snapshot of the stock counters and the
+    /// CREATED orders): `stock >= 0` and `initial + restocked - stock = Σ CREATED quantities`.
+    /// A product order-svc does not know reaches no verdict.
     pub async fn product(&mut self, product_id: Uuid) -> Result<(), ScanError> {
-        self.products_checked += 1;
-        for _ in 0..3 {
-            let Some(before) = self.get_product(product_id).await? else {
-                return Ok(());
-            };
-            let ordered = self.created_quantity(product_id).await?;
-            let Some(after) = self.get_product(product_id).await? else {
-                return Ok(());
-            };
-            if before.stock != after.stock || before.restocked != after.restocked {
-                continue;
-            }
-            let taken = after.initial_stock + after.restocked - after.stock;
-            if after.stock < 0 || taken != ordered {
-                let detail = format!(
-                    "stock {} with {} supplied, but CREATED orders hold {ordered}",
-                    after.stock,
-                    after.initial_stock + after.restocked
-                );
-                if let Some(violation) =
-                    self.found(Violation::new(Invariant::NoOversell, detail).product(product_id))
-                {
-                    violation.action =
-                        "needs a person: stock is never adjusted automatically".into();
-                }
-            }
+        if self.examined.contains(&product_id) {
             return Ok(());
         }
-        Ok(())
-    }
-
-    async fn get_product(&self, product_id: Uuid) -> Result<Option<order_pb::Product>, Status> {
-        match self
-            .orders
-            .clone()
-            .get_product(request(order_pb::GetProductRequest {
-                product_id: product_id.to_string(),
-            }))
-            .await
-        {
-            Ok(response) => Ok(response.into_inner().product),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(status),
-        }
-    }
-
-    async fn created_quantity(&self, product_id: Uuid) -> Result<i64, Status> {
-        let mut total = 0i64;
-        let mut page_token = String::new();
-        loop {
-            let page = self
-                .orders
-                .clone()
-                .list_orders(request(order_pb::ListOrdersRequest {
-                    product_id: product_id.to_string(),
-                    status: order_pb::OrderStatus::Created.into(),
-                    page_size: PAGE,
-                    page_token,
-                    ..Default::default()
-                }))
-                .await?
-                .into_inner();
-            total += page
-                .orders
-                .iter()
-                .map(|o| i64::from(o.quantity))
-                .sum::<i64>();
-            if page.next_page_token.is_empty() {
-                return Ok(total);
+        self.products_checked += 1;
+        let Some(ledger) = self.shop.ledger(product_id).await? else {
+            return Ok(());
+        };
+        self.examined.insert(product_id);
+        let supplied = ledger.initial_stock + ledger.restocked;
+        if ledger.stock < 0 || supplied - ledger.stock != ledger.created_quantity {
+            let detail = format!(
+                "stock {} with {supplied} supplied, but CREATED orders hold {}",
+                ledger.stock, ledger.created_quantity
+            );
+            if let Some(violation) =
+                self.found(Violation::new(Invariant::NoOversell, detail).product(product_id))
+            {
+                violation.action = "needs a person: stock is never adjusted automatically".into();
             }
-            page_token = page.next_page_token;
         }
+        Ok(())
     }
 }

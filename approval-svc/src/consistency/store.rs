@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::report::Violation;
-use crate::domain::Challenge;
+use crate::domain::{Challenge, FailureReason};
 
 const WATERMARK: &str = "default";
 
@@ -59,6 +59,29 @@ pub async fn changed_challenges(
     .await
 }
 
+/// One page (id order) of challenges in flight (APPROVING, REVOKING) whose lease ran out
+/// before `expired_before`, however long ago they last changed. They are few (the partial index
+/// on `lease_expires_at` covers only in-flight rows), and stuck ones are never updated again,
+/// so no watermark may hide them.
+pub async fn stuck_challenges(
+    pool: &PgPool,
+    expired_before: DateTime<Utc>,
+    after: Uuid,
+    limit: i64,
+) -> sqlx::Result<Vec<Challenge>> {
+    sqlx::query_as(
+        "SELECT * FROM challenges
+         WHERE status IN ('APPROVING', 'REVOKING') AND lease_expires_at < $1
+           AND challenge_id > $2
+         ORDER BY challenge_id LIMIT $3",
+    )
+    .bind(expired_before)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
 /// Challenges by id (those named by open incidents, re-checked every time).
 pub async fn challenges_by_ids(pool: &PgPool, ids: &[Uuid]) -> sqlx::Result<Vec<Challenge>> {
     sqlx::query_as("SELECT * FROM challenges WHERE challenge_id = ANY($1) ORDER BY challenge_id")
@@ -98,6 +121,31 @@ pub async fn roll_forward(
     Ok(result.rows_affected() == 1)
 }
 
+/// APPROVING past its lease whose order under `key` was cancelled outside the saga →
+/// APPROVE_FAILED with ORDER_CANCELLED, definitive (no retry scheduled), as the saga records a
+/// replayed order that is not CREATED.
+pub async fn fail_order_cancelled(
+    pool: &PgPool,
+    challenge_id: Uuid,
+    key: &str,
+) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "UPDATE challenges
+         SET status = 'APPROVE_FAILED', failure_reason = $3, failure_message = $4,
+             dead_lettered = false, next_attempt_at = NULL, lease_expires_at = NULL,
+             updated_at = now()
+         WHERE challenge_id = $1 AND idempotency_key = $2
+           AND status = 'APPROVING' AND lease_expires_at < now()",
+    )
+    .bind(challenge_id)
+    .bind(key)
+    .bind(FailureReason::OrderCancelled.as_str())
+    .bind("the order under this challenge's key was cancelled outside the saga")
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
 /// A transient failure that is neither scheduled nor dead-lettered would never be retried:
 /// put it back on the schedule, due now.
 pub async fn reschedule_lost(pool: &PgPool, challenge_id: Uuid) -> sqlx::Result<bool> {
@@ -124,6 +172,13 @@ pub struct OpenIncident {
     pub order_id: Option<Uuid>,
     /// The product it is about.
     pub product_id: Option<Uuid>,
+}
+
+impl OpenIncident {
+    /// What it is about: the id its dedup key names (see [`Violation::dedup_key`]).
+    pub fn subject(&self) -> Option<Uuid> {
+        self.challenge_id.or(self.order_id).or(self.product_id)
+    }
 }
 
 /// Every open incident.
@@ -182,7 +237,7 @@ pub async fn record_incident(pool: &PgPool, violation: &Violation) -> sqlx::Resu
     Ok(seen)
 }
 
-/// Closes an open incident no longer seen; true when it was open.
+/// Closes an open incident seen holding; true when it was open.
 pub async fn resolve_incident(pool: &PgPool, dedup_key: &str) -> sqlx::Result<bool> {
     let result = sqlx::query(
         "UPDATE consistency_incidents SET resolved_at = now()

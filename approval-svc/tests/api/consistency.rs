@@ -15,10 +15,10 @@ use uuid::Uuid;
 use crate::helpers::*;
 
 /// Alerts received, as (path, JSON body).
-type Inbox = Arc<Mutex<Vec<(String, Value)>>>;
+pub(crate) type Inbox = Arc<Mutex<Vec<(String, Value)>>>;
 
 /// A webhook receiver on loopback that accepts every POST and keeps it.
-async fn webhook_receiver() -> (std::net::SocketAddr, Inbox) {
+pub(crate) async fn webhook_receiver() -> (std::net::SocketAddr, Inbox) {
     let inbox: Inbox = Arc::default();
     let app =
         axum::Router::new()
@@ -48,12 +48,21 @@ async fn approval_with_checker(order: &OrderSvc, receiver: std::net::SocketAddr)
 }
 
 /// The same, on a database the test can also write to directly.
-async fn approval_on(
+pub(crate) async fn approval_on(
     database_url: &str,
     order: &OrderSvc,
     receiver: std::net::SocketAddr,
 ) -> ApprovalSvc {
-    let mut config = ApprovalSvc::config(database_url, &order.url());
+    approval_at(database_url, &order.url(), receiver).await
+}
+
+/// The same, calling order-svc at `order_url` (possibly through an interposer).
+pub(crate) async fn approval_at(
+    database_url: &str,
+    order_url: &str,
+    receiver: std::net::SocketAddr,
+) -> ApprovalSvc {
+    let mut config = ApprovalSvc::config(database_url, order_url);
     config.check_interval = Duration::ZERO;
     config.completer_period = Duration::from_secs(600);
     config.order_call_attempts = 1;
@@ -71,7 +80,11 @@ async fn ops(approval: &ApprovalSvc) -> OpsServiceClient<Channel> {
         .unwrap()
 }
 
-async fn check(approval: &ApprovalSvc, full: bool, dry_run: bool) -> apb::ConsistencyReport {
+pub(crate) async fn check(
+    approval: &ApprovalSvc,
+    full: bool,
+    dry_run: bool,
+) -> apb::ConsistencyReport {
     ops(approval)
         .await
         .run_consistency_check(apb::RunConsistencyCheckRequest { full, dry_run })
@@ -82,7 +95,7 @@ async fn check(approval: &ApprovalSvc, full: bool, dry_run: bool) -> apb::Consis
         .expect("a report")
 }
 
-fn violations_of(
+pub(crate) fn violations_of(
     report: &apb::ConsistencyReport,
     invariant: apb::Invariant,
 ) -> Vec<&apb::Violation> {
@@ -344,10 +357,15 @@ async fn duplicate_orders_stuck_and_lost_approvals_are_found_and_healed() {
         let product = order.product(10).await;
 
         // I2: a second live order under an approved challenge's key, written into the shop's
-        // database directly (the API itself can never produce one).
+        // database directly (the API itself can never produce one, and since issue 9 the schema
+        // refuses one too: the constraint is dropped here to stand for a database from before).
         let approved = approval.submit(&product.product_id, 1).await;
         let approved = approval.approve(&approved.challenge_id).await;
         assert_eq!(status(&approved), apb::ChallengeStatus::Approved);
+        sqlx::query("ALTER TABLE orders DROP CONSTRAINT orders_one_per_key")
+            .execute(&shop_sql)
+            .await
+            .unwrap();
         let duplicate = Uuid::now_v7();
         sqlx::query(
             "WITH taken AS (UPDATE products SET stock = stock - 1 WHERE product_id = $2
@@ -432,6 +450,148 @@ async fn duplicate_orders_stuck_and_lost_approvals_are_found_and_healed() {
                     && v.invariant != apb::Invariant::NothingStuck as i32),
             "{again:#?}"
         );
+    })
+    .await;
+}
+
+/// A challenge left APPROVING (its post-call commit failed) with its order created.
+async fn stuck_approving(approval: &ApprovalSvc, product_id: &str) -> apb::Challenge {
+    let stuck = approval.submit(product_id, 1).await;
+    approval.failure_points.fail_next_approval_commits(1);
+    let answered = approval.approve(&stuck.challenge_id).await;
+    assert_eq!(status(&answered), apb::ChallengeStatus::Approving);
+    answered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_check_finds_stuck_work_older_than_its_watermark() {
+    bounded(async {
+        let (receiver, _inbox) = webhook_receiver().await;
+        let order = OrderSvc::start().await;
+        let approval_db = fresh_database().await;
+        let approval = approval_on(&approval_db, &order, receiver).await;
+        let approval_sql = lab_common::postgres::connect(&approval_db, 1)
+            .await
+            .unwrap();
+        let shop_sql = lab_common::postgres::connect(&order.database_url, 1)
+            .await
+            .unwrap();
+        let product = order.product(10).await;
+        let stuck = stuck_approving(&approval, &product.product_id).await;
+
+        // Within its lease the challenge is in flight, not stuck; this check moves the watermark.
+        let first = check(&approval, false, false).await;
+        assert!(
+            violations_of(&first, apb::Invariant::NothingStuck).is_empty(),
+            "{first:#?}"
+        );
+        // Time passes with a long lease and nobody touching the row: its last update falls
+        // behind the watermark (minus the overlap) while its lease runs out.
+        sqlx::query(
+            "UPDATE challenges SET lease_expires_at = now() - interval '2 hours',
+                                   updated_at = now() - interval '3 hours'
+             WHERE challenge_id = $1",
+        )
+        .bind(Uuid::parse_str(&stuck.challenge_id).unwrap())
+        .execute(&approval_sql)
+        .await
+        .unwrap();
+        // Its order, created at the call, is as old.
+        sqlx::query(
+            "UPDATE orders SET created_at = now() - interval '3 hours' WHERE idempotency_key = $1",
+        )
+        .bind(&stuck.idempotency_key)
+        .execute(&shop_sql)
+        .await
+        .unwrap();
+
+        let report = check(&approval, false, false).await;
+        let i5 = violations_of(&report, apb::Invariant::NothingStuck);
+        assert_eq!(
+            i5.len(),
+            1,
+            "an incremental check must see stuck work behind its watermark: {report:#?}"
+        );
+        assert_eq!(i5[0].challenge_id, stuck.challenge_id);
+        assert!(i5[0].healed, "{report:#?}");
+        assert_eq!(
+            status(&approval.get(&stuck.challenge_id).await),
+            apb::ChallengeStatus::Approved
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_approval_whose_order_was_cancelled_fails_as_order_cancelled() {
+    bounded(async {
+        let (receiver, _inbox) = webhook_receiver().await;
+        let order = OrderSvc::start().await;
+        let approval_db = fresh_database().await;
+        let approval = approval_on(&approval_db, &order, receiver).await;
+        let approval_sql = lab_common::postgres::connect(&approval_db, 1)
+            .await
+            .unwrap();
+        let product = order.product(10).await;
+        let stuck = stuck_approving(&approval, &product.product_id).await;
+
+        // The shop cancels the order the lost commit never recorded.
+        let mut shop = order.client().await;
+        let mut lookup = tonic::Request::new(opb::LookupOrderRequest {
+            idempotency_key: stuck.idempotency_key.clone(),
+        });
+        lookup
+            .metadata_mut()
+            .insert("client-id", "approval-svc".parse().unwrap());
+        let created = shop
+            .lookup_order(lookup)
+            .await
+            .unwrap()
+            .into_inner()
+            .order
+            .unwrap();
+        shop.cancel_order(opb::CancelOrderRequest {
+            order_id: created.order_id.clone(),
+            reason: "cancelled by the shop".into(),
+        })
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE challenges SET lease_expires_at = now() - interval '2 hours'
+             WHERE challenge_id = $1",
+        )
+        .bind(Uuid::parse_str(&stuck.challenge_id).unwrap())
+        .execute(&approval_sql)
+        .await
+        .unwrap();
+
+        let report = check(&approval, false, false).await;
+        let i5 = violations_of(&report, apb::Invariant::NothingStuck);
+        assert_eq!(i5.len(), 1, "{report:#?}");
+        assert!(
+            i5[0].healed,
+            "the outcome is known, so it is recorded: {report:#?}"
+        );
+        let failed = approval.get(&stuck.challenge_id).await;
+        assert_eq!(
+            status(&failed),
+            apb::ChallengeStatus::ApproveFailed,
+            "{failed:?}"
+        );
+        assert_eq!(
+            failure(&failed),
+            apb::ApprovalFailureReason::OrderCancelled,
+            "{failed:?}"
+        );
+        assert!(failed.order_id.is_empty(), "never APPROVED: {failed:?}");
+        assert!(
+            failed.next_attempt_at.is_none() && !failed.dead_lettered,
+            "definitive: no automatic retry: {failed:?}"
+        );
+        assert_eq!(order.get_product(&product.product_id).await.stock, 10);
+
+        let again = check(&approval, true, false).await;
+        assert!(again.violations.is_empty(), "{again:#?}");
     })
     .await;
 }

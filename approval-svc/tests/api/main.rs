@@ -2,6 +2,8 @@
 //! PostgreSQL database. One test binary (modules below) keeps linking cheap.
 
 mod approve;
+mod check_lock;
+mod check_verdicts;
 mod consistency;
 mod dead_letters;
 mod deadline;

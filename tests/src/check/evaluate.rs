@@ -1,6 +1,6 @@
 //! I1–I6 evaluated over what was read: pure, so the rules are unit-tested without services.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use lab_proto::approval::v1 as approval_pb;
@@ -77,9 +77,14 @@ fn time_of(timestamp: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
 }
 
 /// Evaluates I1–I6 over what was read; pure, so it is unit-tested on hand-made data.
+///
+/// I1 is judged from each product's ledger (`GetProductLedger`: its stock counters and the sum
+/// of its CREATED orders from one snapshot), never from `orders`, which was read at another
+/// moment: a cancel or a create between two reads would look like an oversell. `orders` still
+/// shows CREATED orders of a product that has no ledger.
 pub fn evaluate(
     challenges: &[approval_pb::Challenge],
-    products: &[order_pb::Product],
+    ledgers: &[order_pb::ProductLedger],
     orders: &[order_pb::Order],
     options: &CheckOptions,
     now: SystemTime,
@@ -91,39 +96,37 @@ pub fn evaluate(
     let mut i5 = Tally::new(Invariant::I5);
     let mut i6 = Tally::new(Invariant::I6);
 
-    // I1: supply - stock = Σ CREATED quantities, per product.
-    let mut created_quantity: HashMap<&str, i64> = HashMap::new();
-    for order in orders
-        .iter()
-        .filter(|o| order_status(o) == OStatus::Created)
-    {
-        *created_quantity
-            .entry(order.product_id.as_str())
-            .or_default() += i64::from(order.quantity);
-    }
-    for product in products {
+    // I1: supply - stock = Σ CREATED quantities, per product, from one snapshot.
+    for ledger in ledgers {
         i1.checked += 1;
-        let ordered = created_quantity
-            .remove(product.product_id.as_str())
-            .unwrap_or(0);
-        if product.stock < 0 {
+        if ledger.stock < 0 {
             i1.violation(
-                &product.product_id,
-                format!("negative stock {}", product.stock),
+                &ledger.product_id,
+                format!("negative stock {}", ledger.stock),
             );
         }
-        let taken = product.initial_stock + product.restocked - product.stock;
-        if taken != ordered {
+        let taken = ledger.initial_stock + ledger.restocked - ledger.stock;
+        if taken != ledger.created_quantity {
             i1.violation(
-                &product.product_id,
+                &ledger.product_id,
                 format!(
-                    "initial {} + restocked {} - stock {} = {taken}, but CREATED orders hold {ordered}",
-                    product.initial_stock, product.restocked, product.stock
+                    "initial {} + restocked {} - stock {} = {taken}, but CREATED orders hold {}",
+                    ledger.initial_stock, ledger.restocked, ledger.stock, ledger.created_quantity
                 ),
             );
         }
     }
-    for (product_id, ordered) in created_quantity {
+    let known: HashSet<&str> = ledgers.iter().map(|l| l.product_id.as_str()).collect();
+    let mut unknown_products: BTreeMap<&str, i64> = BTreeMap::new();
+    for order in orders
+        .iter()
+        .filter(|o| order_status(o) == OStatus::Created && !known.contains(o.product_id.as_str()))
+    {
+        *unknown_products
+            .entry(order.product_id.as_str())
+            .or_default() += i64::from(order.quantity);
+    }
+    for (product_id, ordered) in unknown_products {
         i1.violation(
             product_id,
             format!("CREATED orders hold {ordered} of a product that does not exist"),
@@ -258,13 +261,25 @@ pub fn evaluate(
                             );
                         }
                     }
-                    [] => i3.violation(
-                        id,
-                        format!(
-                            "APPROVED but no CREATED order holds key {:?}",
-                            challenge.idempotency_key
+                    // The saga never approves on a cancelled order (it records APPROVE_FAILED with
+                    // ORDER_CANCELLED); an approved one cancelled later needs a revoke.
+                    [] => match held.iter().find(|o| o.order_id == challenge.order_id) {
+                        Some(cancelled) => i3.violation(
+                            id,
+                            format!(
+                                "APPROVED but its order {} is {}",
+                                cancelled.order_id,
+                                short(order_status(cancelled).as_str_name())
+                            ),
                         ),
-                    ),
+                        None => i3.violation(
+                            id,
+                            format!(
+                                "APPROVED but no CREATED order holds key {:?}",
+                                challenge.idempotency_key
+                            ),
+                        ),
+                    },
                     many => {
                         i3.violation(id, format!("APPROVED with {} CREATED orders", many.len()))
                     }
@@ -423,7 +438,7 @@ pub fn evaluate(
         challenges_by_status,
         dead_lettered,
         orders_by_status,
-        products: products.len(),
+        products: ledgers.len(),
         unsettled,
         in_flight,
         retries_scheduled,

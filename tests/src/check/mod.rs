@@ -11,22 +11,24 @@
 //! # }
 //! ```
 //!
-//! What is read: every challenge (`ListChallenges`), every product (`ListProducts`) and every
-//! order (`ListOrders`), paged 500 at a time. Orders made by approval-svc are those whose
+//! What is read: every challenge (`ListChallenges`), every order (`ListOrders`), every product
+//! (`ListProducts`), paged 500 at a time, and each product's ledger (`GetProductLedger`: its
+//! stock counters and the sum of its CREATED orders, from one snapshot). Orders made by approval-svc are those whose
 //! `client_id` is [`CheckOptions::client_id`] (`approval-svc`, the `client-id` it presents;
 //! order-svc scopes idempotency keys to it); orders of other clients count for I1 only.
 //!
 //! | invariant | how it is checked through the public API |
 //! | --- | --- |
-//! | I1 no oversell | per product: `stock >= 0` and `initial_stock + restocked - stock` = Σ `quantity` of its CREATED orders |
+//! | I1 no oversell | per product, from its ledger: `stock >= 0` and `initial_stock + restocked - stock` = `created_quantity` (Σ `quantity` of its CREATED orders in the same snapshot); no CREATED order of an unknown product |
 //! | I2 one order per key and per challenge | no two orders share (`client_id`, `idempotency_key`); no two challenges share an `order_id` or a key |
-//! | I3 APPROVED ⇒ its order | the challenge's key has exactly one CREATED order, with the challenge's `order_id`, product, quantity and user as customer; a REVOKED challenge's order exists and is CANCELLED |
+//! | I3 APPROVED ⇒ its order | the challenge's key has exactly one CREATED order, with the challenge's `order_id`, product, quantity and user as customer (APPROVED on a cancelled order is a violation: the saga records that outcome as APPROVE_FAILED with ORDER_CANCELLED); a REVOKED challenge's order exists and is CANCELLED |
 //! | I4 no ghost order | every CREATED approval-svc order's key belongs to an APPROVED challenge, or to one still settling (APPROVING, REVOKING, or APPROVE_FAILED with a retry scheduled: counted as unsettled, not as a violation) |
 //! | I5 nothing stuck | no challenge in APPROVING or REVOKING whose `lease_expires_at` is more than [`CheckOptions::stuck_after_lease`] in the past |
 //! | I6 nothing lost | every challenge with an approval attempt (or listed in [`CheckOptions::accepted`]) is APPROVING, APPROVED, REVOKING, REVOKED or APPROVE_FAILED with a reason; a transient failure (unavailable, circuit open, deadline) is either scheduled for a retry or dead-lettered |
 //!
-//! Limits of a read through public RPCs: the reads are not one snapshot, so on a system under
-//! load I1 and I3 can show transient differences — check a quiescent system, or use
+//! Limits of a read through public RPCs: apart from each ledger, the reads are not one
+//! snapshot, so on a system under load I3 and I4 can show transient differences (I1 cannot:
+//! it is judged from the ledger alone) — check a quiescent system, or use
 //! [`check_settled`], which re-reads until the report is clean or a timeout passes. What no RPC
 //! shows (and the schema's constraints enforce instead): claimed idempotency keys without an
 //! order, and whether stock ever went negative between two reads (`CHECK (stock >= 0)`).
@@ -43,7 +45,7 @@ use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use tonic::transport::Channel;
 
 pub use self::evaluate::evaluate;
-use self::read::{clients, read_challenges, read_orders, read_products};
+use self::read::{clients, read_challenges, read_ledgers, read_orders, read_products};
 pub use self::report::{Invariant, Outcome, Report, Violation};
 
 /// The `client-id` approval-svc presents to order-svc.
@@ -135,13 +137,15 @@ pub async fn check_with(
     options: &CheckOptions,
 ) -> Result<Report, CheckError> {
     // Challenges first: an order created after this read belongs to a challenge that was
-    // already APPROVING when it was read, which I4 treats as settling.
+    // already APPROVING when it was read, which I4 treats as settling. Products after orders:
+    // products are never deleted, so every order read has its product listed.
     let challenges = read_challenges(&mut approval, options.rpc_timeout).await?;
-    let products = read_products(&mut order, options.rpc_timeout).await?;
     let orders = read_orders(&mut order, options.rpc_timeout).await?;
+    let products = read_products(&mut order, options.rpc_timeout).await?;
+    let ledgers = read_ledgers(&order, &products, options.rpc_timeout).await?;
     Ok(evaluate(
         &challenges,
-        &products,
+        &ledgers,
         &orders,
         options,
         SystemTime::now(),

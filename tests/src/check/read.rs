@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use lab_proto::approval::v1 as approval_pb;
 use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use lab_proto::order::v1 as order_pb;
@@ -128,4 +129,39 @@ pub(super) async fn read_orders(
         }
         page_token = page.next_page_token;
     }
+}
+
+/// How many ledgers are read at once.
+const LEDGER_READS_IN_FLIGHT: usize = 16;
+
+/// Each product's ledger (stock counters and CREATED orders from one snapshot).
+pub(super) async fn read_ledgers(
+    client: &OrderServiceClient<Channel>,
+    products: &[order_pb::Product],
+    timeout: Duration,
+) -> Result<Vec<order_pb::ProductLedger>, CheckError> {
+    futures::stream::iter(products)
+        .map(|product| {
+            let mut client = client.clone();
+            async move {
+                client
+                    .get_product_ledger(timed(
+                        order_pb::GetProductLedgerRequest {
+                            product_id: product.product_id.clone(),
+                        },
+                        timeout,
+                    ))
+                    .await
+                    .map_err(rpc_error("GetProductLedger"))?
+                    .into_inner()
+                    .ledger
+                    .ok_or_else(|| CheckError::Rpc {
+                        rpc: "GetProductLedger",
+                        status: Box::new(tonic::Status::internal("answered without a ledger")),
+                    })
+            }
+        })
+        .buffered(LEDGER_READS_IN_FLIGHT)
+        .try_collect()
+        .await
 }

@@ -10,10 +10,10 @@ use super::*;
 
 const P: &str = "product-1";
 
-fn product(initial: i64, restocked: i64, stock: i64) -> order_pb::Product {
-    order_pb::Product {
+/// A product's ledger; [`run`] fills in its CREATED orders from the orders it is given.
+fn product(initial: i64, restocked: i64, stock: i64) -> order_pb::ProductLedger {
+    order_pb::ProductLedger {
         product_id: P.into(),
-        name: "p".into(),
         stock,
         initial_stock: initial,
         restocked,
@@ -48,8 +48,26 @@ fn challenge(id: &str, status: CStatus, key: &str, order_id: &str) -> approval_p
     }
 }
 
-fn run(c: &[approval_pb::Challenge], p: &[order_pb::Product], o: &[order_pb::Order]) -> Report {
-    evaluate(c, p, o, &CheckOptions::default(), SystemTime::now())
+/// Evaluates a quiet system: each ledger's snapshot agrees with the orders listed.
+fn run(
+    c: &[approval_pb::Challenge],
+    p: &[order_pb::ProductLedger],
+    o: &[order_pb::Order],
+) -> Report {
+    let ledgers: Vec<order_pb::ProductLedger> = p
+        .iter()
+        .map(|ledger| {
+            let created = o.iter().filter(|order| {
+                order.product_id == ledger.product_id && order.status == OStatus::Created as i32
+            });
+            order_pb::ProductLedger {
+                created_quantity: created.clone().map(|order| i64::from(order.quantity)).sum(),
+                created_orders: created.count() as i64,
+                ..ledger.clone()
+            }
+        })
+        .collect();
+    evaluate(c, &ledgers, o, &CheckOptions::default(), SystemTime::now())
 }
 
 fn violated(report: &Report) -> Vec<Invariant> {
@@ -211,4 +229,75 @@ fn lost_approvals_break_i6() {
     dead.failure_reason = Reason::CircuitOpen as i32;
     dead.dead_lettered = true;
     assert!(run(&[out_of_stock, dead], &[product(5, 0, 5)], &[]).is_clean());
+}
+
+#[test]
+fn i1_is_judged_from_one_snapshot_not_from_reads_a_cancel_straddles() {
+    // The orders were listed while o1 held one unit; the shop then cancelled o1 and the
+    // ledger, read after, shows stock back at 5 and nothing CREATED. Nothing was oversold:
+    // separate reads of the stock and the orders would have said otherwise.
+    let ledger = order_pb::ProductLedger {
+        created_quantity: 0,
+        ..product(5, 0, 5)
+    };
+    let shop_order = order_pb::Order {
+        client_id: "shop".into(),
+        ..order("o1", "k1", OStatus::Created)
+    };
+    let report = evaluate(
+        &[],
+        &[ledger],
+        std::slice::from_ref(&shop_order),
+        &CheckOptions::default(),
+        SystemTime::now(),
+    );
+    assert!(report.is_clean(), "{report}");
+
+    // A ledger that does not add up is an oversell, whatever the order list says.
+    let oversold = order_pb::ProductLedger {
+        created_quantity: 2,
+        ..product(5, 0, 4)
+    };
+    let report = evaluate(
+        &[],
+        &[oversold],
+        &[shop_order],
+        &CheckOptions::default(),
+        SystemTime::now(),
+    );
+    assert_eq!(violated(&report), [Invariant::I1], "{report}");
+}
+
+#[test]
+fn a_cancelled_order_makes_order_cancelled_never_approved() {
+    // As the saga and approval-svc's checker record it: settled and clean.
+    let mut failed = challenge("c1", CStatus::ApproveFailed, "k1", "");
+    failed.failure_reason = Reason::OrderCancelled as i32;
+    let report = run(
+        std::slice::from_ref(&failed),
+        &[product(5, 0, 5)],
+        &[order("o1", "k1", OStatus::Cancelled)],
+    );
+    assert!(report.is_settled(), "{report}");
+
+    // ORDER_CANCELLED while the order under its key is live: a ghost.
+    let report = run(
+        &[failed],
+        &[product(5, 0, 4)],
+        &[order("o1", "k1", OStatus::Created)],
+    );
+    assert_eq!(violated(&report), [Invariant::I4], "{report}");
+
+    // APPROVED on a cancelled order breaks I3, and says so.
+    let report = run(
+        &[challenge("c1", CStatus::Approved, "k1", "o1")],
+        &[product(5, 0, 5)],
+        &[order("o1", "k1", OStatus::Cancelled)],
+    );
+    assert_eq!(violated(&report), [Invariant::I3]);
+    let text = report.to_string();
+    assert!(
+        text.contains("I3 c1: APPROVED but its order o1 is CANCELLED"),
+        "{text}"
+    );
 }
