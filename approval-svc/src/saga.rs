@@ -8,12 +8,15 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use lab_proto::order::v1 as order_pb;
+
 use crate::backoff::Backoff;
 use crate::deadline::call_budget;
 use crate::domain::{Challenge, Status};
 use crate::error::{ApprovalError, Operation};
 use crate::failpoints::FailurePoints;
-use crate::orders::{OrderGateway, classify, failure_message};
+use crate::domain::FailureReason;
+use crate::orders::{OrderGateway, classify, failure_message, never_sent};
 use crate::repository::{self as repo, AttemptOutcome, FinishError, NextStep, Transition};
 
 /// Timing and retry policy of the saga.
@@ -105,13 +108,14 @@ impl Saga {
     }
 
     /// RetryApproval: APPROVE_FAILED (dead-lettered or not) starts an attempt now with the same
-    /// key; APPROVING and APPROVED are returned as they stand.
+    /// key (a new one after ORDER_CANCELLED, see [`repo::start_attempt`]); APPROVING and
+    /// APPROVED are returned as they stand.
     pub async fn retry(
         &self,
         id: Uuid,
         deadline: Option<Instant>,
     ) -> Result<Challenge, ApprovalError> {
-        // The key is kept (COALESCE): an APPROVE_FAILED challenge always has one already.
+        // Used only when the old key's order was cancelled; otherwise the key is kept.
         let key = Uuid::now_v7().to_string();
         let transition = repo::start_attempt(
             &self.pool,
@@ -142,13 +146,7 @@ impl Saga {
         let id = challenge.challenge_id;
         let budget = self.budget(deadline);
         let outcome = match self.orders.create_order(&challenge, budget).await {
-            Ok(order) => match Uuid::try_parse(&order.order_id) {
-                Ok(order_id) => AttemptOutcome::Approved { order_id },
-                Err(_) => self.failed(
-                    &challenge,
-                    &tonic::Status::internal("order-svc returned a malformed order id"),
-                ),
-            },
+            Ok(order) => self.answered(&challenge, &order),
             Err(status) => self.failed(&challenge, &status),
         };
         crate::metrics::attempt_finished(&outcome);
@@ -234,21 +232,57 @@ impl Saga {
         )
     }
 
+    /// The outcome for an order order-svc returned (created or replayed). Only a CREATED order
+    /// approves: a replay of an order cancelled meanwhile (the shop's CancelOrder after a lost
+    /// reply) is the definitive ORDER_CANCELLED, never retried with this key, which can only
+    /// replay the same cancelled order.
+    fn answered(&self, challenge: &Challenge, order: &order_pb::Order) -> AttemptOutcome {
+        if order.status != i32::from(order_pb::OrderStatus::Created) {
+            let status = order_pb::OrderStatus::try_from(order.status)
+                .map_or("an unknown status", |status| status.as_str_name());
+            return AttemptOutcome::Failed {
+                reason: FailureReason::OrderCancelled,
+                message: format!(
+                    "order {} under this key is {status}; RetryApproval starts over under a new key",
+                    order.order_id
+                ),
+                next: NextStep::Stop,
+                charged: true,
+            };
+        }
+        match Uuid::try_parse(&order.order_id) {
+            Ok(order_id) => AttemptOutcome::Approved { order_id },
+            Err(_) => self.failed(
+                challenge,
+                &tonic::Status::internal("order-svc returned a malformed order id"),
+            ),
+        }
+    }
+
     /// The APPROVE_FAILED outcome for an order-svc failure, with what comes next.
+    ///
+    /// A call that never left the process (the local breaker or load shedding refused its only
+    /// attempt) is not charged to the retry budget: it is rescheduled and cannot dead-letter the
+    /// challenge, so an outage's breaker cycles spend attempts only on calls that reached
+    /// order-svc. It still took a fencing token (`attempts`), which stays monotonic; the write
+    /// moves `budget_start` along instead (see [`repo::finish_attempt`]).
     fn failed(&self, challenge: &Challenge, status: &tonic::Status) -> AttemptOutcome {
         let reason = classify(status);
-        let used = u32::try_from(challenge.attempts - challenge.budget_start).unwrap_or(u32::MAX);
+        let charged = !never_sent(status);
+        let used = u32::try_from(challenge.attempts - challenge.budget_start - i32::from(!charged))
+            .unwrap_or(u32::MAX);
         let next = if !reason.is_transient() {
             NextStep::Stop
-        } else if used >= self.settings.max_attempts {
+        } else if charged && used >= self.settings.max_attempts {
             NextStep::DeadLetter
         } else {
-            NextStep::RetryAfter(self.settings.backoff.delay(used))
+            NextStep::RetryAfter(self.settings.backoff.delay(used.max(1)))
         };
         AttemptOutcome::Failed {
             reason,
             message: failure_message(status),
             next,
+            charged,
         }
     }
 

@@ -2,6 +2,7 @@
 //! PostgreSQL database. One test binary (modules below) keeps linking cheap.
 
 mod approve;
+mod completer_breaker;
 mod consistency;
 mod dead_letters;
 mod deadline;
@@ -12,4 +13,5 @@ mod ops;
 mod outage;
 mod recovery;
 mod revoke;
+mod unknown_outcomes;
 mod validation;
