@@ -95,13 +95,7 @@ pub async fn round(saga: &Saga, settings: &CompleterSettings) -> usize {
         return 0;
     }
     let lease = saga.settings().lease;
-    let claimed = match claim_due(
-        saga.pool(),
-        i64::from(batch),
-        lease,
-        limit.include_retries,
-    )
-    .await
+    let claimed = match claim_due(saga.pool(), i64::from(batch), lease, limit.include_retries).await
     {
         Ok(claimed) => claimed,
         Err(error) => {

@@ -12,10 +12,10 @@ use lab_proto::order::v1 as order_pb;
 
 use crate::backoff::Backoff;
 use crate::deadline::call_budget;
+use crate::domain::FailureReason;
 use crate::domain::{Challenge, Status};
 use crate::error::{ApprovalError, Operation};
 use crate::failpoints::FailurePoints;
-use crate::domain::FailureReason;
 use crate::orders::{OrderGateway, classify, failure_message, never_sent};
 use crate::repository::{self as repo, AttemptOutcome, FinishError, NextStep, Transition};
 

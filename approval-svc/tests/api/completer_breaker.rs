@@ -29,7 +29,9 @@ async fn breaker_refusals_do_not_spend_the_completers_attempts() {
             ids.push(approval.submit(&product.product_id, 1).await.challenge_id);
         }
 
-        faults.set_from_str("CreateOrder:error=UNAVAILABLE").unwrap();
+        faults
+            .set_from_str("CreateOrder:error=UNAVAILABLE")
+            .unwrap();
         for id in &ids {
             let failed = approval.approve(id).await;
             assert_eq!(status(&failed), apb::ChallengeStatus::ApproveFailed);
@@ -48,9 +50,13 @@ async fn breaker_refusals_do_not_spend_the_completers_attempts() {
         })
         .await;
         let before = approval.breaker.stats();
-        eventually(Duration::from_secs(40), "five more breaker cycles", || async {
-            approval.breaker.stats().opened >= before.opened + 5 || dead_letters().await > 0
-        })
+        eventually(
+            Duration::from_secs(40),
+            "five more breaker cycles",
+            || async {
+                approval.breaker.stats().opened >= before.opened + 5 || dead_letters().await > 0
+            },
+        )
         .await;
         let after = approval.breaker.stats();
         let dead = dead_letters().await;

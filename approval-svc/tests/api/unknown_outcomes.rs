@@ -52,8 +52,7 @@ async fn cancel(order: &OrderSvc, order_id: &str) {
 async fn a_replayed_cancelled_order_is_order_cancelled_and_a_manual_retry_uses_a_new_key() {
     bounded(async {
         let (order, faults) = OrderSvc::start_with_faults().await;
-        let approval =
-            ApprovalSvc::start(driven_by_hand(&fresh_database().await, &order)).await;
+        let approval = ApprovalSvc::start(driven_by_hand(&fresh_database().await, &order)).await;
         let product = order.product(5).await;
         let id = approval.submit(&product.product_id, 2).await.challenge_id;
 

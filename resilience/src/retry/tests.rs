@@ -404,7 +404,11 @@ async fn a_final_error_after_a_possibly_delivered_attempt_is_marked() {
     .await;
     assert_eq!(seen.len(), 2);
     let err = result.unwrap_err();
-    assert_eq!(status(&err).code(), Code::Internal, "the last answer's code");
+    assert_eq!(
+        status(&err).code(),
+        Code::Internal,
+        "the last answer's code"
+    );
     assert!(earlier_attempt_maybe_delivered(status(&err)));
 
     // Surely unsent first (no connection), then the same refusal: a plain answer.
@@ -413,7 +417,9 @@ async fn a_final_error_after_a_possibly_delivered_attempt_is_marked() {
         _ => Err(failure(Code::Internal)),
     })
     .await;
-    assert!(!earlier_attempt_maybe_delivered(status(&result.unwrap_err())));
+    assert!(!earlier_attempt_maybe_delivered(status(
+        &result.unwrap_err()
+    )));
 
     // An answer from the server, then the local breaker: the call did leave the process.
     let (result, _) = drive(&layer, request(Some("k")), |i| match i {
