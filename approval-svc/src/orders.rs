@@ -271,6 +271,18 @@ mod tests {
     }
 
     #[test]
+    fn only_the_local_breaker_makes_a_call_that_never_left() {
+        let local = resilience::errors::circuit_open("order-svc");
+        assert_eq!(classify(&local), FailureReason::CircuitOpen);
+        assert!(never_sent(&local));
+        // The same reason sent by a server: the call reached it, so it counts as an attempt.
+        let remote = with_reason(Code::Unavailable, "CIRCUIT_OPEN", "x", []);
+        assert_eq!(classify(&remote), FailureReason::CircuitOpen);
+        assert!(!never_sent(&remote));
+        assert!(!never_sent(&Status::internal("x")));
+    }
+
+    #[test]
     fn messages_are_bounded() {
         let message = failure_message(&Status::internal("é".repeat(1000)));
         assert!(message.len() <= 500);

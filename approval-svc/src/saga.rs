@@ -328,3 +328,121 @@ fn wrong_state(id: Uuid, status: Status, operation: Operation) -> ApprovalError 
         operation,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use lab_common::status::with_reason;
+    use tonic::Code;
+
+    use super::*;
+
+    const MAX_ATTEMPTS: u32 = 3;
+
+    fn saga() -> Saga {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/unused")
+            .unwrap();
+        let channel =
+            crate::orders::channel(&["http://127.0.0.1:1".into()], Duration::from_millis(10))
+                .unwrap();
+        let (orders, _breaker) =
+            OrderGateway::new(channel, resilience::ResilienceConfig::default());
+        let settings = SagaSettings {
+            lease: Duration::from_secs(30),
+            order_call_timeout: Duration::from_secs(5),
+            post_call_margin: Duration::from_millis(250),
+            max_attempts: MAX_ATTEMPTS,
+            backoff: Backoff {
+                base: Duration::from_millis(100),
+                cap: Duration::from_secs(1),
+            },
+        };
+        Saga::new(pool, orders, settings, FailurePoints::default())
+    }
+
+    /// An APPROVING challenge under attempt `attempts`, its budget started at `budget_start`.
+    fn approving(attempts: i32, budget_start: i32) -> Challenge {
+        Challenge {
+            challenge_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            product_id: Uuid::now_v7(),
+            quantity: 1,
+            title: "ran a marathon".into(),
+            status_text: "APPROVING".into(),
+            failure_reason_text: None,
+            failure_message: String::new(),
+            order_id: None,
+            idempotency_key: Some(Uuid::now_v7().to_string()),
+            attempts,
+            budget_start,
+            approver: "admin".into(),
+            decision_reason: String::new(),
+            dead_lettered: false,
+            next_attempt_at: None,
+            lease_expires_at: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn next_and_charge(outcome: &AttemptOutcome) -> (NextStep, bool) {
+        match outcome {
+            AttemptOutcome::Failed { next, charged, .. } => (*next, *charged),
+            AttemptOutcome::Approved { .. } => panic!("not a failure: {outcome:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_calls_that_left_the_process_spend_the_budget() {
+        let saga = saga();
+        let last = approving(3, 0);
+        let reached = tonic::Status::unavailable("order-svc is down");
+        let (next, charged) = next_and_charge(&saga.failed(&last, &reached));
+        assert!(charged);
+        assert_eq!(
+            next,
+            NextStep::DeadLetter,
+            "the third charged attempt of three"
+        );
+
+        let refused = resilience::errors::circuit_open("order-svc");
+        let (next, charged) = next_and_charge(&saga.failed(&last, &refused));
+        assert!(!charged, "the local breaker refused it: nothing was sent");
+        assert!(matches!(next, NextStep::RetryAfter(_)), "{next:?}");
+
+        // Sent by a server, the same reason is an attempt like any other.
+        let remote = with_reason(Code::Unavailable, "CIRCUIT_OPEN", "x", []);
+        assert_eq!(
+            next_and_charge(&saga.failed(&last, &remote)),
+            (NextStep::DeadLetter, true)
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_created_order_approves() {
+        let saga = saga();
+        let challenge = approving(2, 0);
+        let mut order = order_pb::Order {
+            order_id: Uuid::now_v7().to_string(),
+            status: order_pb::OrderStatus::Created.into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            saga.answered(&challenge, &order),
+            AttemptOutcome::Approved { .. }
+        ));
+        order.status = order_pb::OrderStatus::Cancelled.into();
+        match saga.answered(&challenge, &order) {
+            AttemptOutcome::Failed { reason, next, .. } => {
+                assert_eq!(reason, FailureReason::OrderCancelled);
+                assert_eq!(
+                    next,
+                    NextStep::Stop,
+                    "definitive: the key can only replay it"
+                );
+            }
+            approved => panic!("a cancelled order approved: {approved:?}"),
+        }
+    }
+}
