@@ -11,10 +11,10 @@
 use std::sync::Mutex;
 
 use resilience::{BreakerHandle, BreakerState, Transition};
-
-use crate::completer::RoundLimit;
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio::time::Instant;
+
+use crate::completer::RoundLimit;
 
 /// Tells the completer whether due retries should wait.
 #[derive(Debug)]

@@ -4,16 +4,14 @@
 
 use std::time::Duration;
 
+use lab_proto::order::v1 as order_pb;
 use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use lab_proto::order::v1 as order_pb;
-
 use crate::backoff::Backoff;
 use crate::deadline::call_budget;
-use crate::domain::FailureReason;
-use crate::domain::{Challenge, Status};
+use crate::domain::{Challenge, FailureReason, Status};
 use crate::error::{ApprovalError, Operation};
 use crate::failpoints::FailurePoints;
 use crate::orders::{OrderGateway, classify, failure_message, never_sent};

@@ -131,7 +131,8 @@ pub async fn list_dead_letters(pool: &PgPool, page: &PageRequest) -> sqlx::Resul
 ///
 /// The one exception: after ORDER_CANCELLED the order under the old key is terminal (cancelled
 /// orders never come back), so the key can only replay that cancelled order; the attempt takes
-/// `new_key` instead, and no ghost can arise from the old one.
+/// `new_key` instead, and no ghost can arise from the old one. The new key's story also gets a
+/// fresh retry budget, as the old key's attempts say nothing about it.
 pub async fn start_attempt(
     pool: &PgPool,
     id: Uuid,
@@ -155,6 +156,7 @@ pub async fn start_attempt(
                      status = 'APPROVING',
                      idempotency_key = CASE WHEN $5 THEN $2
                                             ELSE COALESCE(idempotency_key, $2) END,
+                     budget_start = CASE WHEN $5 THEN attempts ELSE budget_start END,
                      attempts = attempts + 1,
                      approver = COALESCE($3, approver),
                      lease_expires_at = now() + $4::interval,

@@ -47,12 +47,15 @@ async fn cancel(order: &OrderSvc, order_id: &str) {
 
 /// The first reply is lost, the shop cancels that order, RetryApproval replays it: the challenge
 /// is APPROVE_FAILED(ORDER_CANCELLED), never APPROVED over a CANCELLED order; duplicates leave it
-/// as it stands; the next RetryApproval starts over under a new key and creates a new order.
+/// as it stands; the next RetryApproval starts over under a new key, with a fresh retry budget,
+/// and creates a new order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replayed_cancelled_order_is_order_cancelled_and_a_manual_retry_uses_a_new_key() {
     bounded(async {
         let (order, faults) = OrderSvc::start_with_faults().await;
-        let approval = ApprovalSvc::start(driven_by_hand(&fresh_database().await, &order)).await;
+        let mut config = driven_by_hand(&fresh_database().await, &order);
+        config.max_attempts = 2;
+        let approval = ApprovalSvc::start(config).await;
         let product = order.product(5).await;
         let id = approval.submit(&product.product_id, 2).await.challenge_id;
 
@@ -91,10 +94,25 @@ async fn a_replayed_cancelled_order_is_order_cancelled_and_a_manual_retry_uses_a
         assert_eq!(status(&duplicate), apb::ChallengeStatus::ApproveFailed);
         assert_eq!(duplicate.attempts, replayed.attempts);
 
-        // RetryApproval starts over under a new key: the old order is terminal.
+        // RetryApproval starts over under a new key (the old order is terminal) with a fresh
+        // budget: two attempts are spent, yet a transient failure now is only rescheduled.
+        faults
+            .set_from_str("CreateOrder:error=UNAVAILABLE")
+            .unwrap();
+        let restarted = retry(&approval, &id).await;
+        faults.clear();
+        assert_ne!(restarted.idempotency_key, lost.idempotency_key);
+        assert_eq!(
+            failure(&restarted),
+            apb::ApprovalFailureReason::OrderServiceUnavailable
+        );
+        assert!(
+            !restarted.dead_lettered && restarted.next_attempt_at.is_some(),
+            "the new key's first attempt, not the budget's third: {restarted:?}"
+        );
         let fresh = retry(&approval, &id).await;
         assert_eq!(status(&fresh), apb::ChallengeStatus::Approved, "{fresh:?}");
-        assert_ne!(fresh.idempotency_key, lost.idempotency_key);
+        assert_eq!(fresh.idempotency_key, restarted.idempotency_key, "kept");
         assert_ne!(fresh.order_id, orders[0].order_id);
         let orders = order.orders(&product.product_id).await;
         assert_eq!(orders.len(), 2);
