@@ -1,7 +1,9 @@
-//! Holds automatic retries back while the circuit breaker towards order-svc is open.
+//! Limits the completer's rounds while the circuit breaker towards order-svc is not closed.
 //!
-//! A retry during an open period would fail at once with CIRCUIT_OPEN and only burn one of the
-//! challenge's attempts, pushing it towards the dead-letter queue during an outage. The breaker
+//! A retry during an open period would fail at once with CIRCUIT_OPEN, so retries wait until the
+//! period ends; and while the breaker is open or half-open a round claims no more challenges
+//! than its half-open probes, since every call beyond them is refused (such a refusal is not
+//! charged to a challenge's budget, but it is wasted work and a wasted lease). The breaker
 //! reads `Open` until a call arrives after its period (that call becomes the half-open probe),
 //! so the gate cannot wait for `state() != Open`: it follows the transitions to learn when the
 //! period ends and lets retries through from then on.
@@ -11,6 +13,8 @@ use std::sync::Mutex;
 use resilience::{BreakerHandle, BreakerState, Transition};
 use tokio::sync::broadcast::{self, error::TryRecvError};
 use tokio::time::Instant;
+
+use crate::completer::RoundLimit;
 
 /// Tells the completer whether due retries should wait.
 #[derive(Debug)]
@@ -36,6 +40,21 @@ impl BreakerGate {
                 transitions,
                 open_until: None,
             }),
+        }
+    }
+
+    /// What the completer's next round may claim: everything while the breaker is closed;
+    /// otherwise at most its half-open probes, and no due retry while it is open (forced, or
+    /// its period has not ended).
+    pub fn round_limit(&self) -> RoundLimit {
+        // Read the transitions every round, so an open period is timed from when it began.
+        let paused = self.retries_paused();
+        if self.breaker.state() == BreakerState::Closed {
+            return RoundLimit::NONE;
+        }
+        RoundLimit {
+            include_retries: !paused,
+            max_claims: Some(self.breaker.half_open_probes()),
         }
     }
 

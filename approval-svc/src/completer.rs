@@ -6,6 +6,10 @@
 //! transaction, exactly as a request would: APPROVING (lease expired) and due retries through the
 //! approval's phases 2–3 with the challenge's own key, REVOKING through the cancel. A full batch
 //! starts the next round at once; otherwise the task sleeps one period.
+//!
+//! While the circuit breaker towards order-svc is not closed, a round claims (and so drives) no
+//! more challenges than the breaker's half-open probes ([`RoundLimit`]): the others could only
+//! be refused with CIRCUIT_OPEN. Due retries wait altogether while the breaker is open.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +22,26 @@ use crate::domain::{Challenge, Status};
 use crate::repository::completer::claim_due;
 use crate::saga::Saga;
 
-/// Tells whether automatic retries should wait (e.g. while the circuit breaker is open, when
-/// they would only burn attempts on CIRCUIT_OPEN).
-pub type RetryGate = Arc<dyn Fn() -> bool + Send + Sync>;
+/// What the next round may claim, as the circuit breaker towards order-svc allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundLimit {
+    /// Whether due retries are claimed (not while the breaker is open: they would only be
+    /// refused).
+    pub include_retries: bool,
+    /// The most challenges the round may claim; `None`: the configured batch.
+    pub max_claims: Option<u32>,
+}
+
+impl RoundLimit {
+    /// No limit beyond the configured batch.
+    pub const NONE: Self = Self {
+        include_retries: true,
+        max_claims: None,
+    };
+}
+
+/// Asked before every round for its [`RoundLimit`].
+pub type RoundGate = Arc<dyn Fn() -> RoundLimit + Send + Sync>;
 
 /// Completer settings.
 #[derive(Clone)]
@@ -31,8 +52,8 @@ pub struct CompleterSettings {
     pub batch: u32,
     /// Claimed challenges driven at once.
     pub concurrency: usize,
-    /// When it returns true, due retries are left for a later round.
-    pub pause_retries: RetryGate,
+    /// What each round may claim (e.g. from the circuit breaker's state).
+    pub gate: RoundGate,
 }
 
 impl std::fmt::Debug for CompleterSettings {
@@ -66,15 +87,15 @@ pub async fn run(saga: Arc<Saga>, settings: CompleterSettings, shutdown: Cancell
 
 /// One round: claim, then drive every claimed challenge. Returns how many were claimed.
 pub async fn round(saga: &Saga, settings: &CompleterSettings) -> usize {
-    let include_retries = !(settings.pause_retries)();
+    let limit = (settings.gate)();
+    let batch = limit
+        .max_claims
+        .map_or(settings.batch, |most| most.min(settings.batch));
+    if batch == 0 {
+        return 0;
+    }
     let lease = saga.settings().lease;
-    let claimed = match claim_due(
-        saga.pool(),
-        i64::from(settings.batch),
-        lease,
-        include_retries,
-    )
-    .await
+    let claimed = match claim_due(saga.pool(), i64::from(batch), lease, limit.include_retries).await
     {
         Ok(claimed) => claimed,
         Err(error) => {

@@ -165,7 +165,27 @@ impl OrderGateway {
 }
 
 /// Maps an order-svc failure to the reason recorded on the challenge.
+///
+/// When an earlier attempt of the call may have reached order-svc (the resilience stack's
+/// retry layer marks such a final status, and no server can forge that mark), the order may
+/// exist whatever the last attempt answered: the outcome is unknown, so the reason is a
+/// transient one and only a retry with the same key (which replays the order) settles it.
 pub fn classify(status: &Status) -> FailureReason {
+    let reason = classify_answer(status);
+    if !reason.is_transient() && resilience::errors::earlier_attempt_maybe_delivered(status) {
+        return FailureReason::OrderServiceUnavailable;
+    }
+    reason
+}
+
+/// Whether the failed call never left this process (refused by the local breaker or load
+/// shedding on its only attempt): it changed nothing in order-svc and tells nothing about it.
+pub fn never_sent(status: &Status) -> bool {
+    resilience::errors::never_left_the_process(status)
+}
+
+/// The reason the last answer alone would give.
+fn classify_answer(status: &Status) -> FailureReason {
     let reason = lab_common::status::reason(status);
     match (status.code(), reason.as_deref()) {
         (_, Some("CIRCUIT_OPEN")) => FailureReason::CircuitOpen,
@@ -184,7 +204,12 @@ pub fn classify(status: &Status) -> FailureReason {
 
 /// The message recorded with a failure: the code and order-svc's own message, cut short.
 pub fn failure_message(status: &Status) -> String {
-    let mut message = format!("{:?}: {}", status.code(), status.message());
+    let unknown = if resilience::errors::earlier_attempt_maybe_delivered(status) {
+        "outcome unknown (an earlier attempt may have created the order); last answer "
+    } else {
+        ""
+    };
+    let mut message = format!("{unknown}{:?}: {}", status.code(), status.message());
     if message.len() > 500 {
         let mut end = 500;
         while !message.is_char_boundary(end) {
@@ -243,6 +268,18 @@ mod tests {
         for (status, expected) in cases {
             assert_eq!(classify(&status), expected, "{status:?}");
         }
+    }
+
+    #[test]
+    fn only_the_local_breaker_makes_a_call_that_never_left() {
+        let local = resilience::errors::circuit_open("order-svc");
+        assert_eq!(classify(&local), FailureReason::CircuitOpen);
+        assert!(never_sent(&local));
+        // The same reason sent by a server: the call reached it, so it counts as an attempt.
+        let remote = with_reason(Code::Unavailable, "CIRCUIT_OPEN", "x", []);
+        assert_eq!(classify(&remote), FailureReason::CircuitOpen);
+        assert!(!never_sent(&remote));
+        assert!(!never_sent(&Status::internal("x")));
     }
 
     #[test]

@@ -4,16 +4,17 @@
 
 use std::time::Duration;
 
+use lab_proto::order::v1 as order_pb;
 use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
 use crate::deadline::call_budget;
-use crate::domain::{Challenge, Status};
+use crate::domain::{Challenge, FailureReason, Status};
 use crate::error::{ApprovalError, Operation};
 use crate::failpoints::FailurePoints;
-use crate::orders::{OrderGateway, classify, failure_message};
+use crate::orders::{OrderGateway, classify, failure_message, never_sent};
 use crate::repository::{self as repo, AttemptOutcome, FinishError, NextStep, Transition};
 
 /// Timing and retry policy of the saga.
@@ -105,13 +106,14 @@ impl Saga {
     }
 
     /// RetryApproval: APPROVE_FAILED (dead-lettered or not) starts an attempt now with the same
-    /// key; APPROVING and APPROVED are returned as they stand.
+    /// key (a new one after ORDER_CANCELLED, see [`repo::start_attempt`]); APPROVING and
+    /// APPROVED are returned as they stand.
     pub async fn retry(
         &self,
         id: Uuid,
         deadline: Option<Instant>,
     ) -> Result<Challenge, ApprovalError> {
-        // The key is kept (COALESCE): an APPROVE_FAILED challenge always has one already.
+        // Used only when the old key's order was cancelled; otherwise the key is kept.
         let key = Uuid::now_v7().to_string();
         let transition = repo::start_attempt(
             &self.pool,
@@ -142,13 +144,7 @@ impl Saga {
         let id = challenge.challenge_id;
         let budget = self.budget(deadline);
         let outcome = match self.orders.create_order(&challenge, budget).await {
-            Ok(order) => match Uuid::try_parse(&order.order_id) {
-                Ok(order_id) => AttemptOutcome::Approved { order_id },
-                Err(_) => self.failed(
-                    &challenge,
-                    &tonic::Status::internal("order-svc returned a malformed order id"),
-                ),
-            },
+            Ok(order) => self.answered(&challenge, &order),
             Err(status) => self.failed(&challenge, &status),
         };
         crate::metrics::attempt_finished(&outcome);
@@ -234,21 +230,57 @@ impl Saga {
         )
     }
 
+    /// The outcome for an order order-svc returned (created or replayed). Only a CREATED order
+    /// approves: a replay of an order cancelled meanwhile (the shop's CancelOrder after a lost
+    /// reply) is the definitive ORDER_CANCELLED, never retried with this key, which can only
+    /// replay the same cancelled order.
+    fn answered(&self, challenge: &Challenge, order: &order_pb::Order) -> AttemptOutcome {
+        if order.status != i32::from(order_pb::OrderStatus::Created) {
+            let status = order_pb::OrderStatus::try_from(order.status)
+                .map_or("an unknown status", |status| status.as_str_name());
+            return AttemptOutcome::Failed {
+                reason: FailureReason::OrderCancelled,
+                message: format!(
+                    "order {} under this key is {status}; RetryApproval starts over under a new key",
+                    order.order_id
+                ),
+                next: NextStep::Stop,
+                charged: true,
+            };
+        }
+        match Uuid::try_parse(&order.order_id) {
+            Ok(order_id) => AttemptOutcome::Approved { order_id },
+            Err(_) => self.failed(
+                challenge,
+                &tonic::Status::internal("order-svc returned a malformed order id"),
+            ),
+        }
+    }
+
     /// The APPROVE_FAILED outcome for an order-svc failure, with what comes next.
+    ///
+    /// A call that never left the process (the local breaker or load shedding refused its only
+    /// attempt) is not charged to the retry budget: it is rescheduled and cannot dead-letter the
+    /// challenge, so an outage's breaker cycles spend attempts only on calls that reached
+    /// order-svc. It still took a fencing token (`attempts`), which stays monotonic; the write
+    /// moves `budget_start` along instead (see [`repo::finish_attempt`]).
     fn failed(&self, challenge: &Challenge, status: &tonic::Status) -> AttemptOutcome {
         let reason = classify(status);
-        let used = u32::try_from(challenge.attempts - challenge.budget_start).unwrap_or(u32::MAX);
+        let charged = !never_sent(status);
+        let used = u32::try_from(challenge.attempts - challenge.budget_start - i32::from(!charged))
+            .unwrap_or(u32::MAX);
         let next = if !reason.is_transient() {
             NextStep::Stop
-        } else if used >= self.settings.max_attempts {
+        } else if charged && used >= self.settings.max_attempts {
             NextStep::DeadLetter
         } else {
-            NextStep::RetryAfter(self.settings.backoff.delay(used))
+            NextStep::RetryAfter(self.settings.backoff.delay(used.max(1)))
         };
         AttemptOutcome::Failed {
             reason,
             message: failure_message(status),
             next,
+            charged,
         }
     }
 
@@ -292,5 +324,123 @@ fn wrong_state(id: Uuid, status: Status, operation: Operation) -> ApprovalError 
         id,
         status,
         operation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use lab_common::status::with_reason;
+    use tonic::Code;
+
+    use super::*;
+
+    const MAX_ATTEMPTS: u32 = 3;
+
+    fn saga() -> Saga {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/unused")
+            .unwrap();
+        let channel =
+            crate::orders::channel(&["http://127.0.0.1:1".into()], Duration::from_millis(10))
+                .unwrap();
+        let (orders, _breaker) =
+            OrderGateway::new(channel, resilience::ResilienceConfig::default());
+        let settings = SagaSettings {
+            lease: Duration::from_secs(30),
+            order_call_timeout: Duration::from_secs(5),
+            post_call_margin: Duration::from_millis(250),
+            max_attempts: MAX_ATTEMPTS,
+            backoff: Backoff {
+                base: Duration::from_millis(100),
+                cap: Duration::from_secs(1),
+            },
+        };
+        Saga::new(pool, orders, settings, FailurePoints::default())
+    }
+
+    /// An APPROVING challenge under attempt `attempts`, its budget started at `budget_start`.
+    fn approving(attempts: i32, budget_start: i32) -> Challenge {
+        Challenge {
+            challenge_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            product_id: Uuid::now_v7(),
+            quantity: 1,
+            title: "ran a marathon".into(),
+            status_text: "APPROVING".into(),
+            failure_reason_text: None,
+            failure_message: String::new(),
+            order_id: None,
+            idempotency_key: Some(Uuid::now_v7().to_string()),
+            attempts,
+            budget_start,
+            approver: "admin".into(),
+            decision_reason: String::new(),
+            dead_lettered: false,
+            next_attempt_at: None,
+            lease_expires_at: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn next_and_charge(outcome: &AttemptOutcome) -> (NextStep, bool) {
+        match outcome {
+            AttemptOutcome::Failed { next, charged, .. } => (*next, *charged),
+            AttemptOutcome::Approved { .. } => panic!("not a failure: {outcome:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_calls_that_left_the_process_spend_the_budget() {
+        let saga = saga();
+        let last = approving(3, 0);
+        let reached = tonic::Status::unavailable("order-svc is down");
+        let (next, charged) = next_and_charge(&saga.failed(&last, &reached));
+        assert!(charged);
+        assert_eq!(
+            next,
+            NextStep::DeadLetter,
+            "the third charged attempt of three"
+        );
+
+        let refused = resilience::errors::circuit_open("order-svc");
+        let (next, charged) = next_and_charge(&saga.failed(&last, &refused));
+        assert!(!charged, "the local breaker refused it: nothing was sent");
+        assert!(matches!(next, NextStep::RetryAfter(_)), "{next:?}");
+
+        // Sent by a server, the same reason is an attempt like any other.
+        let remote = with_reason(Code::Unavailable, "CIRCUIT_OPEN", "x", []);
+        assert_eq!(
+            next_and_charge(&saga.failed(&last, &remote)),
+            (NextStep::DeadLetter, true)
+        );
+    }
+
+    #[tokio::test]
+    async fn only_a_created_order_approves() {
+        let saga = saga();
+        let challenge = approving(2, 0);
+        let mut order = order_pb::Order {
+            order_id: Uuid::now_v7().to_string(),
+            status: order_pb::OrderStatus::Created.into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            saga.answered(&challenge, &order),
+            AttemptOutcome::Approved { .. }
+        ));
+        order.status = order_pb::OrderStatus::Cancelled.into();
+        match saga.answered(&challenge, &order) {
+            AttemptOutcome::Failed { reason, next, .. } => {
+                assert_eq!(reason, FailureReason::OrderCancelled);
+                assert_eq!(
+                    next,
+                    NextStep::Stop,
+                    "definitive: the key can only replay it"
+                );
+            }
+            approved => panic!("a cancelled order approved: {approved:?}"),
+        }
     }
 }

@@ -201,9 +201,9 @@ impl Application {
                 period: config.completer_period,
                 batch: config.completer_batch,
                 concurrency: config.completer_concurrency,
-                pause_retries: {
+                gate: {
                     let gate = BreakerGate::new(breaker);
-                    Arc::new(move || gate.retries_paused())
+                    Arc::new(move || gate.round_limit())
                 },
             },
             stop_completer.clone(),

@@ -110,6 +110,64 @@ pub(crate) fn local_kind(status: &Status) -> Option<LocalKind> {
         .map(|local| local.kind)
 }
 
+/// Marks the final status of a call one of whose earlier attempts may have reached the
+/// server's application code (it was not [`surely_unsent`]): whatever the last attempt
+/// answered, the work of that earlier one may be done. Like [`Local`], it rides in the status'
+/// `source()`, so only this process can set it.
+#[derive(Debug)]
+struct MaybeDelivered {
+    status: Status,
+}
+
+impl fmt::Display for MaybeDelivered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (an earlier attempt may have been delivered)",
+            self.status
+        )
+    }
+}
+
+impl StdError for MaybeDelivered {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&self.status)
+    }
+}
+
+pub(crate) fn mark_maybe_delivered(status: Status) -> Status {
+    Status::from_error(Box::new(MaybeDelivered { status }))
+}
+
+/// Whether an earlier attempt of the call that ended with `status` may have reached the
+/// server's application code (the retry layer saw a timeout, a lost reply, a reset after the
+/// request was written, or any answer from the server before this one). Then the call's
+/// outcome is unknown whatever `status` says: a non-idempotent effect may have happened. Set
+/// only by this crate's retry layer; a server cannot send it.
+pub fn earlier_attempt_maybe_delivered(status: &Status) -> bool {
+    let mut source = status.source();
+    while let Some(e) = source {
+        if e.is::<MaybeDelivered>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Whether the whole call that ended with `status` never left this process: its last attempt
+/// was refused by a local layer (open breaker, load shed) and no earlier attempt may have been
+/// delivered. Such a call tells nothing about the server and changed nothing there.
+pub fn never_left_the_process(status: &Status) -> bool {
+    local_kind(status).is_some() && !earlier_attempt_maybe_delivered(status)
+}
+
+/// Whether `status` is a refusal of this process' own circuit breaker for a call that never
+/// left it (unlike [`is_circuit_open`], which reads the reason a server could also send).
+pub fn refused_by_local_breaker(status: &Status) -> bool {
+    local_kind(status) == Some(LocalKind::CircuitOpen)
+}
+
 /// The status inside a layer error; `None` for an error that carries none (e.g. a raw transport
 /// error from a channel used without the [`crate::unary`] layer).
 pub fn status_of(err: &BoxError) -> Option<&Status> {
@@ -230,12 +288,30 @@ mod tests {
     }
 
     #[test]
+    fn the_maybe_delivered_marker_keeps_the_status_and_the_local_kind_below_it() {
+        let refused = circuit_open("c");
+        assert!(never_left_the_process(&refused));
+        assert!(refused_by_local_breaker(&refused));
+        let marked = mark_maybe_delivered(refused);
+        assert_eq!(marked.code(), Code::Unavailable);
+        assert_eq!(reason_of(&marked).as_deref(), Some(reason::CIRCUIT_OPEN));
+        assert!(earlier_attempt_maybe_delivered(&marked));
+        assert!(
+            !never_left_the_process(&marked),
+            "an earlier attempt left the process"
+        );
+        assert!(!earlier_attempt_maybe_delivered(&Status::internal("x")));
+    }
+
+    #[test]
     fn a_remote_status_is_never_local() {
         let remote = with_reason(Code::Unavailable, "x", reason::CIRCUIT_OPEN, HashMap::new());
         let mut headers = http::HeaderMap::new();
         remote.add_header(&mut headers).unwrap();
         let parsed = Status::from_header_map(&headers).unwrap();
         assert_eq!(local_kind(&parsed), None);
+        assert!(!never_left_the_process(&parsed) && !refused_by_local_breaker(&parsed));
+        assert!(!earlier_attempt_maybe_delivered(&parsed));
         assert!(!surely_unsent(&(Box::new(parsed) as BoxError)));
     }
 

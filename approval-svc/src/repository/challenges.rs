@@ -39,6 +39,9 @@ pub enum AttemptOutcome {
         message: String,
         /// What happens next.
         next: NextStep,
+        /// Whether the attempt counts against the retry budget: false when the call never left
+        /// the process (refused by the local breaker or load shedding).
+        charged: bool,
     },
 }
 
@@ -125,6 +128,11 @@ pub async fn list_dead_letters(pool: &PgPool, page: &PageRequest) -> sqlx::Resul
 /// Phase 1 of an approval attempt, in one short transaction: locks the row and, when it is in
 /// one of `from`, moves it to APPROVING with a fresh lease, counts the attempt, records the
 /// approver (when given) and assigns the idempotency key unless it has one (then it is kept).
+///
+/// The one exception: after ORDER_CANCELLED the order under the old key is terminal (cancelled
+/// orders never come back), so the key can only replay that cancelled order; the attempt takes
+/// `new_key` instead, and no ghost can arise from the old one. The new key's story also gets a
+/// fresh retry budget, as the old key's attempts say nothing about it.
 pub async fn start_attempt(
     pool: &PgPool,
     id: Uuid,
@@ -142,11 +150,13 @@ pub async fn start_attempt(
     let transition = match current {
         None => Transition::Missing,
         Some(current) if !from.contains(&current.status()) => Transition::Unchanged(current),
-        Some(_) => Transition::Applied(
+        Some(current) => Transition::Applied(
             sqlx::query_as(
                 "UPDATE challenges SET
                      status = 'APPROVING',
-                     idempotency_key = COALESCE(idempotency_key, $2),
+                     idempotency_key = CASE WHEN $5 THEN $2
+                                            ELSE COALESCE(idempotency_key, $2) END,
+                     budget_start = CASE WHEN $5 THEN attempts ELSE budget_start END,
                      attempts = attempts + 1,
                      approver = COALESCE($3, approver),
                      lease_expires_at = now() + $4::interval,
@@ -162,6 +172,7 @@ pub async fn start_attempt(
             .bind(new_key)
             .bind(approver)
             .bind(lease)
+            .bind(current.failure_reason() == Some(FailureReason::OrderCancelled))
             .fetch_one(&mut *tx)
             .await?,
         ),
@@ -174,6 +185,10 @@ pub async fn start_attempt(
 /// APPROVING under this attempt (`attempts` is the fencing token). `None` when a newer attempt
 /// (a completer that took over after the lease) owns it now. With `fail_commit` the
 /// transaction is rolled back instead of committed (test failure point).
+///
+/// `attempts` counts every attempt started and only grows, so it fences whatever happens;
+/// `attempts - budget_start` is what the retry budget charges. An attempt that is not
+/// `charged` moves `budget_start` up by one with it, leaving the charge as it was.
 pub async fn finish_attempt(
     pool: &PgPool,
     id: Uuid,
@@ -203,6 +218,7 @@ pub async fn finish_attempt(
             reason,
             message,
             next,
+            charged,
         } => {
             let retry_after = match next {
                 NextStep::RetryAfter(delay) => Some(*delay),
@@ -215,6 +231,7 @@ pub async fn finish_attempt(
                      failure_message = $4,
                      next_attempt_at = now() + $5::interval,
                      dead_lettered = $6,
+                     budget_start = budget_start + CASE WHEN $7 THEN 0 ELSE 1 END,
                      lease_expires_at = NULL,
                      updated_at = now()
                  WHERE challenge_id = $1 AND status = 'APPROVING' AND attempts = $2
@@ -226,6 +243,7 @@ pub async fn finish_attempt(
             .bind(message)
             .bind(retry_after)
             .bind(*next == NextStep::DeadLetter)
+            .bind(*charged)
             .fetch_optional(&mut *tx)
             .await?
         }

@@ -14,6 +14,10 @@ use crate::domain::Challenge;
 ///   attempt, so the new attempt fences off any late write of the old one;
 /// - REVOKING past its lease keeps its state and gets a new lease.
 ///
+/// Stuck work (no `next_attempt_at`) comes first, then the retries due longest: when a round
+/// may claim only a few (the breaker's probes during an outage), the probes rotate over the
+/// due challenges instead of spending one challenge's budget again and again.
+///
 /// `FOR UPDATE SKIP LOCKED` lets several instances claim at once without waiting on each other
 /// or claiming the same row; a row another instance claimed meanwhile no longer matches (its
 /// lease is in the future), as PostgreSQL re-checks the condition on the locked version.
@@ -29,7 +33,7 @@ pub async fn claim_due(
              WHERE (status IN ('APPROVING', 'REVOKING') AND lease_expires_at <= now())
                 OR ($3 AND status = 'APPROVE_FAILED' AND NOT dead_lettered
                     AND next_attempt_at <= now())
-             ORDER BY challenge_id
+             ORDER BY next_attempt_at NULLS FIRST, challenge_id
              LIMIT $1
              FOR UPDATE SKIP LOCKED
          )

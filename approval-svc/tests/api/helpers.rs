@@ -11,7 +11,7 @@ use lab_proto::approval::v1 as apb;
 use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use lab_proto::order::v1 as opb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
-use resilience::FaultHandle;
+use resilience::{BreakerHandle, FaultHandle};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -211,6 +211,8 @@ pub struct ApprovalSvc {
     pub failure_points: FailurePoints,
     /// Its `/metrics` endpoint, when configured.
     pub metrics_addr: Option<SocketAddr>,
+    /// The circuit breaker of its order-svc client.
+    pub breaker: BreakerHandle,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -229,6 +231,7 @@ impl ApprovalSvc {
         let addr = app.local_addr();
         let failure_points = app.failure_points();
         let metrics_addr = app.metrics_addr();
+        let breaker = app.breaker();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
             app.run_until(async move {
@@ -241,6 +244,7 @@ impl ApprovalSvc {
             addr,
             failure_points,
             metrics_addr,
+            breaker,
             stop: Some(stop),
             task: Some(task),
         }

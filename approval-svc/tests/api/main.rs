@@ -4,6 +4,7 @@
 mod approve;
 mod check_lock;
 mod check_verdicts;
+mod completer_breaker;
 mod consistency;
 mod dead_letters;
 mod deadline;
@@ -14,4 +15,5 @@ mod ops;
 mod outage;
 mod recovery;
 mod revoke;
+mod unknown_outcomes;
 mod validation;

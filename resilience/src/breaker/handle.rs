@@ -228,6 +228,12 @@ impl BreakerHandle {
         self.shared.lock().open_period()
     }
 
+    /// How many probe calls a half-open breaker admits at once (its other calls fail with
+    /// `CIRCUIT_OPEN`), e.g. to drive no more than that many calls while it recovers.
+    pub fn half_open_probes(&self) -> u32 {
+        self.shared.lock().max_probes()
+    }
+
     /// The latest state, as a `watch` channel (e.g. `wait_for(|s| *s == Closed)`).
     pub fn watch(&self) -> watch::Receiver<BreakerState> {
         self.shared.state_tx.subscribe()

@@ -85,6 +85,11 @@ impl Machine {
         }
     }
 
+    /// Probes admitted at once while half-open.
+    pub(crate) fn max_probes(&self) -> u32 {
+        self.max_probes
+    }
+
     /// The current (or, half-open, the last) open period.
     pub(crate) fn open_period(&self) -> Option<Duration> {
         match self.phase {

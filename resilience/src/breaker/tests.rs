@@ -189,6 +189,11 @@ async fn half_open_admits_at_most_n_probes() {
     }
     assert_eq!(breaker.state(), BreakerState::HalfOpen);
     assert_eq!(breaker.stats().probes_in_flight, 2);
+    assert_eq!(
+        breaker.half_open_probes(),
+        2,
+        "the probes a caller may drive at once"
+    );
     let mut responders = Vec::new();
     for _ in 0..2 {
         responders.push(handle.next_request().await.unwrap().1);

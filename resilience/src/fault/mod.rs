@@ -21,7 +21,8 @@
 //! ```text
 //! plan        = rule *( ";" rule )           blank rules and spaces are ignored; "" = no faults
 //! rule        = target ":" action [ ":" probability ]
-//! target      = "*"                          every RPC
+//! target      = rpc [ "@" attempt ]          attempt: only that try of a call (1 = first)
+//! rpc         = "*"                          every RPC
 //!             | "/" package "." Service "/" Method   one RPC by full path
 //!             | Method                       every RPC with that method name
 //! action      = "delay=" duration            humantime: 200ms, 1s, 1m30s
@@ -30,7 +31,10 @@
 //! probability = number in [0, 1]             default 1
 //! ```
 //!
-//! e.g. `FAULTS="CreateOrder:drop_response:1.0;*:delay=200ms:0.5"`.
+//! e.g. `FAULTS="CreateOrder:drop_response:1.0;*:delay=200ms:0.5"`, or, to script one call,
+//! `FAULTS="CreateOrder@1:drop_response;CreateOrder@2:error=INTERNAL"` (the first try commits
+//! and loses its reply, the retry is refused). The attempt is read from the request's
+//! `grpc-previous-rpc-attempts` (absent: the first try).
 //!
 //! Off by default: with no plan every request goes straight through. Only code holding the
 //! [`FaultHandle`] (or the process environment) can turn faults on; nothing in a request can.
@@ -56,6 +60,7 @@ pub use self::layer::FaultLayer;
 pub use self::plan::{FaultKind, FaultParseError, FaultPlan, FaultRule, RpcFilter};
 use crate::BoxError;
 use crate::errors::{self, reason};
+use crate::metadata::GRPC_PREVIOUS_RPC_ATTEMPTS;
 
 /// Injects the faults of its [`FaultHandle`] into the requests it serves.
 #[derive(Debug, Clone)]
@@ -90,9 +95,20 @@ struct Decision {
     outcome: Option<FaultKind>,
 }
 
+/// Which attempt of its call a request is (1 = the first try), from
+/// `grpc-previous-rpc-attempts`; a missing or malformed value reads as the first try.
+fn attempt_of<B>(req: &Request<B>) -> u32 {
+    req.headers()
+        .get(GRPC_PREVIOUS_RPC_ATTEMPTS)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u32>().ok())
+        .map_or(1, |previous| previous.saturating_add(1))
+}
+
 fn decide(
     plan: &FaultPlan,
     path: &str,
+    attempt: u32,
     counters: &KindCounters,
     handle: &FaultHandle,
 ) -> Option<Decision> {
@@ -101,7 +117,7 @@ fn decide(
         outcome: None,
     };
     let mut fired = 0;
-    for rule in plan.rules.iter().filter(|r| r.target.matches(path)) {
+    for rule in plan.rules.iter().filter(|r| r.applies_to(path, attempt)) {
         let is_delay = matches!(rule.kind, FaultKind::Delay(_));
         if !is_delay && decision.outcome.is_some() {
             continue;
@@ -151,7 +167,13 @@ where
         let plan = self.handle.plan();
         let decision = match plan.is_empty() {
             true => None,
-            false => decide(&plan, req.uri().path(), &self.counters, &self.handle),
+            false => decide(
+                &plan,
+                req.uri().path(),
+                attempt_of(&req),
+                &self.counters,
+                &self.handle,
+            ),
         };
         let Some(Decision { delay, outcome }) = decision else {
             return ResponseFuture::passthrough(self.inner.call(req));

@@ -65,6 +65,10 @@ pub struct FaultRule {
     pub kind: FaultKind,
     /// Chance in `[0, 1]` that it fires on a matching request.
     pub probability: f64,
+    /// Only this attempt of a call (1 for the first try, 2 for the first retry, as told by
+    /// `grpc-previous-rpc-attempts`); `None` for every attempt. Lets a drill script one call's
+    /// story, e.g. "the first try commits and loses its reply, the retry gets INTERNAL".
+    pub attempt: Option<u32>,
 }
 
 impl FaultRule {
@@ -74,7 +78,19 @@ impl FaultRule {
             target,
             kind,
             probability: 1.0,
+            attempt: None,
         }
+    }
+
+    /// The same rule, firing only on attempt `attempt` of a call (1 = the first try).
+    pub fn on_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    /// Whether the rule applies to attempt `attempt` (1-based) of a call to `path`.
+    pub fn applies_to(&self, path: &str, attempt: u32) -> bool {
+        self.target.matches(path) && self.attempt.is_none_or(|only| only == attempt)
     }
 
     /// The same rule, firing with `probability` (clamped to `[0, 1]`).
@@ -122,7 +138,15 @@ impl FromStr for FaultRule {
             reason: reason.to_owned(),
         };
         let mut fields = text.splitn(3, ':').map(str::trim);
-        let target = match fields.next().unwrap_or_default() {
+        let first = fields.next().unwrap_or_default();
+        let (target, attempt) = match first.split_once('@') {
+            None => (first, None),
+            Some((target, attempt)) => match attempt.trim().parse::<u32>() {
+                Ok(attempt) if attempt >= 1 => (target.trim(), Some(attempt)),
+                _ => return Err(fail("the attempt after '@' must be a whole number from 1")),
+            },
+        };
+        let target = match target {
             "" => return Err(fail("missing target")),
             "*" => RpcFilter::Any,
             path if path.starts_with('/') => RpcFilter::Path(path.to_owned()),
@@ -161,6 +185,7 @@ impl FromStr for FaultRule {
             target,
             kind,
             probability,
+            attempt,
         })
     }
 }
@@ -183,6 +208,9 @@ impl fmt::Display for FaultRule {
         match &self.target {
             RpcFilter::Any => f.write_str("*")?,
             RpcFilter::Path(p) | RpcFilter::Method(p) => f.write_str(p)?,
+        }
+        if let Some(attempt) = self.attempt {
+            write!(f, "@{attempt}")?;
         }
         match self.kind {
             FaultKind::Delay(d) => write!(f, ":delay={}", humantime::format_duration(d))?,
@@ -258,6 +286,32 @@ mod tests {
     }
 
     #[test]
+    fn parses_attempt_filters() {
+        let plan: FaultPlan = "CreateOrder@1:drop_response; CreateOrder@2:error=INTERNAL"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            plan.rules,
+            vec![
+                FaultRule::new(
+                    RpcFilter::Method("CreateOrder".into()),
+                    FaultKind::DropResponse
+                )
+                .on_attempt(1),
+                FaultRule::new(
+                    RpcFilter::Method("CreateOrder".into()),
+                    FaultKind::Error(Code::Internal)
+                )
+                .on_attempt(2),
+            ]
+        );
+        let path = "/lab.order.v1.OrderService/CreateOrder";
+        assert!(plan.rules[0].applies_to(path, 1) && !plan.rules[0].applies_to(path, 2));
+        assert!(plan.rules[1].applies_to(path, 2) && !plan.rules[1].applies_to(path, 3));
+        assert_eq!(plan.to_string().parse::<FaultPlan>().unwrap(), plan);
+    }
+
+    #[test]
     fn rejects_malformed_rules() {
         for bad in [
             "CreateOrder",
@@ -269,6 +323,8 @@ mod tests {
             "x:drop_response:1.5",
             "x:drop_response:maybe",
             "lab.order.v1.OrderService/CreateOrder:black_hole",
+            "CreateOrder@0:black_hole",
+            "CreateOrder@first:black_hole",
         ] {
             assert!(bad.parse::<FaultPlan>().is_err(), "{bad}");
         }

@@ -135,3 +135,28 @@ async fn probabilities_are_roughly_respected() {
     assert_eq!(fired + calls.load(Ordering::SeqCst), 400);
     assert!((120..=280).contains(&fired), "{fired} of 400 at p = 0.5");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_for_one_attempt_reads_the_previous_attempts_header() {
+    let layer = FaultLayer::with_plan(
+        "CreateOrder@1:error=UNAVAILABLE;CreateOrder@2:error=INTERNAL"
+            .parse()
+            .unwrap(),
+    );
+    let (calls, svc) = counted(&layer);
+    let attempt = |previous: Option<&str>| {
+        let mut req = request(Some("k"));
+        if let Some(previous) = previous {
+            req.headers_mut()
+                .insert(GRPC_PREVIOUS_RPC_ATTEMPTS, previous.parse().unwrap());
+        }
+        req
+    };
+    let first = svc.clone().oneshot(attempt(None)).await.unwrap();
+    assert_eq!(code(&first), Code::Unavailable);
+    let second = svc.clone().oneshot(attempt(Some("1"))).await.unwrap();
+    assert_eq!(code(&second), Code::Internal);
+    let third = svc.clone().oneshot(attempt(Some("2"))).await.unwrap();
+    assert_eq!(code(&third), Code::Ok, "no rule for the third attempt");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

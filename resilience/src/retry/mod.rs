@@ -23,6 +23,12 @@
 //! status from the server, a timeout, or a reset after the request was written may mean the
 //! work was done, so such a call is not repeated.
 //!
+//! **Unknown outcomes.** When an attempt before the last may have reached the server (it was not
+//! surely unsent), the call's final error is marked so
+//! [`crate::errors::earlier_attempt_maybe_delivered`] reads true: whatever the last attempt
+//! answered, the earlier one may have done the work. The mark lives in the status' `source()`
+//! chain, so a server cannot send it.
+//!
 //! When a retryable failure is not retried, the status gets the metadata
 //! [`lab-retry-stop`](crate::errors::RETRY_STOP_KEY) saying why (e.g. `RETRY_BUDGET_EXHAUSTED`).
 //!

@@ -76,6 +76,8 @@ impl Shared {
 pub struct RetryPolicy {
     shared: Arc<Shared>,
     attempts: u32,
+    // Whether an attempt before the current one may have reached the server's application code.
+    maybe_delivered: bool,
 }
 
 impl std::fmt::Debug for RetryPolicy {
@@ -83,7 +85,31 @@ impl std::fmt::Debug for RetryPolicy {
         f.debug_struct("RetryPolicy")
             .field("attempts", &self.attempts)
             .field("max_attempts", &self.shared.max_attempts)
+            .field("maybe_delivered", &self.maybe_delivered)
             .finish()
+    }
+}
+
+/// Whether a failed attempt may have reached the server's application code: anything but a
+/// failure [`surely_unsent`] proves harmless (an answer from the server, a timeout, a reset).
+fn may_have_been_delivered(result: &Result<Response<Body>, BoxError>) -> bool {
+    match result {
+        Ok(_) => true,
+        Err(err) => !surely_unsent(err),
+    }
+}
+
+/// Marks a failed final result whose call had an earlier attempt that may have been delivered
+/// (see [`crate::errors::earlier_attempt_maybe_delivered`]). A success needs no mark, and a
+/// failure left unlifted in an `Ok` response (no `unary` layer below) cannot carry one.
+fn mark_maybe_delivered(result: &mut Result<Response<Body>, BoxError>) {
+    if let Err(err) = result {
+        let taken = std::mem::replace(err, Box::new(Status::ok("")));
+        let status = match taken.downcast::<Status>() {
+            Ok(status) => *status,
+            Err(other) => Status::from_error(other),
+        };
+        *err = Box::new(crate::errors::mark_maybe_delivered(status));
     }
 }
 
@@ -98,6 +124,7 @@ impl RetryPolicy {
         Self {
             shared,
             attempts: 1,
+            maybe_delivered: false,
         }
     }
 
@@ -172,7 +199,11 @@ impl Policy<Request<Body>, Response<Body>, BoxError> for RetryPolicy {
         req: &mut Request<Body>,
         result: &mut Result<Response<Body>, BoxError>,
     ) -> Option<Sleep> {
-        match self.judge(req, result) {
+        let verdict = self.judge(req, result);
+        if self.maybe_delivered && !matches!(verdict, Verdict::After(_)) {
+            mark_maybe_delivered(result);
+        }
+        match verdict {
             Verdict::Done => None,
             Verdict::Stop(why) => {
                 tracing::debug!(attempts = self.attempts, why, "not retrying");
@@ -180,6 +211,7 @@ impl Policy<Request<Body>, Response<Body>, BoxError> for RetryPolicy {
                 None
             }
             Verdict::After(delay) => {
+                self.maybe_delivered |= may_have_been_delivered(result);
                 tracing::debug!(
                     attempt = self.attempts + 1,
                     ?delay,

@@ -388,3 +388,53 @@ async fn a_body_that_is_not_ready_yet_is_buffered_by_the_future() {
     assert_eq!(seen.len(), 2);
     assert!(seen.iter().all(|s| &s.body[..] == b"late body"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_final_error_after_a_possibly_delivered_attempt_is_marked() {
+    use crate::errors::{earlier_attempt_maybe_delivered, never_left_the_process};
+    let layer = RetryLayer::new(&config());
+    // A reply lost after the request was sent, then a refusal: the first may have done the work.
+    let (result, seen) = drive(&layer, request(Some("k")), |i| match i {
+        0 => Err(crate::errors::into_status_error(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset by peer",
+        ))),
+        _ => Err(failure(Code::Internal)),
+    })
+    .await;
+    assert_eq!(seen.len(), 2);
+    let err = result.unwrap_err();
+    assert_eq!(
+        status(&err).code(),
+        Code::Internal,
+        "the last answer's code"
+    );
+    assert!(earlier_attempt_maybe_delivered(status(&err)));
+
+    // Surely unsent first (no connection), then the same refusal: a plain answer.
+    let (result, _) = drive(&layer, request(Some("k")), |i| match i {
+        0 => Err(Box::new(tonic::ConnectError("refused".into()))),
+        _ => Err(failure(Code::Internal)),
+    })
+    .await;
+    assert!(!earlier_attempt_maybe_delivered(status(
+        &result.unwrap_err()
+    )));
+
+    // An answer from the server, then the local breaker: the call did leave the process.
+    let (result, _) = drive(&layer, request(Some("k")), |i| match i {
+        0 => Err(failure(Code::Unavailable)),
+        _ => Err(Box::new(crate::errors::circuit_open("c"))),
+    })
+    .await;
+    let err = result.unwrap_err();
+    assert!(earlier_attempt_maybe_delivered(status(&err)));
+    assert!(!never_left_the_process(status(&err)));
+
+    // Refused by the breaker on the first try: it never left.
+    let (result, _) = drive(&layer, request(Some("k")), |_| {
+        Err(Box::new(crate::errors::circuit_open("c")))
+    })
+    .await;
+    assert!(never_left_the_process(status(&result.unwrap_err())));
+}
