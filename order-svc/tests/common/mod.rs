@@ -77,6 +77,7 @@ impl TestShop {
             .create_product(pb::CreateProductRequest {
                 name: "hot item".into(),
                 initial_stock: stock,
+                max_per_customer: 0,
             })
             .await
             .expect("CreateProduct")
@@ -173,6 +174,24 @@ pub fn order_request(
     request
         .metadata_mut()
         .insert("idempotency-key", key.parse().unwrap());
+    request
+}
+
+/// [`order_request`] as a retry: `grpc-previous-rpc-attempts: attempts`, which API.md asks
+/// clients to set on every re-send of a request, and which keeps it off the sold-out fast path
+/// (only the database can tell that its order exists).
+pub fn retried_order_request(
+    product_id: &str,
+    quantity: i32,
+    customer_id: Uuid,
+    key: &str,
+    attempts: u32,
+) -> tonic::Request<pb::CreateOrderRequest> {
+    let mut request = order_request(product_id, quantity, customer_id, key);
+    request.metadata_mut().insert(
+        "grpc-previous-rpc-attempts",
+        attempts.to_string().parse().unwrap(),
+    );
     request
 }
 
