@@ -11,13 +11,17 @@
 use std::io::ErrorKind;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::repository::STOCK_CHANNEL;
 use crate::sold_out::SoldOutFlags;
 
+/// The listener connection's `application_name`.
+pub const APPLICATION_NAME: &str = "order-svc stock listener";
 /// Quiet time after which the connection is pinged.
 pub const PING_AFTER: Duration = Duration::from_secs(1);
 /// How long a ping may take before the connection counts as lost.
@@ -66,7 +70,15 @@ pub async fn run(database_url: String, flags: SoldOutFlags, mut stop: watch::Rec
 }
 
 async fn connect(database_url: &str) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect(database_url).await?;
+    // Its own one-connection pool, named so pg_stat_activity shows which connection it is.
+    let options = PgConnectOptions::from_str(database_url)?.application_name(APPLICATION_NAME);
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .connect_lazy_with(options);
+    let mut listener = PgListener::connect_with(&pool).await?;
+    listener.ignore_pool_close_event(true);
     // A lost connection is reported, not silently replaced: the flags must know.
     listener.eager_reconnect(false);
     listener.listen(STOCK_CHANNEL).await?;
