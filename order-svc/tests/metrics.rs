@@ -48,6 +48,12 @@ async fn counters_move_with_the_traffic() {
         .unwrap();
     assert_eq!(health.status(), 200);
 
+    // A flag set while the listener connects would be dropped by its connecting.
+    let flags = shop.sold_out.clone();
+    common::eventually(std::time::Duration::from_secs(10), "listening", || {
+        flags.is_listening()
+    })
+    .await;
     // The recorder is process-wide and other tests run in parallel: compare before and after.
     let before = scrape(metrics_addr).await;
     // Two units: the key reuse and the first refusal happen while the product is not sold out
