@@ -47,7 +47,8 @@ pub struct Config {
 
     /// Most CreateOrders of one product settled in one transaction (group commit). Requests that
     /// arrive while a product's batch is in the database form its next batch, up to this many;
-    /// there is no timer, so at low load a batch is one request. 1 turns batching off.
+    /// there is no timer, so at low load a batch is one request. 1 sends one request per
+    /// transaction (still one transaction at a time per product and instance).
     #[arg(long, env = "ORDER_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub order_batch_max: u16,
 
