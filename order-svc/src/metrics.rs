@@ -31,8 +31,14 @@ use crate::error::OrderError;
 /// and alerts see the series before the first event. Call once the recorder is installed.
 pub fn describe() {
     let counters = [
-        ("order_orders_created_total", "Orders created (replays excluded)."),
-        ("order_orders_cancelled_total", "CancelOrder calls that returned stock."),
+        (
+            "order_orders_created_total",
+            "Orders created (replays excluded).",
+        ),
+        (
+            "order_orders_cancelled_total",
+            "CancelOrder calls that returned stock.",
+        ),
         (
             "order_idempotent_replays_total",
             "CreateOrder calls answered with the order their key already holds.",

@@ -19,7 +19,10 @@ async fn twenty_concurrent_calls_of_one_customer_take_exactly_the_limit() {
     let second = TestShop::spawn_on(first.database_url.clone(), |_| {}).await;
     const LIMIT: i32 = 3;
     let product = first.create_limited_product(100, LIMIT).await;
-    assert_eq!(product.max_per_customer, LIMIT, "the product shows its limit");
+    assert_eq!(
+        product.max_per_customer, LIMIT,
+        "the product shows its limit"
+    );
     let customer = Uuid::now_v7();
     let barrier = Arc::new(Barrier::new(20));
     let mut tasks = Vec::new();
@@ -67,7 +70,12 @@ async fn twenty_concurrent_calls_of_one_customer_take_exactly_the_limit() {
     first
         .client
         .clone()
-        .create_order(order_request(&product.product_id, 3, Uuid::now_v7(), "other"))
+        .create_order(order_request(
+            &product.product_id,
+            3,
+            Uuid::now_v7(),
+            "other",
+        ))
         .await
         .expect("another customer's units");
     // Over the limit in one order.
@@ -96,7 +104,12 @@ async fn twenty_concurrent_calls_of_one_customer_take_exactly_the_limit() {
     second
         .client
         .clone()
-        .create_order(order_request(&product.product_id, 1, customer, &refused_key))
+        .create_order(order_request(
+            &product.product_id,
+            1,
+            customer,
+            &refused_key,
+        ))
         .await
         .expect("the freed unit");
     let held: i64 = sqlx::query_scalar(

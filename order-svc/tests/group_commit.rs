@@ -217,7 +217,9 @@ async fn bad_requests_inside_a_batch_fail_only_themselves() {
     for (position, (key, quantity, _)) in batch.iter().enumerate() {
         let mut client = shop.client.clone();
         let request = order_request(&product.product_id, *quantity, customer, key);
-        tasks.push(tokio::spawn(async move { client.create_order(request).await }));
+        tasks.push(tokio::spawn(
+            async move { client.create_order(request).await },
+        ));
         let group_commit = shop.group_commit.clone();
         eventually(Duration::from_secs(10), "the request queued", || {
             group_commit.waiting(product_id) == position + 1

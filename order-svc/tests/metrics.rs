@@ -106,8 +106,10 @@ async fn counters_move_with_the_traffic() {
     assert!(delta("order_sold_out_fast_path_total", &[]) >= 1.0);
     assert!(delta("order_batches_total", &[]) >= 5.0);
     assert!(
-        after.iter().any(|sample| sample.metric == "order_batch_size"
-            && matches!(sample.value, Value::Histogram(_))),
+        after
+            .iter()
+            .any(|sample| sample.metric == "order_batch_size"
+                && matches!(sample.value, Value::Histogram(_))),
         "the batch size is a histogram"
     );
     assert!(

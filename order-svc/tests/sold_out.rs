@@ -14,9 +14,11 @@ use uuid::Uuid;
 
 async fn listening(shop: &TestShop) {
     let flags = shop.sold_out.clone();
-    eventually(Duration::from_secs(10), "the stock listener connects", || {
-        flags.is_listening()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the stock listener connects",
+        || flags.is_listening(),
+    )
     .await;
 }
 
@@ -55,15 +57,26 @@ async fn a_restock_on_one_instance_reopens_sales_on_another_within_100_ms() {
     let holder = hold_row_lock(&first, &product.product_id).await;
     let refused = tokio::time::timeout(
         Duration::from_secs(2),
-        client.create_order(order_request(&product.product_id, 1, Uuid::now_v7(), "late")),
+        client.create_order(order_request(
+            &product.product_id,
+            1,
+            Uuid::now_v7(),
+            "late",
+        )),
     )
     .await
     .expect("answered from memory, not from behind the row lock")
     .unwrap_err();
     assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
     let info = refused.get_details_error_info().expect("ErrorInfo");
-    assert_eq!((info.reason.as_str(), info.domain.as_str()), ("OUT_OF_STOCK", "lab"));
-    assert_eq!(info.metadata.get("available").map(String::as_str), Some("0"));
+    assert_eq!(
+        (info.reason.as_str(), info.domain.as_str()),
+        ("OUT_OF_STOCK", "lab")
+    );
+    assert_eq!(
+        info.metadata.get("available").map(String::as_str),
+        Some("0")
+    );
     assert_eq!(
         info.metadata.get("product_id").map(String::as_str),
         Some(product.product_id.as_str())
@@ -232,7 +245,10 @@ async fn a_lost_listener_connection_drops_the_flags_and_reconnects() {
         !flags.is_listening()
     })
     .await;
-    assert!(!flags.is_sold_out(product_id), "flags go with the connection");
+    assert!(
+        !flags.is_sold_out(product_id),
+        "flags go with the connection"
+    );
     eventually(Duration::from_secs(10), "the listener reconnects", || {
         flags.is_listening()
     })

@@ -11,4 +11,5 @@ pub use orders::{
     place_orders,
 };
 pub use products::{
-    STOCK_CHANNEL, create_product, get_product, get_product_ledger, list_products, restock};
+    STOCK_CHANNEL, create_product, get_product, get_product_ledger, list_products, restock,
+};

@@ -129,7 +129,9 @@ fn slot_outcome(
         "customer_limit" => Err(OrderError::CustomerLimitReached {
             product_id,
             requested: order.quantity,
-            limit: row.try_get::<Option<i32>, _>("customer_limit")?.unwrap_or(0),
+            limit: row
+                .try_get::<Option<i32>, _>("customer_limit")?
+                .unwrap_or(0),
             held: row.try_get::<Option<i64>, _>("customer_held")?.unwrap_or(0),
         }),
         // The key's claim vanished between its insert and its read (the reaper expired it), or

@@ -100,7 +100,8 @@ impl OrderService for OrderApi {
             parse::create_order(request.metadata(), request.get_ref(), self.limits)?;
         // Only a first attempt may be refused from memory: a retry may be the re-send of a
         // request whose order exists, and must replay it (the database decides).
-        if parse::is_first_attempt(request.metadata()) && self.sold_out.is_sold_out(order.product_id)
+        if parse::is_first_attempt(request.metadata())
+            && self.sold_out.is_sold_out(order.product_id)
         {
             crate::metrics::sold_out_fast_path();
             let refusal = OrderError::OutOfStock {

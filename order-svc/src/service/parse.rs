@@ -44,11 +44,13 @@ pub fn new_product(
 pub fn is_first_attempt(metadata: &MetadataMap) -> bool {
     match metadata.get(metadata::PREVIOUS_RPC_ATTEMPTS) {
         None => true,
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|text| text.trim().parse::<u32>().ok())
-            == Some(0),
+        Some(value) => {
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok())
+                == Some(0)
+        }
     }
 }
 

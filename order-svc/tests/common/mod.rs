@@ -176,7 +176,11 @@ pub async fn try_connect(
 }
 
 /// Waits until `condition` holds, polling every few milliseconds, for at most `within`.
-pub async fn eventually(within: std::time::Duration, what: &str, mut condition: impl FnMut() -> bool) {
+pub async fn eventually(
+    within: std::time::Duration,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) {
     let deadline = tokio::time::Instant::now() + within;
     while !condition() {
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
