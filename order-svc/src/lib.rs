@@ -1,8 +1,8 @@
 //! order-svc, the shop: limited-stock products and orders over gRPC (`lab.order.v1`).
 //!
-//! - Stock is taken by one conditional `UPDATE … WHERE stock >= quantity` in the transaction
-//!   that claims the idempotency key and inserts the order, so concurrent buyers of one hot
-//!   product can never oversell it, and a `CHECK (stock >= 0)` backs that up.
+//! - Stock is taken under the product's row lock in the transaction that claims the idempotency
+//!   keys and inserts the orders, so concurrent buyers of one hot product, on any number of
+//!   instances, can never oversell it, and a `CHECK (stock >= 0)` backs that up.
 //! - `CreateOrder` is idempotent per (`client-id`, `idempotency-key`): the key row stores a
 //!   fingerprint of the request; a replay returns the stored order, a different request under
 //!   the same key is refused, and a refusal (out of stock, unknown product) consumes nothing.

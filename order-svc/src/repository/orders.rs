@@ -89,14 +89,16 @@ pub async fn place_orders(
     for row in &rows {
         let slot: i32 = row.try_get("slot")?;
         stock_after = row.try_get("stock_after")?;
-        let Some(answer) = usize::try_from(slot)
+        // Slots are 1-based positions in the arrays; anything else is left unanswered.
+        let Some(index) = usize::try_from(slot)
             .ok()
             .and_then(|slot| slot.checked_sub(1))
-            .and_then(|index| Some((index, requests.get(index)?)))
         else {
             continue;
         };
-        let (index, request) = answer;
+        let Some(request) = requests.get(index) else {
+            continue;
+        };
         outcomes[index] = Some(slot_outcome(row, product_id, &request.order));
     }
     let outcomes = outcomes
