@@ -302,3 +302,86 @@ async fn an_unknown_product_fails_alone() {
     assert_eq!(shop.product(&product.product_id).await.stock, 5);
     shop.stop().await;
 }
+
+/// Waits until a batch waits for a lock in the database, then cancels its statement (SQLSTATE
+/// 57014, as a statement timeout would).
+async fn cancel_the_blocked_batch(shop: &TestShop) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let cancelled: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (
+                 SELECT pg_cancel_backend(pid) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND query LIKE '%place_orders%'
+             ) AS cancelled",
+        )
+        .fetch_one(&shop.pool)
+        .await
+        .unwrap();
+        if cancelled == 1 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no batch blocked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A batch whose call fails answers each of its requests with the mapped database status
+/// (retryable UNAVAILABLE here, never a panic or a hang), writes nothing of it, and the product's
+/// next batch is served as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_batch_fails_its_requests_with_the_mapped_status_only() {
+    let shop = TestShop::spawn().await;
+    let product = shop.create_product(10).await;
+    let product_id = Uuid::parse_str(&product.product_id).unwrap();
+    let holder = hold_row_lock(&shop, &product.product_id).await;
+    let blocked = blocked_batch(&shop, &product.product_id).await;
+    let mut tasks = Vec::new();
+    for call in 0..5 {
+        let mut client = shop.client.clone();
+        let request = order_request(
+            &product.product_id,
+            1,
+            Uuid::now_v7(),
+            &format!("failed-{call}"),
+        );
+        tasks.push(tokio::spawn(
+            async move { client.create_order(request).await },
+        ));
+    }
+    let group_commit = shop.group_commit.clone();
+    eventually(Duration::from_secs(10), "five requests queued", || {
+        group_commit.waiting(product_id) == 5
+    })
+    .await;
+    // The first batch fails; then the batch of five, once it waits for the lock in its turn.
+    cancel_the_blocked_batch(&shop).await;
+    let status = blocked.await.unwrap().unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    cancel_the_blocked_batch(&shop).await;
+    for task in tasks {
+        let status = task.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert_eq!(reason(&status), "DATABASE_UNAVAILABLE");
+        assert!(!status.message().contains("cancel"), "no database message");
+    }
+    holder.commit().await.unwrap();
+    assert_eq!(
+        shop.table_counts().await,
+        (1, 0, 0),
+        "nothing of them written"
+    );
+
+    shop.client
+        .clone()
+        .create_order(order_request(
+            &product.product_id,
+            1,
+            Uuid::now_v7(),
+            "failed-0",
+        ))
+        .await
+        .expect("the next batch is served, and the failed key is free");
+    shop.assert_no_oversell(&product.product_id).await;
+    shop.stop().await;
+}
