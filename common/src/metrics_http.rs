@@ -26,6 +26,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Buckets for every `*_batch_size` histogram (requests per group-committed batch): 1 to 1024.
+const BATCH_SIZE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
 /// The process-wide Prometheus recorder, installed on first use. One process has one metrics
 /// registry (the `metrics` facade is global); services name their metrics apart.
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -33,7 +38,13 @@ pub fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-            .expect("the bucket list is not empty");
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Suffix("_batch_size".into()),
+                    BATCH_SIZE_BUCKETS,
+                )
+            })
+            .expect("the bucket lists are not empty");
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Fails only when another recorder was installed first; ours then renders nothing,

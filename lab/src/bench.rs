@@ -74,6 +74,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .create_product(pb::CreateProductRequest {
             name: "bench hot item".into(),
             initial_stock: args.stock,
+            max_per_customer: 0,
         })
         .await?
         .into_inner()

@@ -148,6 +148,7 @@ async fn seed(
         .create_product(order_pb::CreateProductRequest {
             name: "Limited edition hoodie".into(),
             initial_stock: stock,
+            max_per_customer: 0,
         })
         .await?
         .into_inner()

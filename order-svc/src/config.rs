@@ -45,6 +45,25 @@ pub struct Config {
     #[arg(long, env = "REAPER_INTERVAL", default_value = "5m", value_parser = lab_common::time::parse_period)]
     pub reaper_interval: Duration,
 
+    /// Most CreateOrders of one product settled in one transaction (group commit). Requests that
+    /// arrive while a product's batch is in the database form its next batch, up to this many;
+    /// there is no timer, so at low load a batch is one request. 1 sends one request per
+    /// transaction (still one transaction at a time per product and instance).
+    #[arg(long, env = "ORDER_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub order_batch_max: u16,
+
+    /// Answer OUT_OF_STOCK from memory for a product this instance saw sold out, until a
+    /// Restock or CancelOrder of it commits (heard through LISTEN/NOTIFY). Only first attempts
+    /// (no `grpc-previous-rpc-attempts`, or 0) are answered so; `false` sends every CreateOrder
+    /// to the database.
+    #[arg(long, env = "SOLD_OUT_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sold_out_fast_path: bool,
+
+    /// How long a sold-out flag lives while the stock-change listener is disconnected
+    /// (notifications are lost then, so flags must expire quickly).
+    #[arg(long, env = "SOLD_OUT_DISCONNECTED_TTL", default_value = "250ms", value_parser = humantime::parse_duration)]
+    pub sold_out_disconnected_ttl: Duration,
+
     /// Largest quantity accepted by CreateOrder and Restock, and largest initial stock.
     #[arg(long, env = "MAX_QUANTITY", default_value_t = 1_000_000)]
     pub max_quantity: i32,

@@ -27,6 +27,19 @@ pub struct Product {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// Most units one customer's CREATED orders may hold; 0 = unlimited.
+    pub max_per_customer: i32,
+}
+
+/// What CreateProduct asks for, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewProduct {
+    /// Display name.
+    pub name: String,
+    /// Units at creation.
+    pub initial_stock: i64,
+    /// Most units one customer's CREATED orders may hold; 0 = unlimited.
+    pub max_per_customer: i32,
 }
 
 /// A product's stock counters and its CREATED orders, read from one snapshot.

@@ -3,6 +3,8 @@
 //! Every reason string here is part of the public contract (`ErrorInfo.reason`, domain `lab`).
 //! Database errors are logged with their cause and reach clients only as a code and a reason.
 
+use std::sync::Arc;
+
 use lab_common::status::with_reason;
 use lab_common::validate::Violations;
 use tonic::{Code, Status};
@@ -33,6 +35,19 @@ pub enum OrderError {
         /// Units in stock when the order was refused.
         available: i64,
     },
+    /// The customer's CREATED orders for the product would hold more than its
+    /// `max_per_customer`; nothing was written.
+    #[error("customer holds {held} of at most {limit}, {requested} requested")]
+    CustomerLimitReached {
+        /// The product.
+        product_id: Uuid,
+        /// Units asked for.
+        requested: i32,
+        /// The product's `max_per_customer`.
+        limit: i32,
+        /// Units the customer's CREATED orders held when the order was refused.
+        held: i64,
+    },
     /// The key was used before with a different request.
     #[error("idempotency key reused with a different request")]
     KeyReused,
@@ -43,9 +58,19 @@ pub enum OrderError {
     /// Restocking would overflow the stock counters.
     #[error("stock counter would overflow")]
     StockOverflow,
-    /// The database failed.
+    /// The database failed. Shared: one failed batch answers every request in it.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(Arc<sqlx::Error>),
+    /// The batch carrying this request ended without an answer for it (a bug, never a client
+    /// mistake); whether it was written is unknown, so a retry with the same key is safe.
+    #[error("the batch ended without an answer for this request")]
+    Unanswered,
+}
+
+impl From<sqlx::Error> for OrderError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(Arc::new(error))
+    }
 }
 
 impl From<Violations> for OrderError {
@@ -99,6 +124,25 @@ impl From<OrderError> for Status {
                     ("available", available.to_string()),
                 ],
             ),
+            OrderError::CustomerLimitReached {
+                product_id,
+                requested,
+                limit,
+                held,
+            } => with_reason(
+                Code::FailedPrecondition,
+                "CUSTOMER_LIMIT_REACHED",
+                format!(
+                    "this customer holds {held} of at most {limit} units of product \
+                     {product_id}; {requested} requested"
+                ),
+                [
+                    ("product_id", product_id.to_string()),
+                    ("requested", requested.to_string()),
+                    ("limit", limit.to_string()),
+                    ("held", held.to_string()),
+                ],
+            ),
             OrderError::KeyReused => with_reason(
                 Code::FailedPrecondition,
                 "IDEMPOTENCY_KEY_REUSED",
@@ -118,6 +162,10 @@ impl From<OrderError> for Status {
                 [],
             ),
             OrderError::Database(error) => lab_common::status::database(&error),
+            OrderError::Unanswered => {
+                tracing::error!("a CreateOrder batch ended without answering a request");
+                lab_common::status::internal()
+            }
         }
     }
 }

@@ -19,8 +19,11 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::domain::Limits;
+use crate::group_commit::GroupCommit;
 use crate::reaper;
 use crate::service::OrderApi;
+use crate::sold_out::SoldOutFlags;
+use crate::stock_listener;
 
 /// The shop's schema, applied at start-up (also usable with `sqlx migrate run`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/order");
@@ -49,6 +52,8 @@ pub struct Application {
     listener: BoundListener,
     metrics_listener: Option<tokio::net::TcpListener>,
     faults: FaultHandle,
+    orders: GroupCommit,
+    sold_out: SoldOutFlags,
 }
 
 impl Application {
@@ -74,7 +79,17 @@ impl Application {
             Some(addr) => Some(metrics_http::bind(addr).await?),
             None => None,
         };
+        let sold_out =
+            SoldOutFlags::new(config.sold_out_fast_path, config.sold_out_disconnected_ttl);
+        let orders = GroupCommit::new(
+            database.pool.clone(),
+            config.idempotency_retention,
+            usize::from(config.order_batch_max),
+            sold_out.clone(),
+        );
         Ok(Self {
+            orders,
+            sold_out,
             faults,
             metrics_listener,
             config,
@@ -86,6 +101,16 @@ impl Application {
     /// The fault-injection handle: tests and drills change the faults while the server runs.
     pub fn faults(&self) -> FaultHandle {
         self.faults.clone()
+    }
+
+    /// This instance's sold-out flags: tests and diagnostics read them while the server runs.
+    pub fn sold_out_flags(&self) -> SoldOutFlags {
+        self.sold_out.clone()
+    }
+
+    /// This instance's CreateOrder batching: tests and diagnostics watch its queues.
+    pub fn group_commit(&self) -> GroupCommit {
+        self.orders.clone()
     }
 
     /// The address of `/metrics` and `/healthz`, when configured.
@@ -122,6 +147,8 @@ impl Application {
             listener,
             metrics_listener,
             faults,
+            orders,
+            sold_out,
         } = self;
         let pool = database.pool.clone();
         let api = OrderApi::new(
@@ -129,7 +156,8 @@ impl Application {
             Limits {
                 max_quantity: config.max_quantity,
             },
-            config.idempotency_retention,
+            orders,
+            sold_out.clone(),
         );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) = reflection(&[
@@ -149,9 +177,17 @@ impl Application {
             config.stock_metrics_products,
             stopped.clone(),
         ));
+        let listener_task = config.sold_out_fast_path.then(|| {
+            tokio::spawn(stock_listener::run(
+                database.url.clone(),
+                sold_out.clone(),
+                stopped.clone(),
+            ))
+        });
         let readiness = Readiness::default();
         if let Some(metrics_listener) = metrics_listener {
             metrics_http::spawn(metrics_listener, readiness.clone(), stopped)?;
+            crate::metrics::describe();
         }
         let serving = ServingState::new(health_reporter, readiness, &[ORDER_SERVICE_NAME]);
         serving.serving().await;
@@ -172,6 +208,9 @@ impl Application {
 
         let _ = stop_background.send(true);
         let _ = reaper.await;
+        if let Some(listener_task) = listener_task {
+            let _ = listener_task.await;
+        }
         let _ = sampler.await;
         database.close().await;
         tracing::info!("stopped");

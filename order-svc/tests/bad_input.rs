@@ -55,6 +55,7 @@ fn cases(product_id: String, order_id: String) -> Vec<Case> {
                     c.create_product(pb::CreateProductRequest {
                         name: "  ".into(),
                         initial_stock: 1,
+                        max_per_customer: 0,
                     })
                     .await
                     .map(drop)
@@ -70,6 +71,7 @@ fn cases(product_id: String, order_id: String) -> Vec<Case> {
                     c.create_product(pb::CreateProductRequest {
                         name: "x".repeat(201),
                         initial_stock: 1,
+                        max_per_customer: 0,
                     })
                     .await
                     .map(drop)
@@ -85,6 +87,7 @@ fn cases(product_id: String, order_id: String) -> Vec<Case> {
                     c.create_product(pb::CreateProductRequest {
                         name: "lamp".into(),
                         initial_stock: -1,
+                        max_per_customer: 0,
                     })
                     .await
                     .map(drop)
@@ -448,6 +451,7 @@ async fn oversized_messages_are_refused() {
         .create_product(pb::CreateProductRequest {
             name: "x".repeat(4096),
             initial_stock: 1,
+            max_per_customer: 0,
         })
         .await
         .unwrap_err();

@@ -5,7 +5,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{TestShop, order_request};
+use common::{TestShop, order_request, retried_order_request};
 use prometheus_parse::{Sample, Scrape, Value};
 use uuid::Uuid;
 
@@ -48,25 +48,49 @@ async fn counters_move_with_the_traffic() {
         .unwrap();
     assert_eq!(health.status(), 200);
 
+    // A flag set while the listener connects would be dropped by its connecting.
+    let flags = shop.sold_out.clone();
+    common::eventually(std::time::Duration::from_secs(10), "listening", || {
+        flags.is_listening()
+    })
+    .await;
     // The recorder is process-wide and other tests run in parallel: compare before and after.
     let before = scrape(metrics_addr).await;
-    let product = shop.create_product(1).await;
+    // Two units: the key reuse and the first refusal happen while the product is not sold out
+    // yet, so the database answers them (a sold-out product refuses first attempts from memory).
+    let product = shop.create_product(2).await;
     let customer = Uuid::now_v7();
     let mut client = shop.client.clone();
     client
         .create_order(order_request(&product.product_id, 1, customer, "m-1"))
         .await
         .unwrap();
+    // The re-send is marked as one, as API.md asks of clients.
     client
-        .create_order(order_request(&product.product_id, 1, customer, "m-1"))
+        .create_order(retried_order_request(
+            &product.product_id,
+            1,
+            customer,
+            "m-1",
+            1,
+        ))
         .await
         .unwrap();
     client
-        .create_order(order_request(&product.product_id, 1, customer, "m-2"))
+        .create_order(order_request(&product.product_id, 2, customer, "m-1"))
         .await
         .unwrap_err();
     client
-        .create_order(order_request(&product.product_id, 2, customer, "m-1"))
+        .create_order(order_request(&product.product_id, 2, customer, "m-2"))
+        .await
+        .unwrap_err();
+    // The last unit: the product is sold out, and the next first attempt is refused from memory.
+    client
+        .create_order(order_request(&product.product_id, 1, customer, "m-3"))
+        .await
+        .unwrap();
+    client
+        .create_order(order_request(&product.product_id, 1, customer, "m-4"))
         .await
         .unwrap_err();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -79,6 +103,21 @@ async fn counters_move_with_the_traffic() {
     assert!(delta("order_idempotent_replays_total", &[]) >= 1.0);
     assert!(delta("order_out_of_stock_total", &[]) >= 1.0);
     assert!(delta("order_idempotency_key_reuse_total", &[]) >= 1.0);
+    assert!(delta("order_sold_out_fast_path_total", &[]) >= 1.0);
+    assert!(delta("order_batches_total", &[]) >= 5.0);
+    assert!(
+        after
+            .iter()
+            .any(|sample| sample.metric == "order_batch_size"
+                && matches!(sample.value, Value::Histogram(_))),
+        "the batch size is a histogram"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|sample| sample.metric == "order_stock_listener_connected"),
+        "the listener's state is exported"
+    );
     let create_order = [
         ("grpc_service", "lab.order.v1.OrderService"),
         ("grpc_method", "CreateOrder"),
@@ -109,5 +148,39 @@ async fn counters_move_with_the_traffic() {
     assert!(after.iter().any(|s| s.metric == "order_product_stock"
         && s.labels.get("product_id") == Some(product.product_id.as_str())));
     assert!(after.iter().any(|s| s.metric == "db_pool_connections"));
+    shop.stop().await;
+}
+
+/// The families issue 11 added are described (HELP) and exist before their first event.
+#[tokio::test]
+async fn the_group_commit_and_sold_out_families_have_help_text() {
+    let shop = TestShop::spawn_with(|config| {
+        config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let metrics_addr = shop.metrics_addr.expect("metrics endpoint bound");
+    let body = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "order_batches_total",
+        "order_sold_out_fast_path_total",
+        "order_customer_limit_total",
+        "order_stock_listener_connected",
+        "order_stock_listener_disconnects_total",
+        "order_stock_notifications_total",
+    ] {
+        assert!(
+            body.contains(&format!("# HELP {family} ")),
+            "no HELP for {family}"
+        );
+        assert!(
+            body.lines().any(|line| line.starts_with(family)),
+            "{family} is not registered"
+        );
+    }
     shop.stop().await;
 }

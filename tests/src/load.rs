@@ -154,6 +154,7 @@ pub async fn create_product(
         .create_product(order_pb::CreateProductRequest {
             name: name.to_owned(),
             initial_stock: stock,
+            max_per_customer: 0,
         })
         .await?
         .into_inner()

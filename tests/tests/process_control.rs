@@ -23,6 +23,7 @@ async fn start_kill_restart_terminate() {
         .create_product(pb::CreateProductRequest {
             name: "survivor".into(),
             initial_stock: 3,
+            max_per_customer: 0,
         })
         .await
         .unwrap()

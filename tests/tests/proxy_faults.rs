@@ -43,6 +43,7 @@ async fn product(client: &mut OrderServiceClient<tonic::transport::Channel>) -> 
         .create_product(pb::CreateProductRequest {
             name: "proxied".into(),
             initial_stock: 100,
+            max_per_customer: 0,
         })
         .await
         .expect("CreateProduct")

@@ -148,6 +148,7 @@ impl OrderSvc {
             .create_product(opb::CreateProductRequest {
                 name: "reward".into(),
                 initial_stock: stock,
+                max_per_customer: 0,
             })
             .await
             .unwrap()

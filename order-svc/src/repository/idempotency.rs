@@ -1,5 +1,5 @@
 //! Expiry of idempotency keys' claims. Only the claim row goes: the order keeps its key column,
-//! and `place_order` consults it once the claim is gone, so expiry never lets a key create a
+//! and `place_orders` consults it once the claim is gone, so expiry never lets a key create a
 //! second order (LookupOrder and late retries still find the first).
 
 use sqlx::PgPool;

@@ -6,5 +6,10 @@ mod orders;
 mod products;
 
 pub use idempotency::reap_expired_keys;
-pub use orders::{CreateOutcome, cancel_order, create_order, get_order, list_orders, lookup_order};
-pub use products::{create_product, get_product, get_product_ledger, list_products, restock};
+pub use orders::{
+    CreateOutcome, PlaceRequest, PlacedBatch, cancel_order, get_order, list_orders, lookup_order,
+    place_orders,
+};
+pub use products::{
+    STOCK_CHANNEL, create_product, get_product, get_product_ledger, list_products, restock,
+};

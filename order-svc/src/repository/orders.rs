@@ -2,11 +2,13 @@
 
 use std::time::Duration;
 
+use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgPool, Row};
 use uuid::Uuid;
 
 use crate::domain::{IdempotencyScope, NewOrder, Order, OrderFilter};
 use crate::error::OrderError;
+use crate::repository::STOCK_CHANNEL;
 use lab_common::paging::PageRequest;
 
 const ORDER_COLUMNS: &str = "order_id, product_id, quantity, customer_id, status, client_id, \
@@ -21,76 +23,124 @@ pub enum CreateOutcome {
     Replayed(Order),
 }
 
-/// Creates an order, or replays the one its key already produced.
+/// One CreateOrder of a batch, validated and with its order id chosen up front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceRequest {
+    /// Who asks, and under which key.
+    pub scope: IdempotencyScope,
+    /// The order asked for.
+    pub order: NewOrder,
+}
+
+/// What one call of [`place_orders`] settled.
+#[derive(Debug)]
+pub struct PlacedBatch {
+    /// Each request's answer, in the order the requests were given.
+    pub outcomes: Vec<Result<CreateOutcome, OrderError>>,
+    /// The product's stock as the batch committed; `None` when there is no such product.
+    pub stock_after: Option<i64>,
+}
+
+/// Creates orders for one product, or replays the ones their keys already produced, in one
+/// call of the `place_orders` function (see its migration): one round trip, one transaction,
+/// one lock of the product row and one commit for the whole batch.
 ///
-/// The order holding (client, key) decides, however long ago it was created: after the key's
-/// claim was reaped, the same request replays that order and a different one is refused
-/// ([`OrderError::KeyReused`]), so the retention bounds only how long the claim row is kept.
-///
-/// One call of the `place_order` function (see its migration), in one implicit transaction:
-/// (1) claim the key with `INSERT … ON CONFLICT DO NOTHING`; a concurrent holder of the same key
-/// makes this wait until it commits or rolls back, so at most one order is ever created per key;
-/// (2) take the stock with `UPDATE … WHERE stock >= quantity`, which cannot oversell, and insert
-/// the order. A refusal raises inside the function, rolling back the claim too, so
-/// OUT_OF_STOCK and PRODUCT_NOT_FOUND do not consume the key. One round trip keeps the hot
-/// product's row lock from waiting on the network.
-pub async fn create_order(
+/// Each request is answered as if it had been alone, the requests taken one after the other in
+/// the given order: the order holding (client, key) decides, however long ago it was created
+/// (after the key's claim was reaped the same request replays it and a different one is refused
+/// with [`OrderError::KeyReused`]); stock is taken greedily in that order, so no request is
+/// refused while the stock left at its turn covers it; refusals (OUT_OF_STOCK,
+/// PRODUCT_NOT_FOUND, CUSTOMER_LIMIT_REACHED) write nothing and do not consume the key. Only a
+/// failure of the call itself is an `Err`, and then nothing of the batch was written.
+pub async fn place_orders(
     pool: &PgPool,
-    scope: &IdempotencyScope,
-    order: &NewOrder,
+    product_id: Uuid,
+    requests: &[PlaceRequest],
     retention: Duration,
-) -> Result<CreateOutcome, OrderError> {
-    let placed = sqlx::query("SELECT * FROM place_order($1, $2, $3, $4, $5, $6, $7, $8)")
-        .bind(&scope.client_id)
-        .bind(&scope.key)
-        .bind(order.fingerprint())
-        .bind(Uuid::now_v7())
-        .bind(order.product_id)
-        .bind(order.quantity)
-        .bind(order.customer_id)
+) -> Result<PlacedBatch, sqlx::Error> {
+    let mut client_ids = Vec::with_capacity(requests.len());
+    let mut keys = Vec::with_capacity(requests.len());
+    let mut fingerprints = Vec::with_capacity(requests.len());
+    let mut order_ids = Vec::with_capacity(requests.len());
+    let mut quantities = Vec::with_capacity(requests.len());
+    let mut customer_ids = Vec::with_capacity(requests.len());
+    for request in requests {
+        client_ids.push(request.scope.client_id.as_str());
+        keys.push(request.scope.key.as_str());
+        fingerprints.push(request.order.fingerprint());
+        order_ids.push(Uuid::now_v7());
+        quantities.push(request.order.quantity);
+        customer_ids.push(request.order.customer_id);
+    }
+    let rows = sqlx::query("SELECT * FROM place_orders($1, $2, $3, $4, $5, $6, $7, $8)")
+        .bind(product_id)
+        .bind(&client_ids)
+        .bind(&keys)
+        .bind(&fingerprints)
+        .bind(&order_ids)
+        .bind(&quantities)
+        .bind(&customer_ids)
         .bind(retention.as_secs_f64())
-        .fetch_one(pool)
-        .await;
-    let row = match placed {
-        Ok(row) => row,
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(PRODUCT_NOT_FOUND) => {
-            return Err(OrderError::ProductNotFound(order.product_id));
-        }
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(OUT_OF_STOCK) => {
-            let available = db
-                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                .and_then(|error| error.detail())
-                .and_then(|detail| detail.parse().ok())
-                .unwrap_or(0);
-            return Err(OrderError::OutOfStock {
-                product_id: order.product_id,
-                requested: order.quantity,
-                available,
-            });
-        }
-        // Backstop of the constraint: an order with this pair committed without holding the
-        // claim. Retrying replays it, so this is contention, not a failure.
-        Err(sqlx::Error::Database(db)) if db.constraint() == Some(ONE_ORDER_PER_KEY) => {
-            tracing::warn!(error = %db, "an order holding this key appeared without its claim");
-            return Err(OrderError::KeyContended);
-        }
-        Err(error) => return Err(error.into()),
-    };
+        .fetch_all(pool)
+        .await?;
+    let mut outcomes: Vec<Option<Result<CreateOutcome, OrderError>>> =
+        requests.iter().map(|_| None).collect();
+    let mut stock_after = None;
+    for row in &rows {
+        let slot: i32 = row.try_get("slot")?;
+        stock_after = row.try_get("stock_after")?;
+        // Slots are 1-based positions in the arrays; anything else is left unanswered.
+        let Some(index) = usize::try_from(slot)
+            .ok()
+            .and_then(|slot| slot.checked_sub(1))
+        else {
+            continue;
+        };
+        let Some(request) = requests.get(index) else {
+            continue;
+        };
+        outcomes[index] = Some(slot_outcome(row, product_id, &request.order));
+    }
+    let outcomes = outcomes
+        .into_iter()
+        .map(|outcome| outcome.unwrap_or(Err(OrderError::Unanswered)))
+        .collect();
+    Ok(PlacedBatch {
+        outcomes,
+        stock_after,
+    })
+}
+
+/// One request's answer from its row of `place_orders`.
+fn slot_outcome(
+    row: &PgRow,
+    product_id: Uuid,
+    order: &NewOrder,
+) -> Result<CreateOutcome, OrderError> {
     let outcome: String = row.try_get("outcome")?;
     match outcome.as_str() {
-        "created" => Ok(CreateOutcome::Created(Order::from_row(&row)?)),
-        "replayed" => Ok(CreateOutcome::Replayed(Order::from_row(&row)?)),
+        "created" => Ok(CreateOutcome::Created(Order::from_row(row)?)),
+        "replayed" => Ok(CreateOutcome::Replayed(Order::from_row(row)?)),
         "reused" => Err(OrderError::KeyReused),
-        // The claim vanished between the insert and the read (the reaper expired it).
+        "product_not_found" => Err(OrderError::ProductNotFound(product_id)),
+        "out_of_stock" => Err(OrderError::OutOfStock {
+            product_id,
+            requested: order.quantity,
+            available: row.try_get::<Option<i64>, _>("available")?.unwrap_or(0),
+        }),
+        "customer_limit" => Err(OrderError::CustomerLimitReached {
+            product_id,
+            requested: order.quantity,
+            limit: row
+                .try_get::<Option<i32>, _>("customer_limit")?
+                .unwrap_or(0),
+            held: row.try_get::<Option<i64>, _>("customer_held")?.unwrap_or(0),
+        }),
+        // The key's claim vanished between its insert and its read (the reaper expired it), or
+        // an order holding the key committed without one: retrying replays it.
         _ => Err(OrderError::KeyContended),
     }
 }
-
-/// SQLSTATEs raised by `place_order`.
-const PRODUCT_NOT_FOUND: &str = "LB404";
-const OUT_OF_STOCK: &str = "LB409";
-/// The unique constraint on orders (client_id, idempotency_key).
-const ONE_ORDER_PER_KEY: &str = "orders_one_per_key";
 
 /// Reads one order.
 pub async fn get_order(pool: &PgPool, order_id: Uuid) -> Result<Order, OrderError> {
@@ -148,7 +198,9 @@ pub async fn list_orders(
 /// Cancels an order and returns its stock, exactly once; the flag says whether this call did it.
 ///
 /// One statement: the order's `UPDATE … WHERE status = 'CREATED'` locks the row, so a concurrent
-/// cancel waits, re-checks the condition, finds the order cancelled and restores nothing.
+/// cancel waits, re-checks the condition, finds the order cancelled and restores nothing. When
+/// it returns stock it notifies [`STOCK_CHANNEL`] in the same transaction, so every instance
+/// drops its sold-out flag for the product once the units are really back.
 pub async fn cancel_order(
     pool: &PgPool,
     order_id: Uuid,
@@ -160,14 +212,19 @@ pub async fn cancel_order(
              SET status = 'CANCELLED', cancel_reason = $2, cancelled_at = now(), updated_at = now()
              WHERE order_id = $1 AND status = 'CREATED'
              RETURNING product_id, quantity
+         ),
+         restored AS (
+             UPDATE products p
+             SET stock = p.stock + c.quantity, updated_at = now()
+             FROM cancelled c
+             WHERE p.product_id = c.product_id
+             RETURNING p.product_id
          )
-         UPDATE products p
-         SET stock = p.stock + c.quantity, updated_at = now()
-         FROM cancelled c
-         WHERE p.product_id = c.product_id",
+         SELECT pg_notify($3, restored.product_id::text) FROM restored",
     )
     .bind(order_id)
     .bind(reason)
+    .bind(STOCK_CHANNEL)
     .execute(pool)
     .await?
     .rows_affected()

@@ -3,27 +3,28 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain::{Product, ProductLedger};
+use crate::domain::{NewProduct, Product, ProductLedger};
 use crate::error::OrderError;
 use lab_common::paging::PageRequest;
 
 const PRODUCT_COLUMNS: &str =
-    "product_id, name, stock, initial_stock, restocked, created_at, updated_at";
+    "product_id, name, stock, initial_stock, restocked, created_at, updated_at, max_per_customer";
 
-/// Inserts a product with `initial_stock` units.
-pub async fn create_product(
-    pool: &PgPool,
-    name: &str,
-    initial_stock: i64,
-) -> Result<Product, OrderError> {
-    let product = sqlx::query_as::<_, Product>(
-        "INSERT INTO products (product_id, name, stock, initial_stock)
-         VALUES ($1, $2, $3, $3)
-         RETURNING product_id, name, stock, initial_stock, restocked, created_at, updated_at",
-    )
+/// The channel Restock and CancelOrder notify (payload: the product id) when stock comes back,
+/// in the transaction that returns it, so every instance drops its sold-out flag.
+pub const STOCK_CHANNEL: &str = "lab_stock";
+
+/// Inserts a product with its initial stock and per-customer limit.
+pub async fn create_product(pool: &PgPool, product: &NewProduct) -> Result<Product, OrderError> {
+    let product = sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO products (product_id, name, stock, initial_stock, max_per_customer)
+         VALUES ($1, $2, $3, $3, $4)
+         RETURNING {PRODUCT_COLUMNS}"
+    )))
     .bind(Uuid::now_v7())
-    .bind(name)
-    .bind(initial_stock)
+    .bind(&product.name)
+    .bind(product.initial_stock)
+    .bind(product.max_per_customer)
     .fetch_one(pool)
     .await?;
     Ok(product)
@@ -31,10 +32,9 @@ pub async fn create_product(
 
 /// Reads one product.
 pub async fn get_product(pool: &PgPool, product_id: Uuid) -> Result<Product, OrderError> {
-    sqlx::query_as::<_, Product>(
-        "SELECT product_id, name, stock, initial_stock, restocked, created_at, updated_at
-         FROM products WHERE product_id = $1",
-    )
+    sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products WHERE product_id = $1"
+    )))
     .bind(product_id)
     .fetch_optional(pool)
     .await?
@@ -83,20 +83,27 @@ pub async fn list_products(
     Ok(page.finish(rows, |product| product.product_id))
 }
 
-/// Adds `quantity` units to stock and to the `restocked` counter, atomically.
+/// Adds `quantity` units to stock and to the `restocked` counter, atomically, and notifies
+/// [`STOCK_CHANNEL`] in the same statement (hence transaction): listeners hear of it exactly
+/// when it commits.
 pub async fn restock(
     pool: &PgPool,
     product_id: Uuid,
     quantity: i64,
 ) -> Result<Product, OrderError> {
-    let result = sqlx::query_as::<_, Product>(
-        "UPDATE products
-         SET stock = stock + $2, restocked = restocked + $2, updated_at = now()
-         WHERE product_id = $1
-         RETURNING product_id, name, stock, initial_stock, restocked, created_at, updated_at",
-    )
+    let result = sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
+        "WITH restocked AS (
+             UPDATE products
+             SET stock = stock + $2, restocked = restocked + $2, updated_at = now()
+             WHERE product_id = $1
+             RETURNING {PRODUCT_COLUMNS}
+         )
+         SELECT restocked.*, pg_notify($3, restocked.product_id::text) AS notified
+         FROM restocked"
+    )))
     .bind(product_id)
     .bind(quantity)
+    .bind(STOCK_CHANNEL)
     .fetch_optional(pool)
     .await;
     match result {

@@ -15,6 +15,7 @@ impl From<Product> for pb::Product {
             restocked: product.restocked,
             created_at: Some(to_proto(product.created_at)),
             updated_at: Some(to_proto(product.updated_at)),
+            max_per_customer: product.max_per_customer,
         }
     }
 }

@@ -3,8 +3,6 @@
 mod convert;
 mod parse;
 
-use std::time::Duration;
-
 use lab_common::metadata::IDEMPOTENT_REPLAYED;
 use lab_proto::order::v1 as pb;
 use lab_proto::order::v1::order_service_server::OrderService;
@@ -13,23 +11,29 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::domain::Limits;
-use crate::repository::{self, CreateOutcome};
+use crate::error::OrderError;
+use crate::group_commit::GroupCommit;
+use crate::repository::{self, CreateOutcome, PlaceRequest};
+use crate::sold_out::SoldOutFlags;
 
 /// The OrderService implementation.
 #[derive(Debug, Clone)]
 pub struct OrderApi {
     pool: PgPool,
     limits: Limits,
-    key_retention: Duration,
+    orders: GroupCommit,
+    sold_out: SoldOutFlags,
 }
 
 impl OrderApi {
-    /// Serves requests from `pool`, enforcing `limits` and remembering keys for `key_retention`.
-    pub fn new(pool: PgPool, limits: Limits, key_retention: Duration) -> Self {
+    /// Serves requests from `pool`, enforcing `limits`; CreateOrder goes through `orders` (group
+    /// commit) unless `sold_out` already knows the product is gone.
+    pub fn new(pool: PgPool, limits: Limits, orders: GroupCommit, sold_out: SoldOutFlags) -> Self {
         Self {
             pool,
             limits,
-            key_retention,
+            orders,
+            sold_out,
         }
     }
 }
@@ -41,8 +45,8 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::CreateProductRequest>,
     ) -> Result<Response<pb::CreateProductResponse>, Status> {
-        let (name, initial_stock) = parse::new_product(request.get_ref(), self.limits)?;
-        let product = repository::create_product(&self.pool, &name, initial_stock).await?;
+        let new_product = parse::new_product(request.get_ref(), self.limits)?;
+        let product = repository::create_product(&self.pool, &new_product).await?;
         tracing::info!(product_id = %product.product_id, "product created");
         Ok(Response::new(pb::CreateProductResponse {
             product: Some(product.into()),
@@ -94,7 +98,23 @@ impl OrderService for OrderApi {
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
         let (scope, order) =
             parse::create_order(request.metadata(), request.get_ref(), self.limits)?;
-        let outcome = repository::create_order(&self.pool, &scope, &order, self.key_retention)
+        // Only a first attempt may be refused from memory: a retry may be the re-send of a
+        // request whose order exists, and must replay it (the database decides).
+        if parse::is_first_attempt(request.metadata())
+            && self.sold_out.is_sold_out(order.product_id)
+        {
+            crate::metrics::sold_out_fast_path();
+            let refusal = OrderError::OutOfStock {
+                product_id: order.product_id,
+                requested: order.quantity,
+                available: 0,
+            };
+            crate::metrics::order_refused(&refusal);
+            return Err(refusal.into());
+        }
+        let outcome = self
+            .orders
+            .place(PlaceRequest { scope, order })
             .await
             .inspect_err(crate::metrics::order_refused)?;
         let (order, replayed) = match outcome {

@@ -9,15 +9,16 @@ use tonic::metadata::MetadataMap;
 use uuid::Uuid;
 
 use crate::domain::{
-    IdempotencyScope, Limits, MAX_NAME_CHARS, MAX_REASON_CHARS, NewOrder, OrderFilter, OrderStatus,
+    IdempotencyScope, Limits, MAX_NAME_CHARS, MAX_REASON_CHARS, NewOrder, NewProduct, OrderFilter,
+    OrderStatus,
 };
 use crate::error::OrderError;
 
-/// CreateProduct: the name and initial stock.
+/// CreateProduct: the name, initial stock and per-customer limit (0 = unlimited).
 pub fn new_product(
     request: &pb::CreateProductRequest,
     limits: Limits,
-) -> Result<(String, i64), OrderError> {
+) -> Result<NewProduct, OrderError> {
     let mut violations = Violations::default();
     let name = violations.text("name", &request.name, 1, MAX_NAME_CHARS);
     violations.range(
@@ -26,7 +27,31 @@ pub fn new_product(
         0,
         i64::from(limits.max_quantity),
     );
-    finish(violations, (name, request.initial_stock))
+    violations.range("max_per_customer", request.max_per_customer, 0, i32::MAX);
+    finish(
+        violations,
+        NewProduct {
+            name,
+            initial_stock: request.initial_stock,
+            max_per_customer: request.max_per_customer,
+        },
+    )
+}
+
+/// True for a first attempt: `grpc-previous-rpc-attempts` absent or 0. Anything else (a retry,
+/// or a value that does not parse) may be the re-send of a request whose order exists, which
+/// only the database can answer.
+pub fn is_first_attempt(metadata: &MetadataMap) -> bool {
+    match metadata.get(metadata::PREVIOUS_RPC_ATTEMPTS) {
+        None => true,
+        Some(value) => {
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u32>().ok())
+                == Some(0)
+        }
+    }
 }
 
 /// A request naming one product.
@@ -171,5 +196,25 @@ fn finish_with<T>(violations: Violations, value: Option<T>) -> Result<T, OrderEr
         (true, Some(value)) => Ok(value),
         // A parse that produced nothing always recorded why.
         _ => Err(OrderError::Invalid(violations)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_absent_or_zero_attempt_count_is_a_first_attempt() {
+        let with = |value: &'static str| {
+            let mut metadata = MetadataMap::new();
+            metadata.insert(metadata::PREVIOUS_RPC_ATTEMPTS, value.parse().unwrap());
+            is_first_attempt(&metadata)
+        };
+        assert!(is_first_attempt(&MetadataMap::new()));
+        assert!(with("0"));
+        assert!(!with("1"));
+        assert!(!with("7"));
+        assert!(!with("not a number"));
+        assert!(!with("-1"));
     }
 }

@@ -19,6 +19,8 @@ pub struct TestShop {
     pub faults: resilience::FaultHandle,
     pub pool: PgPool,
     pub client: OrderServiceClient<Channel>,
+    pub sold_out: order_svc::sold_out::SoldOutFlags,
+    pub group_commit: order_svc::group_commit::GroupCommit,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -36,6 +38,11 @@ impl TestShop {
         let url = lab_common::postgres::fresh_test_database()
             .await
             .expect("a fresh test database");
+        Self::spawn_on(url, customize).await
+    }
+
+    /// Another instance on the database at `url` (e.g. a second one beside `shop.database_url`).
+    pub async fn spawn_on(url: String, customize: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::for_tests(url);
         customize(&mut config);
         let application = Application::build(config).await.expect("order-svc builds");
@@ -44,6 +51,8 @@ impl TestShop {
         let database_url = application.database_url().to_owned();
         let faults = application.faults();
         let pool = application.pool().clone();
+        let sold_out = application.sold_out_flags();
+        let group_commit = application.group_commit();
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             application
@@ -61,6 +70,8 @@ impl TestShop {
             faults,
             pool,
             client,
+            sold_out,
+            group_commit,
             stop: Some(stop),
             server: Some(server),
         }
@@ -72,11 +83,17 @@ impl TestShop {
     }
 
     pub async fn create_product(&self, stock: i64) -> pb::Product {
+        self.create_limited_product(stock, 0).await
+    }
+
+    /// A product whose customers may each hold at most `max_per_customer` units (0 = no limit).
+    pub async fn create_limited_product(&self, stock: i64, max_per_customer: i32) -> pb::Product {
         self.client
             .clone()
             .create_product(pb::CreateProductRequest {
                 name: "hot item".into(),
                 initial_stock: stock,
+                max_per_customer,
             })
             .await
             .expect("CreateProduct")
@@ -158,6 +175,19 @@ pub async fn try_connect(
     Ok(OrderServiceClient::new(channel))
 }
 
+/// Waits until `condition` holds, polling every few milliseconds, for at most `within`.
+pub async fn eventually(
+    within: std::time::Duration,
+    what: &str,
+    mut condition: impl FnMut() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
 /// A CreateOrder request carrying `key` as its idempotency key.
 pub fn order_request(
     product_id: &str,
@@ -173,6 +203,24 @@ pub fn order_request(
     request
         .metadata_mut()
         .insert("idempotency-key", key.parse().unwrap());
+    request
+}
+
+/// [`order_request`] as a retry: `grpc-previous-rpc-attempts: attempts`, which API.md asks
+/// clients to set on every re-send of a request, and which keeps it off the sold-out fast path
+/// (only the database can tell that its order exists).
+pub fn retried_order_request(
+    product_id: &str,
+    quantity: i32,
+    customer_id: Uuid,
+    key: &str,
+    attempts: u32,
+) -> tonic::Request<pb::CreateOrderRequest> {
+    let mut request = order_request(product_id, quantity, customer_id, key);
+    request.metadata_mut().insert(
+        "grpc-previous-rpc-attempts",
+        attempts.to_string().parse().unwrap(),
+    );
     request
 }
 
