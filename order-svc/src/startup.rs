@@ -151,6 +151,7 @@ impl Application {
         ));
         let readiness = Readiness::default();
         if let Some(metrics_listener) = metrics_listener {
+            crate::metrics::register(&pool, config.stock_metrics_products).await;
             metrics_http::spawn(metrics_listener, readiness.clone(), stopped)?;
         }
         let serving = ServingState::new(health_reporter, readiness, &[ORDER_SERVICE_NAME]);
