@@ -64,6 +64,9 @@ fn missing_at_start_up(page: &Metrics, service: &str) -> Vec<String> {
         .collect()
 }
 
+/// A series on a page: the page, the family and its labels.
+type SeriesOf<'a> = (&'a Metrics, &'static str, Vec<(&'static str, String)>);
+
 /// Scrapes `process` and lints the page; `None` when promtool is not installed.
 async fn scrape_and_lint(process: &ServiceProcess) -> Option<(Metrics, Vec<String>)> {
     let addr = process.metrics_addr().expect("the service serves /metrics");
@@ -147,7 +150,7 @@ async fn both_pages_pass_promtool_and_show_every_family_from_start_up() {
                 .map(|family| format!("{service}: documented family {family} missing")),
         );
     }
-    let mut expected_zero: Vec<(&Metrics, &str, Vec<(&str, String)>)> = [
+    let mut expected_zero: Vec<SeriesOf> = [
         "order_orders_created_total",
         "order_out_of_stock_total",
         "order_idempotent_replays_total",
@@ -225,11 +228,14 @@ async fn both_pages_pass_promtool_and_show_every_family_from_start_up() {
         .run_consistency_check(apb::RunConsistencyCheckRequest::default())
         .await
         .expect("a check on demand");
-    // The stock gauge is sampled every 100 ms.
+    // The stock gauge is sampled every 100 ms: wait for a sample taken after the order.
+    let stock_of_reward = [("product_id", reward.product_id.as_str())];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let (order_page, order_findings) = loop {
         let scraped = scrape_and_lint(&cluster.order).await.expect("promtool");
-        if scraped.0.has_family("order_product_stock") || tokio::time::Instant::now() > deadline {
+        if scraped.0.value("order_product_stock", &stock_of_reward) == Some(0.0)
+            || tokio::time::Instant::now() > deadline
+        {
             break scraped;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -252,7 +258,7 @@ async fn both_pages_pass_promtool_and_show_every_family_from_start_up() {
     );
     assert_eq!(order_page.value("order_out_of_stock_total", &[]), Some(1.0));
     assert_eq!(
-        order_page.value("order_product_stock", &[("product_id", &reward.product_id)]),
+        order_page.value("order_product_stock", &stock_of_reward),
         Some(0.0)
     );
     assert_eq!(
