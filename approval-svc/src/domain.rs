@@ -98,7 +98,8 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    const ALL: [Self; 7] = [
+    /// Every reason (metrics export a series for each from start-up).
+    pub const ALL: [Self; 7] = [
         Self::OutOfStock,
         Self::ProductNotFound,
         Self::OrderServiceUnavailable,

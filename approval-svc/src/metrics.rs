@@ -10,24 +10,137 @@
 //! | `approval_completer_runs_total` | counter | completer rounds |
 //! | `approval_completer_redrives_total{kind}` | counter | challenges the completer drove: `approval` (stale APPROVING or due retry) or `revoke` |
 //! | `db_pool_connections{pool="approval",state}` | gauge | pool connections `in_use` / `idle` |
+//!
+//! The checker's `consistency_*` families are recorded in [`crate::consistency`] and described
+//! here with the rest. [`register`] exports every family, described, before the first scrape:
+//! counters at 0 for each known label value, gauges sampled once.
 
 use std::time::Duration;
 
+use lab_proto::approval::v1::FILE_DESCRIPTOR_SET;
+use lab_proto::approval::v1::approval_service_server::SERVICE_NAME as APPROVAL_SERVICE;
+use lab_proto::approval::v1::ops_service_server::SERVICE_NAME as OPS_SERVICE;
+use metrics::{Unit, describe_counter, describe_gauge};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::consistency::{Invariant, store};
+use crate::domain::{FailureReason, Status};
 use crate::repository::AttemptOutcome;
+
+const APPROVALS: &str = "approval_approvals_total";
+const CHALLENGES: &str = "approval_challenges";
+const APPROVING_OLDEST_AGE: &str = "approval_approving_oldest_age_seconds";
+const DEAD_LETTERS: &str = "approval_dead_letters";
+const COMPLETER_RUNS: &str = "approval_completer_runs_total";
+const COMPLETER_REDRIVES: &str = "approval_completer_redrives_total";
+const POOL_CONNECTIONS: &str = "db_pool_connections";
+const CHECKS: &str = "consistency_checks_total";
+const VIOLATIONS: &str = "consistency_violations";
+const HEALED: &str = "consistency_healed_total";
+const ALERTS: &str = "consistency_alerts_total";
+const LAST_CHECK: &str = "consistency_last_check_timestamp_seconds";
+
+/// Installs the process's recorder (if not yet), describes every family, exports the counters
+/// at 0 for each known label value (the per-RPC ones for every method and code too) and sets
+/// the gauges (sampled once; the last check's time from the checker's watermark), so the first
+/// scrape already shows every family. Call before serving `/metrics`.
+pub async fn register(pool: &PgPool) {
+    lab_common::metrics_http::prometheus();
+    describe();
+    // Not `absolute(0)`: in tests several servers share the process's counts.
+    metrics::counter!(APPROVALS, "status" => "approved", "reason" => "").increment(0);
+    for reason in FailureReason::ALL {
+        metrics::counter!(APPROVALS, "status" => "approve_failed", "reason" => reason.as_str())
+            .increment(0);
+    }
+    metrics::counter!(COMPLETER_RUNS).increment(0);
+    for kind in ["approval", "revoke"] {
+        metrics::counter!(COMPLETER_REDRIVES, "kind" => kind).increment(0);
+    }
+    for result in ["ok", "error"] {
+        metrics::counter!(CHECKS, "result" => result).increment(0);
+    }
+    for invariant in Invariant::ALL {
+        metrics::counter!(HEALED, "invariant" => invariant.code()).increment(0);
+        // Unknown until this instance checks; a registered gauge starts at 0.
+        let _ = metrics::gauge!(VIOLATIONS, "invariant" => invariant.code());
+    }
+    for action in ["trigger", "resolve"] {
+        metrics::counter!(ALERTS, "action" => action).increment(0);
+    }
+    if let Err(error) = lab_common::grpc_metrics::preinitialise(
+        &[FILE_DESCRIPTOR_SET],
+        &[APPROVAL_SERVICE, OPS_SERVICE],
+    ) {
+        tracing::warn!(%error, "the embedded descriptor set does not decode");
+    }
+    match store::watermark(pool).await {
+        Ok(last_check) => {
+            metrics::gauge!(LAST_CHECK).set(last_check.map_or(0.0, |at| at.timestamp() as f64))
+        }
+        Err(error) => {
+            let _ = metrics::gauge!(LAST_CHECK);
+            tracing::warn!(%error, "reading the last check's time failed");
+        }
+    }
+    sample_once(pool).await;
+}
+
+fn describe() {
+    describe_counter!(
+        APPROVALS,
+        "Approval attempts by outcome: status approved, or approve_failed with the failure reason."
+    );
+    describe_gauge!(CHALLENGES, "Challenges per state (sampled).");
+    describe_gauge!(
+        APPROVING_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest challenge in APPROVING (0 when there is none)."
+    );
+    describe_gauge!(DEAD_LETTERS, "Dead-lettered challenges (sampled).");
+    describe_counter!(COMPLETER_RUNS, "Completer rounds run by this instance.");
+    describe_counter!(
+        COMPLETER_REDRIVES,
+        "Challenges the completer drove, by kind: approval (stale APPROVING or due retry) or revoke."
+    );
+    describe_gauge!(
+        POOL_CONNECTIONS,
+        "Database pool connections, by pool and state (in_use, idle)."
+    );
+    describe_counter!(
+        CHECKS,
+        "Consistency checks run by this instance, by result (ok, error)."
+    );
+    describe_gauge!(
+        VIOLATIONS,
+        "Violations left unhealed by this instance's last consistency check, by invariant."
+    );
+    describe_counter!(
+        HEALED,
+        "Violations the consistency checker healed, by invariant."
+    );
+    describe_counter!(
+        ALERTS,
+        "Consistency alerts sent to the webhooks, by action (trigger, resolve)."
+    );
+    describe_gauge!(
+        LAST_CHECK,
+        Unit::Seconds,
+        "Unix time at which the last consistency check started (this instance's, or at start-up \
+         the last one recorded by any instance; 0 before any)."
+    );
+}
 
 /// Records an attempt's outcome.
 pub fn attempt_finished(outcome: &AttemptOutcome) {
     match outcome {
         AttemptOutcome::Approved { .. } => {
-            metrics::counter!("approval_approvals_total", "status" => "approved", "reason" => "")
-                .increment(1);
+            metrics::counter!(APPROVALS, "status" => "approved", "reason" => "").increment(1);
         }
         AttemptOutcome::Failed { reason, .. } => {
             metrics::counter!(
-                "approval_approvals_total",
+                APPROVALS,
                 "status" => "approve_failed",
                 "reason" => reason.as_str()
             )
@@ -38,22 +151,10 @@ pub fn attempt_finished(outcome: &AttemptOutcome) {
 
 /// Records a completer round and what it claimed.
 pub fn completer_round(approvals: usize, revokes: usize) {
-    metrics::counter!("approval_completer_runs_total").increment(1);
-    metrics::counter!("approval_completer_redrives_total", "kind" => "approval")
-        .increment(approvals as u64);
-    metrics::counter!("approval_completer_redrives_total", "kind" => "revoke")
-        .increment(revokes as u64);
+    metrics::counter!(COMPLETER_RUNS).increment(1);
+    metrics::counter!(COMPLETER_REDRIVES, "kind" => "approval").increment(approvals as u64);
+    metrics::counter!(COMPLETER_REDRIVES, "kind" => "revoke").increment(revokes as u64);
 }
-
-const STATES: [&str; 7] = [
-    "PENDING",
-    "APPROVING",
-    "APPROVED",
-    "APPROVE_FAILED",
-    "REJECTED",
-    "REVOKING",
-    "REVOKED",
-];
 
 /// Samples the gauges every `interval` until `shutdown`.
 pub async fn sample(pool: PgPool, interval: Duration, shutdown: CancellationToken) {
@@ -64,13 +165,17 @@ pub async fn sample(pool: PgPool, interval: Duration, shutdown: CancellationToke
             _ = ticker.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        let idle = pool.num_idle() as f64;
-        metrics::gauge!("db_pool_connections", "pool" => "approval", "state" => "idle").set(idle);
-        metrics::gauge!("db_pool_connections", "pool" => "approval", "state" => "in_use")
-            .set(f64::from(pool.size()) - idle);
-        if let Err(error) = sample_states(&pool).await {
-            tracing::warn!(%error, "sampling challenge states failed");
-        }
+        sample_once(&pool).await;
+    }
+}
+
+async fn sample_once(pool: &PgPool) {
+    let idle = pool.num_idle() as f64;
+    metrics::gauge!(POOL_CONNECTIONS, "pool" => "approval", "state" => "idle").set(idle);
+    metrics::gauge!(POOL_CONNECTIONS, "pool" => "approval", "state" => "in_use")
+        .set(f64::from(pool.size()) - idle);
+    if let Err(error) = sample_states(pool).await {
+        tracing::warn!(%error, "sampling challenge states failed");
     }
 }
 
@@ -79,12 +184,12 @@ async fn sample_states(pool: &PgPool) -> sqlx::Result<()> {
         sqlx::query_as("SELECT status, count(*) FROM challenges GROUP BY status")
             .fetch_all(pool)
             .await?;
-    for state in STATES {
+    for state in Status::ALL.map(Status::as_str) {
         let count = counts
             .iter()
             .find(|(status, _)| status == state)
             .map_or(0, |(_, count)| *count);
-        metrics::gauge!("approval_challenges", "status" => state).set(count as f64);
+        metrics::gauge!(CHALLENGES, "status" => state).set(count as f64);
     }
     let (dead_letters, oldest_approving): (i64, Option<f64>) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM challenges WHERE dead_lettered),
@@ -93,7 +198,7 @@ async fn sample_states(pool: &PgPool) -> sqlx::Result<()> {
     )
     .fetch_one(pool)
     .await?;
-    metrics::gauge!("approval_dead_letters").set(dead_letters as f64);
-    metrics::gauge!("approval_approving_oldest_age_seconds").set(oldest_approving.unwrap_or(0.0));
+    metrics::gauge!(DEAD_LETTERS).set(dead_letters as f64);
+    metrics::gauge!(APPROVING_OLDEST_AGE).set(oldest_approving.unwrap_or(0.0));
     Ok(())
 }

@@ -219,6 +219,7 @@ impl Application {
         let (stop_metrics, metrics_stopped) = watch::channel(false);
         let readiness = Readiness::default();
         if let Some(metrics_listener) = metrics_listener {
+            crate::metrics::register(&pool).await;
             metrics_http::spawn(metrics_listener, readiness.clone(), metrics_stopped)?;
         }
         let serving = ServingState::new(health_reporter, readiness, &[APPROVAL_SERVICE_NAME]);

@@ -165,6 +165,10 @@ impl Application {
             lab_proto::google_rpc::FILE_DESCRIPTOR_SET,
         ])?;
 
+        // Before any background task records: the families exist, described, from here on.
+        if metrics_listener.is_some() {
+            crate::metrics::register(&pool, config.stock_metrics_products).await;
+        }
         let (stop_background, stopped) = watch::channel(false);
         let reaper = tokio::spawn(reaper::run(
             pool.clone(),
@@ -187,7 +191,6 @@ impl Application {
         let readiness = Readiness::default();
         if let Some(metrics_listener) = metrics_listener {
             metrics_http::spawn(metrics_listener, readiness.clone(), stopped)?;
-            crate::metrics::describe();
         }
         let serving = ServingState::new(health_reporter, readiness, &[ORDER_SERVICE_NAME]);
         serving.serving().await;

@@ -1,6 +1,11 @@
 //! Metric names and pre-registered handles (one registry lookup per layer, none per call).
+//! Building a handle also describes its family (HELP text, unit), so a family is on the
+//! `/metrics` page, described and at zero, from the moment its layer exists.
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
 use tonic::Code;
 
 pub(crate) const CALLS: &str = "resilience_calls_total";
@@ -15,6 +20,58 @@ pub(crate) const BREAKER_REJECTIONS: &str = "resilience_breaker_rejections_total
 pub(crate) const SHED: &str = "resilience_shed_total";
 pub(crate) const DEADLINE_EXCEEDED: &str = "resilience_deadline_exceeded_total";
 pub(crate) const FAULTS_INJECTED: &str = "resilience_faults_injected_total";
+
+/// Describes every family above. Descriptions are kept by the recorder installed at the time,
+/// so this runs each time a handle is built rather than once per process: a layer built after
+/// the recorder was installed still gets them.
+fn describe() {
+    describe_counter!(
+        CALLS,
+        "Calls through the resilience stack, by client and final gRPC code."
+    );
+    describe_histogram!(
+        CALL_DURATION,
+        Unit::Seconds,
+        "Duration of calls through the resilience stack, retries included, by client."
+    );
+    describe_counter!(
+        ATTEMPTS,
+        "Attempts sent to the server (first tries and retries), by client."
+    );
+    describe_counter!(
+        ATTEMPT_TIMEOUTS,
+        "Attempts cut by the per-attempt timeout, by client."
+    );
+    describe_counter!(RETRIES, "Retries scheduled, by client.");
+    describe_counter!(
+        RETRY_BUDGET_EXHAUSTED,
+        "Retries refused because the retry budget was spent, by client."
+    );
+    describe_gauge!(
+        BREAKER_STATE,
+        "Circuit breaker state by client: 0 closed, 1 open, 2 half-open."
+    );
+    describe_counter!(
+        BREAKER_TRANSITIONS,
+        "Circuit breaker transitions, by client and the state entered."
+    );
+    describe_counter!(
+        BREAKER_REJECTIONS,
+        "Calls failed fast by an open circuit breaker, by client."
+    );
+    describe_counter!(
+        SHED,
+        "Calls refused by the concurrency limit (load shedding), by client."
+    );
+    describe_counter!(
+        DEADLINE_EXCEEDED,
+        "Calls that ran out of their overall deadline, by client."
+    );
+    describe_counter!(
+        FAULTS_INJECTED,
+        "Faults injected by the fault-injection layer, by kind."
+    );
+}
 
 /// The label value used when a layer is built without a client name.
 pub(crate) const DEFAULT_CLIENT: &str = "default";
@@ -45,6 +102,7 @@ pub(crate) struct PerCode([Counter; 17]);
 
 impl PerCode {
     pub(crate) fn new(name: &'static str, client: &str) -> Self {
+        describe();
         Self(
             ALL_CODES.map(
                 |code| counter!(name, "client" => client.to_owned(), "code" => code_name(code)),
@@ -91,6 +149,7 @@ pub(crate) fn parse_code(text: &str) -> Option<Code> {
 }
 
 pub(crate) fn calls(client: &str) -> (PerCode, Histogram) {
+    describe();
     (
         PerCode::new(CALLS, client),
         histogram!(CALL_DURATION, "client" => client.to_owned()),
@@ -98,18 +157,22 @@ pub(crate) fn calls(client: &str) -> (PerCode, Histogram) {
 }
 
 pub(crate) fn plain(name: &'static str, client: &str) -> Counter {
+    describe();
     counter!(name, "client" => client.to_owned())
 }
 
 pub(crate) fn breaker_state(client: &str) -> Gauge {
+    describe();
     gauge!(BREAKER_STATE, "client" => client.to_owned())
 }
 
 pub(crate) fn breaker_transition(client: &str, to: &'static str) -> Counter {
+    describe();
     counter!(BREAKER_TRANSITIONS, "client" => client.to_owned(), "to" => to)
 }
 
 pub(crate) fn fault(kind: &'static str) -> Counter {
+    describe();
     counter!(FAULTS_INJECTED, "kind" => kind)
 }
 

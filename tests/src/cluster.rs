@@ -25,7 +25,12 @@ use crate::proxy::Proxy;
 /// 100 ms, automatic retries after 100 ms doubling to 1 s (8 attempts before a dead letter), a
 /// 2 s order-call budget with 1 s attempts, a breaker open for 300 ms growing to 1 s, and
 /// `/metrics` on a free port.
+///
+/// Consistency checks run on demand only (`CHECK_INTERVAL=0s`): the periodic checker heals
+/// what the completer leaves, so with it on a scenario could not tell a repair by the
+/// completer from one by the checker. (The [`check`] module reads, it never heals.)
 pub const FAST_APPROVAL_ENV: &[(&str, &str)] = &[
+    ("CHECK_INTERVAL", "0s"),
     ("APPROVAL_LEASE", "3s"),
     ("COMPLETER_PERIOD", "100ms"),
     ("RETRY_BACKOFF_BASE", "100ms"),
@@ -180,6 +185,18 @@ impl Cluster {
             Err(error) => {
                 tracing::warn!(%error, "approval-svc metrics unreadable");
                 ResilienceCounts::default()
+            }
+        }
+    }
+
+    /// How many violations approval-svc's own consistency checker healed since its last start
+    /// (`consistency_healed_total`); `None` when its metrics are unreadable.
+    pub async fn checker_healed(&self) -> Option<u64> {
+        match self.approval.metrics().await {
+            Ok(metrics) => Some(metrics.sum("consistency_healed_total") as u64),
+            Err(error) => {
+                tracing::warn!(%error, "approval-svc metrics unreadable");
+                None
             }
         }
     }

@@ -410,6 +410,21 @@ pub async fn list_challenges(
 pub async fn requeue_dead_letters(
     approval: &mut ApprovalServiceClient<Channel>,
 ) -> Result<usize, tonic::Status> {
+    let ids = dead_letters(approval).await?;
+    for id in &ids {
+        approval
+            .requeue_dead_letter(approval_pb::RequeueDeadLetterRequest {
+                challenge_id: id.clone(),
+            })
+            .await?;
+    }
+    Ok(ids.len())
+}
+
+/// The ids of every dead-lettered challenge (paging through ListDeadLetters).
+pub async fn dead_letters(
+    approval: &mut ApprovalServiceClient<Channel>,
+) -> Result<Vec<String>, tonic::Status> {
     let mut ids = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -426,14 +441,7 @@ pub async fn requeue_dead_letters(
         }
         page_token = page.next_page_token;
     }
-    for id in &ids {
-        approval
-            .requeue_dead_letter(approval_pb::RequeueDeadLetterRequest {
-                challenge_id: id.clone(),
-            })
-            .await?;
-    }
-    Ok(ids.len())
+    Ok(ids)
 }
 
 /// Waits (polling every 20 ms, at most `timeout`) until `progress` reaches `target`.

@@ -1,6 +1,6 @@
 //! Reads a service's Prometheus `/metrics` page (plain HTTP/1.1, no client library), so scenario
 //! summaries can show the resilience stack's own counts: retries, budget refusals, breaker
-//! transitions.
+//! transitions; and lints a page with Prometheus's own `promtool check metrics`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -36,6 +36,28 @@ impl Metrics {
             .filter_map(parse_line)
             .collect();
         Self { samples }
+    }
+
+    /// True when the page has a series of family `name` (a histogram's `_count` counts).
+    pub fn has_family(&self, name: &str) -> bool {
+        let count = format!("{name}_count");
+        self.samples
+            .iter()
+            .any(|s| s.name == name || s.name == count)
+    }
+
+    /// The value of the series of `name` with exactly these labels (in any order), if exported.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| {
+                s.name == name
+                    && s.labels.len() == labels.len()
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
+            })
+            .map(|s| s.value)
     }
 
     /// Sum of every series of `name`.
@@ -190,6 +212,11 @@ fn parse_labels(text: &str) -> Vec<(String, String)> {
 
 /// Fetches and parses `http://<addr>/metrics`.
 pub async fn scrape(addr: SocketAddr) -> std::io::Result<Metrics> {
+    Ok(Metrics::parse(&fetch(addr).await?))
+}
+
+/// Fetches `http://<addr>/metrics` as text, unparsed (for [`promtool_findings`]).
+pub async fn fetch(addr: SocketAddr) -> std::io::Result<String> {
     let fetch = async {
         let mut stream = TcpStream::connect(addr).await?;
         let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -220,7 +247,53 @@ pub async fn scrape(addr: SocketAddr) -> std::io::Result<Metrics> {
     } else {
         body.to_owned()
     };
-    Ok(Metrics::parse(&body))
+    Ok(body)
+}
+
+/// Why a page could not be linted.
+#[derive(Debug, thiserror::Error)]
+pub enum PromtoolError {
+    /// `promtool` is not on `PATH` (Debian package `prometheus`).
+    #[error("promtool is not installed (Debian: apt-get install prometheus)")]
+    NotInstalled,
+    /// Running it failed.
+    #[error("running promtool: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What `promtool check metrics` finds wrong with `page`, one line per finding (lint problems,
+/// or the parse error of a page it cannot read); empty when the page is clean.
+pub async fn promtool_findings(page: &str) -> Result<Vec<String>, PromtoolError> {
+    use std::process::Stdio;
+    let child = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Err(PromtoolError::NotInstalled);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin.write_all(page.as_bytes()).await?;
+    drop(stdin);
+    let output = child.wait_with_output().await?;
+    let mut findings: Vec<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&output.stderr).lines())
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !output.status.success() && findings.is_empty() {
+        findings.push(format!("promtool exited with {}", output.status));
+    }
+    Ok(findings)
 }
 
 fn dechunk(mut body: &str) -> String {

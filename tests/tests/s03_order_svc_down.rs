@@ -2,8 +2,8 @@
 //! Expected: every approval answers APPROVE_FAILED fast (well within the order-call budget), the
 //! breaker opens (later answers say CIRCUIT_OPEN and never reach the network), and when
 //! order-svc comes back on the same port the breaker closes, new approvals succeed and the
-//! failed ones are rolled forward by automatic retries (dead letters requeued, as an operator
-//! would), with I1–I6 holding.
+//! failed ones are rolled forward by automatic retries alone (nothing dead-lettered, nothing
+//! requeued, no consistency check healing), with I1–I6 holding.
 
 mod common;
 
@@ -70,13 +70,12 @@ async fn order_svc_down_fails_fast_opens_the_breaker_and_recovers() {
     let recovery = recovered_at.elapsed();
     let fresh = approve_all(&approval, &after[1..], 4, Duration::from_secs(5), None).await;
 
-    // Let automatic retries roll the outage's failures forward; requeue what was dead-lettered.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Automatic retries alone roll the outage's failures forward.
     let mut all_accepted = warm.accepted.clone();
     all_accepted.extend(down.accepted.iter().cloned());
     all_accepted.extend(fresh.accepted.iter().cloned());
-    let (requeued, report) =
-        common::requeue_and_settle(&cluster, &all_accepted, Duration::from_secs(30)).await;
+    let (dead_letters, report) =
+        common::settle_unaided(&cluster, &all_accepted, Duration::from_secs(30)).await;
     let counts = cluster.approval_counts().await;
 
     let mut summary = Summary::new("s03 order-svc down");
@@ -92,7 +91,7 @@ async fn order_svc_down_fails_fast_opens_the_breaker_and_recovers() {
         )
         .figure("outage_breaker_opened", counts_down.breaker_opened)
         .figure("recovery", format!("{recovery:?}"))
-        .figure("requeued_dead_letters", requeued)
+        .figure("dead_letters", dead_letters.len())
         .figure("approved", report.challenges("APPROVED"))
         .figure("violations", report.violation_count());
     common::finish(&cluster, &mut summary, started.elapsed()).await;
@@ -128,6 +127,12 @@ async fn order_svc_down_fails_fast_opens_the_breaker_and_recovers() {
         (AFTER_RECOVERY - 1) as u64,
         "{}",
         fresh.outcomes
+    );
+    // Nothing requeued: every transient failure must be finished by the automatic retries.
+    assert!(
+        dead_letters.is_empty(),
+        "the completer gave up on {} challenge(s), dead-lettered: {dead_letters:?}",
+        dead_letters.len()
     );
     assert!(report.is_settled(), "{report}");
     assert_eq!(report.challenges("APPROVED"), ids.len(), "{report}");

@@ -59,8 +59,8 @@ async fn slow_order_svc_fails_within_the_deadline_and_late_commits_settle() {
 
     proxy.clear();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (requeued, report) =
-        common::requeue_and_settle(&cluster, &slow.accepted, Duration::from_secs(30)).await;
+    let (dead_letters, report) =
+        common::settle_unaided(&cluster, &slow.accepted, Duration::from_secs(30)).await;
 
     let calls = during.calls - before.calls;
     let attempts = during.attempts - before.attempts;
@@ -76,7 +76,7 @@ async fn slow_order_svc_fails_within_the_deadline_and_late_commits_settle() {
         )
         .figure("max_latency", format!("{:?}", slow.max_latency()))
         .figure("late_commits_seen", snapshot.orders("CREATED"))
-        .figure("requeued_dead_letters", requeued)
+        .figure("dead_letters", dead_letters.len())
         .figure("orders", report.orders("CREATED"))
         .figure("violations", report.violation_count());
     common::finish(&cluster, &mut summary, started.elapsed()).await;
@@ -115,6 +115,12 @@ async fn slow_order_svc_fails_within_the_deadline_and_late_commits_settle() {
     );
     assert_eq!(snapshot.challenges("APPROVED"), 0, "{snapshot}");
     // Settled: every challenge APPROVED with exactly one order, however many attempts it took.
+    // Nothing requeued: every transient failure must be finished by the automatic retries.
+    assert!(
+        dead_letters.is_empty(),
+        "the completer gave up on {} challenge(s), dead-lettered: {dead_letters:?}",
+        dead_letters.len()
+    );
     assert!(report.is_settled(), "{report}");
     assert_eq!(report.challenges("APPROVED"), CHALLENGES, "{report}");
     assert_eq!(report.orders("CREATED"), CHALLENGES, "{report}");

@@ -44,8 +44,8 @@ async fn lost_replies_after_commit_leave_one_order_per_challenge() {
 
     proxy.clear();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (requeued, report) =
-        common::requeue_and_settle(&cluster, &run.accepted, Duration::from_secs(30)).await;
+    let (dead_letters, report) =
+        common::settle_unaided(&cluster, &run.accepted, Duration::from_secs(30)).await;
 
     let mut summary = Summary::new("s05 lost reply");
     summary.requests = ids.len() as u64;
@@ -55,7 +55,7 @@ async fn lost_replies_after_commit_leave_one_order_per_challenge() {
         .figure("wire_requests", lossy.requests)
         .figure("orders_after_run", snapshot.orders("CREATED"))
         .figure("unsettled_after_run", snapshot.unsettled)
-        .figure("requeued_dead_letters", requeued)
+        .figure("dead_letters", dead_letters.len())
         .figure("orders", report.orders("CREATED"))
         .figure("violations", report.violation_count());
     common::finish(&cluster, &mut summary, started.elapsed()).await;
@@ -63,6 +63,12 @@ async fn lost_replies_after_commit_leave_one_order_per_challenge() {
     let wire = cluster.proxy().handle().stats().requests;
     summary_check(&run.outcomes);
     assert!(lossy.responses_lost >= 3, "the fault hardly fired: {lossy}");
+    // Nothing requeued: every transient failure must be finished by the automatic retries.
+    assert!(
+        dead_letters.is_empty(),
+        "the completer gave up on {} challenge(s), dead-lettered: {dead_letters:?}",
+        dead_letters.len()
+    );
     assert!(report.is_settled(), "{report}");
     assert_eq!(report.challenges("APPROVED"), CHALLENGES, "{report}");
     assert_eq!(

@@ -14,6 +14,7 @@ impl GrpcMetricsLayer {
     /// Labels calls of `known_services` (full names, e.g. `lab.order.v1.OrderService`) by
     /// service and method; other paths are counted as `unknown`.
     pub fn new(known_services: &[&'static str]) -> Self {
+        super::describe();
         Self {
             known_services: Arc::from(known_services),
         }

@@ -8,6 +8,10 @@
 //! call (a "trailers-only" response); a response without one finished its headers successfully
 //! and is counted as `OK`. Paths outside the configured services are counted as
 //! `grpc_service="unknown"` so a client cannot blow up the label set.
+//!
+//! [`preinitialise`] exports every method's series before its first call, so a rate or an
+//! alert on a code (`grpc_code="Internal"`) sees its first increment instead of a series
+//! appearing from nowhere.
 
 mod future;
 mod layer;
@@ -15,6 +19,7 @@ mod layer;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use prost::Message;
 use tower::Service;
 
 pub use future::ResponseFuture;
@@ -24,6 +29,61 @@ pub use layer::GrpcMetricsLayer;
 pub const HANDLED_TOTAL: &str = "grpc_server_handled_total";
 /// Histogram of call latency in seconds.
 pub const HANDLING_SECONDS: &str = "grpc_server_handling_seconds";
+
+/// Describes both families (HELP text, unit). Idempotent; kept by the recorder installed at the
+/// time, hence called where the families are first built.
+pub(crate) fn describe() {
+    metrics::describe_counter!(
+        HANDLED_TOTAL,
+        "gRPC calls completed by the server, by service, method and status code."
+    );
+    metrics::describe_histogram!(
+        HANDLING_SECONDS,
+        metrics::Unit::Seconds,
+        "Time the server took to answer a gRPC call (to its response headers), by service, \
+         method and status code."
+    );
+}
+
+/// Exports, before any call, the series of every method of `services` (full names) declared
+/// in `file_descriptor_sets` (encoded `FileDescriptorSet`s, as `tonic-build` embeds them):
+/// [`HANDLED_TOTAL`] at 0 for every status code, and an empty [`HANDLING_SECONDS`] for `OK`
+/// (a histogram per code would multiply the page by 17 for series that stay empty).
+pub fn preinitialise(
+    file_descriptor_sets: &[&[u8]],
+    services: &[&str],
+) -> Result<(), prost::DecodeError> {
+    describe();
+    for encoded in file_descriptor_sets {
+        let set = prost_types::FileDescriptorSet::decode(*encoded)?;
+        for file in set.file {
+            for service in &file.service {
+                let full_name = match file.package() {
+                    "" => service.name().to_owned(),
+                    package => format!("{package}.{}", service.name()),
+                };
+                if !services.contains(&full_name.as_str()) {
+                    continue;
+                }
+                for method in &service.method {
+                    let labels = |code: tonic::Code| {
+                        [
+                            ("grpc_service", full_name.clone()),
+                            ("grpc_method", method.name().to_owned()),
+                            ("grpc_code", code_name(code).to_owned()),
+                        ]
+                    };
+                    for code in (0..=16).map(tonic::Code::from_i32) {
+                        // Not `absolute(0)`: in tests several servers share the process's counts.
+                        metrics::counter!(HANDLED_TOTAL, &labels(code)).increment(0);
+                    }
+                    let _ = metrics::histogram!(HANDLING_SECONDS, &labels(tonic::Code::Ok));
+                }
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Records [`HANDLED_TOTAL`] and [`HANDLING_SECONDS`] for every call to the inner service.
 #[derive(Debug, Clone)]

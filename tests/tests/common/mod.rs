@@ -7,7 +7,7 @@ use std::time::Duration;
 use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use lab_testkit::check::{CheckOptions, Report};
 use lab_testkit::cluster::{Cluster, ClusterOptions};
-use lab_testkit::load::{ApproveRun, Summary, approve_all, requeue_dead_letters};
+use lab_testkit::load::{ApproveRun, Summary, approve_all, dead_letters};
 use tonic::transport::Channel;
 
 /// Starts a cluster or fails the test with the reason.
@@ -47,18 +47,18 @@ pub async fn resend_errored(
     (second, accepted)
 }
 
-/// Requeues every dead letter (an operator's move once the fault is gone), then waits for the
-/// system to settle; returns how many were requeued and the report.
-pub async fn requeue_and_settle(
+/// Waits for the system to settle with no operator's help (nothing requeued: a dead letter
+/// left is work the completer gave up on), then returns the dead letters left and the report.
+pub async fn settle_unaided(
     cluster: &Cluster,
     accepted_ids: &[String],
     timeout: Duration,
-) -> (usize, Report) {
-    let requeued = requeue_dead_letters(&mut cluster.approval_client())
-        .await
-        .expect("dead letters are listed and requeued");
+) -> (Vec<String>, Report) {
     let report = settled(cluster, &accepted(accepted_ids), timeout).await;
-    (requeued, report)
+    let dead = dead_letters(&mut cluster.approval_client())
+        .await
+        .expect("dead letters are listed");
+    (dead, report)
 }
 
 /// Waits for the system to settle and returns the report, printing it when it is not clean.
@@ -73,7 +73,9 @@ pub async fn settled(cluster: &Cluster, options: &CheckOptions, timeout: Duratio
     report
 }
 
-/// Fills the summary's resilience and proxy counters from the cluster and prints it.
+/// Fills the summary's resilience and proxy counters from the cluster and prints it; then
+/// fails the scenario if approval-svc's consistency checker healed anything (checks run on
+/// demand only, so every repair the scenario sees must be the saga's or the completer's).
 pub async fn finish(cluster: &Cluster, summary: &mut Summary, elapsed: Duration) {
     if summary.resilience.is_none() {
         summary.resilience = Some(cluster.approval_counts().await);
@@ -81,6 +83,16 @@ pub async fn finish(cluster: &Cluster, summary: &mut Summary, elapsed: Duration)
     if let Some(proxy) = &cluster.proxy {
         summary.proxy = Some(proxy.handle().stats());
     }
+    let healed = cluster.checker_healed().await;
+    summary.figure(
+        "checker_healed",
+        healed.map_or_else(|| "unreadable".to_owned(), |n| n.to_string()),
+    );
     summary.elapsed = elapsed;
     summary.print();
+    assert_eq!(
+        healed,
+        Some(0),
+        "approval-svc's consistency checker healed something: the repair was not the completer's"
+    );
 }
