@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lab_common::metadata::{CLIENT_ID, IDEMPOTENCY_KEY};
+use lab_common::metadata::{CLIENT_ID, IDEMPOTENCY_KEY, PREVIOUS_RPC_ATTEMPTS};
 use lab_proto::order::v1 as order_pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use resilience::{BreakerHandle, ResilienceConfig, ResilientChannel};
@@ -103,6 +103,13 @@ impl OrderGateway {
         let key = MetadataValue::try_from(key)
             .map_err(|_| Status::internal("idempotency key is not valid metadata"))?;
         request.metadata_mut().insert(IDEMPOTENCY_KEY, key);
+        if let Some(sent_before) = earlier_attempts(challenge) {
+            // A re-drive of a key an earlier attempt may have sent: order-svc then answers from
+            // the database (replaying the order if it exists), never from a sold-out flag.
+            request
+                .metadata_mut()
+                .insert(PREVIOUS_RPC_ATTEMPTS, MetadataValue::from(sent_before));
+        }
         let response = self
             .call(request, budget, |mut client, request| async move {
                 client.create_order(request).await
@@ -164,18 +171,35 @@ impl OrderGateway {
     }
 }
 
-/// Maps an order-svc failure to the reason recorded on the challenge.
+/// How many earlier attempts of the challenge may have sent its key, when any did: the value of
+/// `grpc-previous-rpc-attempts` on a re-drive. `attempts` counts the attempt under way too.
+/// (After ORDER_CANCELLED the key is new, so this over-counts; that only costs order-svc's
+/// sold-out fast path and makes a non-business refusal transient, never a wrong outcome.)
+pub fn earlier_attempts(challenge: &Challenge) -> Option<i32> {
+    (challenge.attempts > 1).then(|| challenge.attempts - 1)
+}
+
+/// Maps an order-svc failure to the reason recorded on the challenge. `key_sent_before`: an
+/// earlier attempt of the challenge (an earlier call) may have sent its key.
 ///
-/// When an earlier attempt of the call may have reached order-svc (the resilience stack's
-/// retry layer marks such a final status, and no server can forge that mark), the order may
-/// exist whatever the last attempt answered: the outcome is unknown, so the reason is a
-/// transient one and only a retry with the same key (which replays the order) settles it.
-pub fn classify(status: &Status) -> FailureReason {
+/// Once the order may exist, only an answer that proves it does not may end the approval:
+/// OUT_OF_STOCK and PRODUCT_NOT_FOUND do (order-svc decides them after looking the key up, and
+/// a re-sent key never meets its sold-out flag), anything else does not and stays transient, so
+/// a retry with the same key settles it. Within one call the stack's own marker is stricter
+/// still: after a possibly delivered attempt every refusal is transient.
+pub fn classify(status: &Status, key_sent_before: bool) -> FailureReason {
     let reason = classify_answer(status);
-    if !reason.is_transient() && resilience::errors::earlier_attempt_maybe_delivered(status) {
+    if outcome_unknown(reason, status, key_sent_before) {
         return FailureReason::OrderServiceUnavailable;
     }
     reason
+}
+
+/// Whether a definitive-looking `reason` must be taken as "outcome unknown" (see [`classify`]).
+fn outcome_unknown(reason: FailureReason, status: &Status, key_sent_before: bool) -> bool {
+    !reason.is_transient()
+        && (resilience::errors::earlier_attempt_maybe_delivered(status)
+            || (key_sent_before && reason == FailureReason::RejectedByOrderService))
 }
 
 /// Whether the failed call never left this process (refused by the local breaker or load
@@ -202,9 +226,10 @@ fn classify_answer(status: &Status) -> FailureReason {
     }
 }
 
-/// The message recorded with a failure: the code and order-svc's own message, cut short.
-pub fn failure_message(status: &Status) -> String {
-    let unknown = if resilience::errors::earlier_attempt_maybe_delivered(status) {
+/// The message recorded with a failure: the code and order-svc's own message, cut short, after
+/// "outcome unknown" when [`classify`] took a refusal as transient.
+pub fn failure_message(status: &Status, key_sent_before: bool) -> String {
+    let unknown = if outcome_unknown(classify_answer(status), status, key_sent_before) {
         "outcome unknown (an earlier attempt may have created the order); last answer "
     } else {
         ""
@@ -224,6 +249,37 @@ pub fn failure_message(status: &Status) -> String {
 mod tests {
     use super::*;
     use lab_common::status::with_reason;
+
+    #[test]
+    fn after_an_earlier_call_sent_the_key_only_business_refusals_are_definitive() {
+        let cases = [
+            (
+                with_reason(Code::FailedPrecondition, "OUT_OF_STOCK", "x", []),
+                FailureReason::OutOfStock,
+            ),
+            (
+                with_reason(Code::NotFound, "PRODUCT_NOT_FOUND", "x", []),
+                FailureReason::ProductNotFound,
+            ),
+            (
+                Status::internal("x"),
+                FailureReason::OrderServiceUnavailable,
+            ),
+            (
+                Status::invalid_argument("x"),
+                FailureReason::OrderServiceUnavailable,
+            ),
+            (
+                Status::unavailable("x"),
+                FailureReason::OrderServiceUnavailable,
+            ),
+        ];
+        for (status, expected) in cases {
+            assert_eq!(classify(&status, true), expected, "{status:?}");
+        }
+        assert!(failure_message(&Status::internal("x"), true).starts_with("outcome unknown"));
+        assert!(!failure_message(&Status::internal("x"), false).starts_with("outcome unknown"));
+    }
 
     #[test]
     fn order_failures_map_to_precise_reasons() {
@@ -266,25 +322,25 @@ mod tests {
             (Status::internal("x"), FailureReason::RejectedByOrderService),
         ];
         for (status, expected) in cases {
-            assert_eq!(classify(&status), expected, "{status:?}");
+            assert_eq!(classify(&status, false), expected, "{status:?}");
         }
     }
 
     #[test]
     fn only_the_local_breaker_makes_a_call_that_never_left() {
         let local = resilience::errors::circuit_open("order-svc");
-        assert_eq!(classify(&local), FailureReason::CircuitOpen);
+        assert_eq!(classify(&local, false), FailureReason::CircuitOpen);
         assert!(never_sent(&local));
         // The same reason sent by a server: the call reached it, so it counts as an attempt.
         let remote = with_reason(Code::Unavailable, "CIRCUIT_OPEN", "x", []);
-        assert_eq!(classify(&remote), FailureReason::CircuitOpen);
+        assert_eq!(classify(&remote, false), FailureReason::CircuitOpen);
         assert!(!never_sent(&remote));
         assert!(!never_sent(&Status::internal("x")));
     }
 
     #[test]
     fn messages_are_bounded() {
-        let message = failure_message(&Status::internal("é".repeat(1000)));
+        let message = failure_message(&Status::internal("é".repeat(1000)), false);
         assert!(message.len() <= 500);
     }
 

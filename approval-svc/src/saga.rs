@@ -14,7 +14,7 @@ use crate::deadline::call_budget;
 use crate::domain::{Challenge, FailureReason, Status};
 use crate::error::{ApprovalError, Operation};
 use crate::failpoints::FailurePoints;
-use crate::orders::{OrderGateway, classify, failure_message, never_sent};
+use crate::orders::{OrderGateway, classify, earlier_attempts, failure_message, never_sent};
 use crate::repository::{self as repo, AttemptOutcome, FinishError, NextStep, Transition};
 
 /// Timing and retry policy of the saga.
@@ -265,7 +265,8 @@ impl Saga {
     /// order-svc. It still took a fencing token (`attempts`), which stays monotonic; the write
     /// moves `budget_start` along instead (see [`repo::finish_attempt`]).
     fn failed(&self, challenge: &Challenge, status: &tonic::Status) -> AttemptOutcome {
-        let reason = classify(status);
+        let key_sent_before = earlier_attempts(challenge).is_some();
+        let reason = classify(status, key_sent_before);
         let charged = !never_sent(status);
         let used = u32::try_from(challenge.attempts - challenge.budget_start - i32::from(!charged))
             .unwrap_or(u32::MAX);
@@ -278,7 +279,7 @@ impl Saga {
         };
         AttemptOutcome::Failed {
             reason,
-            message: failure_message(status),
+            message: failure_message(status, key_sent_before),
             next,
             charged,
         }

@@ -357,31 +357,12 @@ async fn duplicate_orders_stuck_and_lost_approvals_are_found_and_healed() {
         let product = order.product(10).await;
 
         // I2: a second live order under an approved challenge's key, written into the shop's
-        // database directly (the API itself can never produce one, and since issue 9 the schema
-        // refuses one too: the constraint is dropped here to stand for a database from before).
+        // database directly below (the API itself can never produce one, and since issue 9 the
+        // schema refuses one too: the constraint is dropped there to stand for a database from
+        // before).
         let approved = approval.submit(&product.product_id, 1).await;
         let approved = approval.approve(&approved.challenge_id).await;
         assert_eq!(status(&approved), apb::ChallengeStatus::Approved);
-        sqlx::query("ALTER TABLE orders DROP CONSTRAINT orders_one_per_key")
-            .execute(&shop_sql)
-            .await
-            .unwrap();
-        let duplicate = Uuid::now_v7();
-        sqlx::query(
-            "WITH taken AS (UPDATE products SET stock = stock - 1 WHERE product_id = $2
-                            RETURNING product_id)
-             INSERT INTO orders (order_id, product_id, quantity, customer_id, status, client_id,
-                                 idempotency_key)
-             SELECT $1, product_id, 1, $3, 'CREATED', 'approval-svc', $4 FROM taken",
-        )
-        .bind(duplicate)
-        .bind(Uuid::parse_str(&product.product_id).unwrap())
-        .bind(Uuid::parse_str(&approved.user_id).unwrap())
-        .bind(&approved.idempotency_key)
-        .execute(&shop_sql)
-        .await
-        .unwrap();
-
         // I5: the post-call commit fails, so the challenge stays APPROVING with its order
         // created; its lease is then pushed far into the past.
         let stuck = approval.submit(&product.product_id, 1).await;
@@ -414,6 +395,27 @@ async fn duplicate_orders_stuck_and_lost_approvals_are_found_and_healed() {
             .execute(&approval_sql)
             .await
             .unwrap();
+
+        // Last, as no CreateOrder can run without the constraint it drops.
+        sqlx::query("ALTER TABLE orders DROP CONSTRAINT orders_one_per_key")
+            .execute(&shop_sql)
+            .await
+            .unwrap();
+        let duplicate = Uuid::now_v7();
+        sqlx::query(
+            "WITH taken AS (UPDATE products SET stock = stock - 1 WHERE product_id = $2
+                            RETURNING product_id)
+             INSERT INTO orders (order_id, product_id, quantity, customer_id, status, client_id,
+                                 idempotency_key)
+             SELECT $1, product_id, 1, $3, 'CREATED', 'approval-svc', $4 FROM taken",
+        )
+        .bind(duplicate)
+        .bind(Uuid::parse_str(&product.product_id).unwrap())
+        .bind(Uuid::parse_str(&approved.user_id).unwrap())
+        .bind(&approved.idempotency_key)
+        .execute(&shop_sql)
+        .await
+        .unwrap();
 
         let report = check(&approval, false, false).await;
         let i2 = violations_of(&report, apb::Invariant::OneOrderPerKey);

@@ -232,3 +232,39 @@ async fn a_refusal_after_a_possibly_delivered_attempt_stays_unknown() {
     })
     .await;
 }
+
+/// The lost reply's order took the last unit, so order-svc now refuses that product from its
+/// sold-out flag without asking the database. RetryApproval re-sends the same key: it must reach
+/// the database and replay the order (APPROVED), never be refused OUT_OF_STOCK by the flag while
+/// its order exists (a ghost order and a wrong definitive refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_re_sent_key_is_replayed_even_when_the_product_is_flagged_sold_out() {
+    bounded(async {
+        let (order, faults) = OrderSvc::start_with_faults().await;
+        let approval = ApprovalSvc::start(driven_by_hand(&fresh_database().await, &order)).await;
+        let product = order.product(1).await;
+        let id = approval.submit(&product.product_id, 1).await.challenge_id;
+
+        faults.set_from_str("CreateOrder:drop_response").unwrap();
+        let lost = approval.approve(&id).await;
+        faults.clear();
+        assert_eq!(status(&lost), apb::ChallengeStatus::ApproveFailed);
+        assert_eq!(order.orders(&product.product_id).await.len(), 1);
+
+        // A first attempt of another key is refused: the product is sold out.
+        let other = approval.submit(&product.product_id, 1).await.challenge_id;
+        let refused = approval.approve(&other).await;
+        assert_eq!(failure(&refused), apb::ApprovalFailureReason::OutOfStock);
+
+        let replayed = retry(&approval, &id).await;
+        assert_eq!(
+            status(&replayed),
+            apb::ChallengeStatus::Approved,
+            "a re-sent key replays its order: {replayed:?}"
+        );
+        let orders = order.orders(&product.product_id).await;
+        assert_eq!(orders.len(), 1, "still one order");
+        assert_eq!(replayed.order_id, orders[0].order_id);
+    })
+    .await;
+}
