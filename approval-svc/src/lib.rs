@@ -33,8 +33,8 @@ pub mod orders;
 pub mod repository;
 pub mod saga;
 pub mod service;
-pub mod write_batch;
 pub mod startup;
+pub mod write_batch;
 
 pub use config::Config;
 pub use failpoints::FailurePoints;

@@ -224,7 +224,11 @@ mod tests {
         release.notify_one();
         assert_eq!(held.await.unwrap(), Ok(0));
         for (n, task) in (1..=10).zip(tasks) {
-            assert_eq!(task.await.unwrap(), Ok(n), "each caller gets its own output");
+            assert_eq!(
+                task.await.unwrap(),
+                Ok(n),
+                "each caller gets its own output"
+            );
         }
         assert_eq!(*sizes.lock().unwrap(), [1, 4, 4, 2]);
     }
@@ -245,6 +249,10 @@ mod tests {
         });
         assert_eq!(batcher.submit(1).await, Err(Unanswered));
         assert_eq!(batcher.submit(2).await, Err(Unanswered));
-        assert_eq!(batcher.submit(3).await, Ok(3), "a new flusher after the panic");
+        assert_eq!(
+            batcher.submit(3).await,
+            Ok(3),
+            "a new flusher after the panic"
+        );
     }
 }

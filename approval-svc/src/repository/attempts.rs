@@ -124,9 +124,12 @@ pub async fn start_attempts(
     requests: &[StartRequest],
 ) -> sqlx::Result<Vec<Transition>> {
     let locked = lock(conn, requests.iter().map(|r| r.id)).await?;
-    let applies = choose(requests, |r| r.id, |request, current| {
-        request.from.contains(&current.status())
-    }, &locked);
+    let applies = choose(
+        requests,
+        |r| r.id,
+        |request, current| request.from.contains(&current.status()),
+        &locked,
+    );
     let chosen: Vec<&StartRequest> = picked(requests, &applies);
     let written: HashMap<Uuid, Challenge> = if chosen.is_empty() {
         HashMap::new()
@@ -155,7 +158,12 @@ pub async fn start_attempts(
         )
         .bind(chosen.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(chosen.iter().map(|r| r.new_key.clone()).collect::<Vec<_>>())
-        .bind(chosen.iter().map(|r| r.approver.clone()).collect::<Vec<_>>())
+        .bind(
+            chosen
+                .iter()
+                .map(|r| r.approver.clone())
+                .collect::<Vec<_>>(),
+        )
         .bind(chosen.iter().map(|r| micros(r.lease)).collect::<Vec<_>>())
         .bind(chosen.iter().map(fresh_key).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
@@ -165,13 +173,13 @@ pub async fn start_attempts(
     Ok(requests
         .iter()
         .zip(applies)
-        .map(|(request, applies)| {
-            match (written.get(&request.id), locked.get(&request.id)) {
+        .map(
+            |(request, applies)| match (written.get(&request.id), locked.get(&request.id)) {
                 (Some(row), _) if applies => Transition::Applied(row.clone()),
                 (Some(row), _) | (None, Some(row)) => Transition::Unchanged(row.clone()),
                 (None, None) => Transition::Missing,
-            }
-        })
+            },
+        )
         .collect())
 }
 
@@ -207,9 +215,14 @@ pub async fn finish_attempts(
     requests: &[FinishRequest],
 ) -> sqlx::Result<Vec<Option<Challenge>>> {
     let locked = lock(conn, requests.iter().map(|r| r.id)).await?;
-    let applies = choose(requests, |r| r.id, |request, current| {
-        current.status() == Status::Approving && current.attempts == request.attempt
-    }, &locked);
+    let applies = choose(
+        requests,
+        |r| r.id,
+        |request, current| {
+            current.status() == Status::Approving && current.attempts == request.attempt
+        },
+        &locked,
+    );
     let chosen: Vec<&FinishRequest> = picked(requests, &applies);
     if chosen.is_empty() {
         return Ok(vec![None; requests.len()]);
@@ -235,7 +248,12 @@ pub async fn finish_attempts(
     )
     .bind(chosen.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(chosen.iter().map(|r| r.attempt).collect::<Vec<_>>())
-    .bind(chosen.iter().map(|r| failed(r).is_none()).collect::<Vec<_>>())
+    .bind(
+        chosen
+            .iter()
+            .map(|r| failed(r).is_none())
+            .collect::<Vec<_>>(),
+    )
     .bind(
         chosen
             .iter()
@@ -348,7 +366,9 @@ async fn lock(
 }
 
 fn by_id(rows: Vec<Challenge>) -> HashMap<Uuid, Challenge> {
-    rows.into_iter().map(|row| (row.challenge_id, row)).collect()
+    rows.into_iter()
+        .map(|row| (row.challenge_id, row))
+        .collect()
 }
 
 /// A duration in whole microseconds (PostgreSQL's interval resolution), saturating.

@@ -89,7 +89,10 @@ async fn two_hundred_concurrent_approvals_share_commits() {
         for (id, task) in ids.iter().zip(tasks) {
             let answer = task.await.unwrap().expect("every approval answers OK");
             let challenge = answer.into_inner().challenge.unwrap();
-            assert_eq!(&challenge.challenge_id, id, "each caller gets its own challenge");
+            assert_eq!(
+                &challenge.challenge_id, id,
+                "each caller gets its own challenge"
+            );
             match status(&challenge) {
                 apb::ChallengeStatus::Approved => approved += 1,
                 apb::ChallengeStatus::ApproveFailed => {
@@ -198,7 +201,10 @@ async fn duplicates_inside_batches_take_one_attempt() {
                 .count(),
             1
         );
-        assert_eq!(order.get_product(&product.product_id).await.stock, 100 - 2 - 50);
+        assert_eq!(
+            order.get_product(&product.product_id).await.stock,
+            100 - 2 - 50
+        );
         assert_invariants(&order, &approval, &[product.product_id]).await;
     })
     .await;
@@ -361,9 +367,16 @@ async fn a_finish_batch_is_fenced_by_attempts() {
         assert_eq!(failed_row.failure_message, "order-svc is down");
         assert!(failed_row.next_attempt_at.is_some());
         assert!(!failed_row.dead_lettered);
-        assert_eq!(failed_row.budget_start, 1, "an uncharged attempt moves the budget");
+        assert_eq!(
+            failed_row.budget_start, 1,
+            "an uncharged attempt moves the budget"
+        );
         let stale_row = repo::get(&pool, stale).await.unwrap().unwrap();
-        assert_eq!(stale_row.status(), Status::Approving, "fenced out: untouched");
+        assert_eq!(
+            stale_row.status(),
+            Status::Approving,
+            "fenced out: untouched"
+        );
     })
     .await;
 }
@@ -397,7 +410,10 @@ async fn a_failed_batch_fails_its_callers_and_the_next_batch_works() {
             .start_attempt(start(id, &[Status::Pending]))
             .await
             .unwrap();
-        assert!(matches!(transition, Transition::Applied(_)), "{transition:?}");
+        assert!(
+            matches!(transition, Transition::Applied(_)),
+            "{transition:?}"
+        );
     })
     .await;
 }
