@@ -1,7 +1,7 @@
 //! The two writes of an approval attempt, for one challenge or for a batch of them in one
 //! transaction: phase 1 (the intent: APPROVING, key, attempt, lease) and phase 3 (the outcome,
-//! fenced by `attempts`). A batch decides each request exactly as if the requests ran one after
-//! the other in the batch's order; see `docs/decisions.md` ("Issue 11: approval-svc group
+//! fenced by `attempts`). A batch answers each request as if, for each challenge, the request
+//! that applies ran first and the others right after it; see `docs/decisions.md` ("Issue 11: approval-svc group
 //! commit").
 
 use std::collections::{HashMap, HashSet};
@@ -118,7 +118,8 @@ pub async fn start_attempt(pool: &PgPool, request: StartRequest) -> sqlx::Result
 /// request in order. Rows are locked in `challenge_id` order (two batches never deadlock), then
 /// one statement writes every transition. A challenge named twice takes at most one attempt: the
 /// first request whose `from` matches applies, and the others see the row it left (APPROVING),
-/// as they would one after the other.
+/// as they would right after it (no request starts from APPROVING, so that order answers every
+/// request of the batch consistently).
 pub async fn start_attempts(
     conn: &mut PgConnection,
     requests: &[StartRequest],
@@ -306,7 +307,7 @@ pub async fn finish_attempts(
         .collect())
 }
 
-/// Which requests apply, deciding them in order as if they ran one after the other: the first
+/// Which requests apply, deciding them in arrival order against the locked rows: the first
 /// request for a challenge that `applies_to` its locked row applies, and no later one for that
 /// challenge does (each transition here leaves a state no request starts from).
 fn choose<R>(
