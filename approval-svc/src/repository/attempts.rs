@@ -1,8 +1,8 @@
 //! The two writes of an approval attempt, for one challenge or for a batch of them in one
 //! transaction: phase 1 (the intent: APPROVING, key, attempt, lease) and phase 3 (the outcome,
 //! fenced by `attempts`). A batch answers each request as if, for each challenge, the request
-//! that applies ran first and the others right after it; see `docs/decisions.md` ("Issue 11: approval-svc group
-//! commit").
+//! that applies ran first and the others right after it; see `docs/decisions.md` ("Issue 11:
+//! approval-svc group commit").
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
