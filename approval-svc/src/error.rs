@@ -14,6 +14,7 @@ use crate::consistency::scan::ScanError;
 use uuid::Uuid;
 
 use crate::domain::Status as ChallengeStatus;
+use crate::repository::BatchError;
 
 /// The operation refused by [`ApprovalError::WrongState`]; it names the `ErrorInfo.reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +76,9 @@ pub enum ApprovalError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A group-committed write's batch failed (see [`crate::write_batch`]).
+    #[error("write batch failed: {0}")]
+    Batch(#[from] crate::repository::BatchError),
     /// A test failure point made a commit fail (never enabled in production).
     #[error("injected failure: {0}")]
     Injected(&'static str),
@@ -129,6 +133,13 @@ impl From<ApprovalError> for Status {
                 ],
             ),
             ApprovalError::Database(error) => lab_common::status::database(&error),
+            ApprovalError::Batch(BatchError::Database(error)) => {
+                lab_common::status::database(&error)
+            }
+            ApprovalError::Batch(BatchError::Unanswered(error)) => {
+                tracing::error!(%error, "write batch unanswered");
+                internal()
+            }
             ApprovalError::Injected(point) => {
                 tracing::warn!(point, "injected failure");
                 unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")

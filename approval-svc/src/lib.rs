@@ -11,7 +11,8 @@
 //! - **Compensation**: a revoke cancels the order (idempotent), then records REVOKED.
 //!
 //! Modules: [`config`] (flags and environment), [`startup`] (the [`Application`]), [`service`]
-//! (gRPC handlers), [`saga`] (the three phases), [`completer`], [`orders`] (the order-svc client
+//! (gRPC handlers), [`saga`] (the three phases), [`write_batch`] (their writes' group commit),
+//! [`completer`], [`orders`] (the order-svc client
 //! and failure classification), [`repository`] (SQL), [`domain`] (states and rows), [`error`]
 //! (the one error type and its mapping to `tonic::Status`), [`deadline`], [`backoff`],
 //! [`failpoints`] (test-only failure points), [`breaker_gate`], [`consistency`] (the checker
@@ -33,6 +34,7 @@ pub mod repository;
 pub mod saga;
 pub mod service;
 pub mod startup;
+pub mod write_batch;
 
 pub use config::Config;
 pub use failpoints::FailurePoints;

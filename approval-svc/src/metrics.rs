@@ -10,6 +10,7 @@
 //! | `approval_completer_runs_total` | counter | completer rounds |
 //! | `approval_completer_redrives_total{kind}` | counter | challenges the completer drove: `approval` (stale APPROVING or due retry) or `revoke` |
 //! | `db_pool_connections{pool="approval",state}` | gauge | pool connections `in_use` / `idle` |
+//! | `approval_write_batch_size{write}` | histogram | requests per group-committed transaction of the saga's writes: `start` (intents) or `finish` (outcomes) |
 //!
 //! The checker's `consistency_*` families are recorded in [`crate::consistency`] and described
 //! here with the rest. [`register`] exports every family, described, before the first scrape:
@@ -88,6 +89,10 @@ pub async fn register(pool: &PgPool) {
 }
 
 fn describe() {
+    metrics::describe_histogram!(
+        "approval_write_batch_size",
+        "Requests per group-committed transaction of the approval saga's writes, by write: start (intents) or finish (outcomes)."
+    );
     describe_counter!(
         APPROVALS,
         "Approval attempts by outcome: status approved, or approve_failed with the failure reason."
@@ -147,6 +152,11 @@ pub fn attempt_finished(outcome: &AttemptOutcome) {
             .increment(1);
         }
     }
+}
+
+/// Records one group-committed batch of `write` (`start` or `finish`) holding `requests`.
+pub fn write_batch(write: &'static str, requests: usize) {
+    metrics::histogram!("approval_write_batch_size", "write" => write).record(requests as f64);
 }
 
 /// Records a completer round and what it claimed.

@@ -15,7 +15,10 @@ use crate::domain::{Challenge, FailureReason, Status};
 use crate::error::{ApprovalError, Operation};
 use crate::failpoints::FailurePoints;
 use crate::orders::{OrderGateway, classify, earlier_attempts, failure_message, never_sent};
-use crate::repository::{self as repo, AttemptOutcome, FinishError, NextStep, Transition};
+use crate::repository::{
+    self as repo, AttemptOutcome, FinishError, FinishRequest, NextStep, StartRequest, Transition,
+};
+use crate::write_batch::{self, WriteBatches};
 
 /// Timing and retry policy of the saga.
 #[derive(Debug, Clone, Copy)]
@@ -41,10 +44,13 @@ pub struct Saga {
     orders: OrderGateway,
     settings: SagaSettings,
     failure_points: FailurePoints,
+    /// The attempts' writes, group-committed.
+    writes: WriteBatches,
 }
 
 impl Saga {
-    /// A saga over `pool` calling order-svc through `orders`.
+    /// A saga over `pool` calling order-svc through `orders`; its attempts' writes are
+    /// group-committed in batches of up to [`write_batch::DEFAULT_MAX_BATCH`].
     pub fn new(
         pool: PgPool,
         orders: OrderGateway,
@@ -52,6 +58,7 @@ impl Saga {
         failure_points: FailurePoints,
     ) -> Self {
         Self {
+            writes: WriteBatches::new(pool.clone(), write_batch::DEFAULT_MAX_BATCH),
             pool,
             orders,
             settings,
@@ -82,16 +89,16 @@ impl Saga {
         approver: &str,
         deadline: Option<Instant>,
     ) -> Result<Challenge, ApprovalError> {
-        let key = Uuid::now_v7().to_string();
-        let transition = repo::start_attempt(
-            &self.pool,
-            id,
-            &[Status::Pending],
-            Some(approver),
-            &key,
-            self.settings.lease,
-        )
-        .await?;
+        let transition = self
+            .writes
+            .start_attempt(StartRequest {
+                id,
+                from: &[Status::Pending],
+                approver: Some(approver.to_owned()),
+                new_key: Uuid::now_v7().to_string(),
+                lease: self.settings.lease,
+            })
+            .await?;
         match transition {
             Transition::Applied(challenge) => self.drive_approval(challenge, deadline).await,
             Transition::Unchanged(challenge) => match challenge.status() {
@@ -113,17 +120,17 @@ impl Saga {
         id: Uuid,
         deadline: Option<Instant>,
     ) -> Result<Challenge, ApprovalError> {
-        // Used only when the old key's order was cancelled; otherwise the key is kept.
-        let key = Uuid::now_v7().to_string();
-        let transition = repo::start_attempt(
-            &self.pool,
-            id,
-            &[Status::ApproveFailed],
-            None,
-            &key,
-            self.settings.lease,
-        )
-        .await?;
+        let transition = self
+            .writes
+            .start_attempt(StartRequest {
+                id,
+                from: &[Status::ApproveFailed],
+                approver: None,
+                // Used only when the old key's order was cancelled; otherwise the key is kept.
+                new_key: Uuid::now_v7().to_string(),
+                lease: self.settings.lease,
+            })
+            .await?;
         match transition {
             Transition::Applied(challenge) => self.drive_approval(challenge, deadline).await,
             Transition::Unchanged(challenge) => match challenge.status() {
@@ -161,9 +168,20 @@ impl Saga {
                 );
             }
         }
-        let fail_commit = self.failure_points.take_approval_commit();
-        let written =
-            repo::finish_attempt(&self.pool, id, challenge.attempts, &outcome, fail_commit).await;
+        let request = FinishRequest {
+            id,
+            attempt: challenge.attempts,
+            outcome,
+        };
+        // An injected failure must fail this write alone: it gets a transaction of its own.
+        let written = if self.failure_points.take_approval_commit() {
+            repo::finish_attempt(&self.pool, request, true).await
+        } else {
+            self.writes
+                .finish_attempt(request)
+                .await
+                .map_err(FinishError::from)
+        };
         self.settle(id, written).await
     }
 
@@ -306,6 +324,7 @@ impl Saga {
                     Ok(challenge) => Ok(challenge),
                     Err(_) => Err(match error {
                         FinishError::Database(error) => ApprovalError::Database(error),
+                        FinishError::Batch(error) => ApprovalError::Batch(error),
                         FinishError::Injected => ApprovalError::Injected("final write"),
                     }),
                 }

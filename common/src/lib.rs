@@ -1,5 +1,6 @@
 //! Plumbing shared by the concurrency-lab services.
 //!
+//! - [`batch`]: leader/follower group commit (one transaction for the writes that arrive together).
 //! - [`alerts`]: alert delivery to Slack-compatible and PagerDuty webhooks, with retries.
 //! - [`grpc`]: binding, reflection, health, request ids and graceful shutdown for tonic servers.
 //! - [`status`]: `tonic::Status` with `google.rpc` error details (domain `lab`).
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod batch;
 pub mod grpc;
 pub mod grpc_metrics;
 pub mod metadata;

@@ -6,7 +6,8 @@ use lab_common::paging::PageRequest;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::domain::{Challenge, FailureReason, NewChallenge, Status};
+use super::attempts::FinishError;
+use crate::domain::{Challenge, NewChallenge, Status};
 
 /// The smallest UUID: `challenge_id > it` keeps the keyset condition index-friendly on the first
 /// page, where `$n IS NULL OR …` would not be.
@@ -21,39 +22,6 @@ pub enum Transition {
     Unchanged(Challenge),
     /// No such challenge.
     Missing,
-}
-
-/// The outcome written by the post-call transaction of an approval attempt.
-#[derive(Debug, Clone)]
-pub enum AttemptOutcome {
-    /// The order exists: APPROVED.
-    Approved {
-        /// The order created (or replayed) for the challenge's key.
-        order_id: Uuid,
-    },
-    /// The order could not be created: APPROVE_FAILED.
-    Failed {
-        /// Why.
-        reason: FailureReason,
-        /// Detail for people.
-        message: String,
-        /// What happens next.
-        next: NextStep,
-        /// Whether the attempt counts against the retry budget: false when the call never left
-        /// the process (refused by the local breaker or load shedding).
-        charged: bool,
-    },
-}
-
-/// What follows a failed attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextStep {
-    /// An automatic retry after this delay.
-    RetryAfter(Duration),
-    /// Automatic retries are used up: a dead letter.
-    DeadLetter,
-    /// A definitive refusal: nothing automatic.
-    Stop,
 }
 
 /// Inserts a PENDING challenge.
@@ -123,148 +91,6 @@ pub async fn list_dead_letters(pool: &PgPool, page: &PageRequest) -> sqlx::Resul
     .bind(page.fetch_limit())
     .fetch_all(pool)
     .await
-}
-
-/// Phase 1 of an approval attempt, in one short transaction: locks the row and, when it is in
-/// one of `from`, moves it to APPROVING with a fresh lease, counts the attempt, records the
-/// approver (when given) and assigns the idempotency key unless it has one (then it is kept).
-///
-/// The one exception: after ORDER_CANCELLED the order under the old key is terminal (cancelled
-/// orders never come back), so the key can only replay that cancelled order; the attempt takes
-/// `new_key` instead, and no ghost can arise from the old one. The new key's story also gets a
-/// fresh retry budget, as the old key's attempts say nothing about it.
-pub async fn start_attempt(
-    pool: &PgPool,
-    id: Uuid,
-    from: &[Status],
-    approver: Option<&str>,
-    new_key: &str,
-    lease: Duration,
-) -> sqlx::Result<Transition> {
-    let mut tx = pool.begin().await?;
-    let current: Option<Challenge> =
-        sqlx::query_as("SELECT * FROM challenges WHERE challenge_id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let transition = match current {
-        None => Transition::Missing,
-        Some(current) if !from.contains(&current.status()) => Transition::Unchanged(current),
-        Some(current) => Transition::Applied(
-            sqlx::query_as(
-                "UPDATE challenges SET
-                     status = 'APPROVING',
-                     idempotency_key = CASE WHEN $5 THEN $2
-                                            ELSE COALESCE(idempotency_key, $2) END,
-                     budget_start = CASE WHEN $5 THEN attempts ELSE budget_start END,
-                     attempts = attempts + 1,
-                     approver = COALESCE($3, approver),
-                     lease_expires_at = now() + $4::interval,
-                     failure_reason = NULL,
-                     failure_message = '',
-                     dead_lettered = false,
-                     next_attempt_at = NULL,
-                     updated_at = now()
-                 WHERE challenge_id = $1
-                 RETURNING *",
-            )
-            .bind(id)
-            .bind(new_key)
-            .bind(approver)
-            .bind(lease)
-            .bind(current.failure_reason() == Some(FailureReason::OrderCancelled))
-            .fetch_one(&mut *tx)
-            .await?,
-        ),
-    };
-    tx.commit().await?;
-    Ok(transition)
-}
-
-/// Phase 3 of an approval attempt: writes the outcome, but only if the challenge is still
-/// APPROVING under this attempt (`attempts` is the fencing token). `None` when a newer attempt
-/// (a completer that took over after the lease) owns it now. With `fail_commit` the
-/// transaction is rolled back instead of committed (test failure point).
-///
-/// `attempts` counts every attempt started and only grows, so it fences whatever happens;
-/// `attempts - budget_start` is what the retry budget charges. An attempt that is not
-/// `charged` moves `budget_start` up by one with it, leaving the charge as it was.
-pub async fn finish_attempt(
-    pool: &PgPool,
-    id: Uuid,
-    attempt: i32,
-    outcome: &AttemptOutcome,
-    fail_commit: bool,
-) -> Result<Option<Challenge>, FinishError> {
-    let mut tx = pool.begin().await?;
-    let row: Option<Challenge> = match outcome {
-        AttemptOutcome::Approved { order_id } => {
-            sqlx::query_as(
-                "UPDATE challenges SET
-                     status = 'APPROVED',
-                     order_id = $3,
-                     lease_expires_at = NULL,
-                     updated_at = now()
-                 WHERE challenge_id = $1 AND status = 'APPROVING' AND attempts = $2
-                 RETURNING *",
-            )
-            .bind(id)
-            .bind(attempt)
-            .bind(order_id)
-            .fetch_optional(&mut *tx)
-            .await?
-        }
-        AttemptOutcome::Failed {
-            reason,
-            message,
-            next,
-            charged,
-        } => {
-            let retry_after = match next {
-                NextStep::RetryAfter(delay) => Some(*delay),
-                NextStep::DeadLetter | NextStep::Stop => None,
-            };
-            sqlx::query_as(
-                "UPDATE challenges SET
-                     status = 'APPROVE_FAILED',
-                     failure_reason = $3,
-                     failure_message = $4,
-                     next_attempt_at = now() + $5::interval,
-                     dead_lettered = $6,
-                     budget_start = budget_start + CASE WHEN $7 THEN 0 ELSE 1 END,
-                     lease_expires_at = NULL,
-                     updated_at = now()
-                 WHERE challenge_id = $1 AND status = 'APPROVING' AND attempts = $2
-                 RETURNING *",
-            )
-            .bind(id)
-            .bind(attempt)
-            .bind(reason.as_str())
-            .bind(message)
-            .bind(retry_after)
-            .bind(*next == NextStep::DeadLetter)
-            .bind(*charged)
-            .fetch_optional(&mut *tx)
-            .await?
-        }
-    };
-    if fail_commit {
-        tx.rollback().await?;
-        return Err(FinishError::Injected);
-    }
-    tx.commit().await?;
-    Ok(row)
-}
-
-/// Why a final write did not happen.
-#[derive(Debug, thiserror::Error)]
-pub enum FinishError {
-    /// The database failed.
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    /// A test failure point rolled the transaction back.
-    #[error("commit failed on purpose (failure point)")]
-    Injected,
 }
 
 /// PENDING → REJECTED in one conditional statement; `None` when not PENDING (or missing).

@@ -17,3 +17,4 @@ mod recovery;
 mod revoke;
 mod unknown_outcomes;
 mod validation;
+mod write_batches;

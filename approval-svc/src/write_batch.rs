@@ -1,0 +1,96 @@
+//! Group commit of the approval saga's two writes: the intents (phase 1) and the outcomes
+//! (phase 3) of approvals that arrive while the previous batch of their kind is in the database
+//! are written together, each batch in one transaction with one commit, instead of one commit
+//! (one WAL flush under durable settings) per approval. The saga's guarantees are those of the
+//! single writes: each intent is committed before its caller calls order-svc, each outcome is
+//! fenced by `attempts`, and each caller gets exactly its own answer (see
+//! [`repo::start_attempts`] and [`repo::finish_attempts`]).
+//!
+//! No timer: at low load a batch is one request. A failed batch fails each of its requests with
+//! the batch's database error; the next batch starts afresh.
+
+use std::sync::Arc;
+
+use lab_common::batch::GroupCommit;
+use sqlx::PgPool;
+
+use crate::domain::Challenge;
+use crate::repository::{self as repo, BatchError, FinishRequest, StartRequest, Transition};
+
+/// Largest batch of one kind: large enough for every caller of a busy instance, small enough
+/// that one statement's arrays stay modest.
+pub const DEFAULT_MAX_BATCH: usize = 256;
+
+type StartAnswer = Result<Transition, BatchError>;
+type FinishAnswer = Result<Option<Challenge>, BatchError>;
+
+/// The two group-commit queues of one instance (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct WriteBatches {
+    starts: GroupCommit<StartRequest, StartAnswer>,
+    finishes: GroupCommit<FinishRequest, FinishAnswer>,
+}
+
+impl WriteBatches {
+    /// Queues over `pool`, batches of at most `max_batch` requests each.
+    pub fn new(pool: PgPool, max_batch: usize) -> Self {
+        let start_pool = pool.clone();
+        let starts = GroupCommit::new(max_batch, move |requests: Vec<StartRequest>| {
+            let pool = start_pool.clone();
+            async move {
+                crate::metrics::write_batch("start", requests.len());
+                let written = async {
+                    let mut tx = pool.begin().await?;
+                    let transitions = repo::start_attempts(&mut tx, &requests).await?;
+                    tx.commit().await?;
+                    Ok(transitions)
+                }
+                .await;
+                answers(written, requests.len())
+            }
+        });
+        let finishes = GroupCommit::new(max_batch, move |requests: Vec<FinishRequest>| {
+            let pool = pool.clone();
+            async move {
+                crate::metrics::write_batch("finish", requests.len());
+                let written = async {
+                    let mut tx = pool.begin().await?;
+                    let rows = repo::finish_attempts(&mut tx, &requests).await?;
+                    tx.commit().await?;
+                    Ok(rows)
+                }
+                .await;
+                answers(written, requests.len())
+            }
+        });
+        Self { starts, finishes }
+    }
+
+    /// [`repo::start_attempt`], committed with whatever other intents arrive meanwhile.
+    pub async fn start_attempt(&self, request: StartRequest) -> Result<Transition, BatchError> {
+        self.starts.submit(request).await?
+    }
+
+    /// [`repo::finish_attempt`] (without a failure point), committed with whatever other
+    /// outcomes arrive meanwhile.
+    pub async fn finish_attempt(
+        &self,
+        request: FinishRequest,
+    ) -> Result<Option<Challenge>, BatchError> {
+        self.finishes.submit(request).await?
+    }
+}
+
+/// One answer per request: its own on success, the batch's error for each on failure.
+fn answers<T>(written: sqlx::Result<Vec<T>>, requests: usize) -> Vec<Result<T, BatchError>> {
+    match written {
+        Ok(answers) => answers.into_iter().map(Ok).collect(),
+        Err(error) => {
+            tracing::warn!(%error, requests, "write batch failed");
+            let error = Arc::new(error);
+            (0..requests)
+                .map(|_| Err(BatchError::Database(error.clone())))
+                .collect()
+        }
+    }
+}
