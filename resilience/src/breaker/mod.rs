@@ -35,6 +35,9 @@ use http::Response;
 use tower::Service;
 
 pub use self::future::ResponseFuture;
+pub(crate) use self::future::outcome;
+pub(crate) use self::handle::Shared as BreakerShared;
+pub(crate) use self::state::Outcome;
 pub use self::handle::{BreakerHandle, BreakerState, BreakerStats, Transition};
 use self::handle::{Permit, Shared};
 pub use self::layer::CircuitBreakerLayer;
