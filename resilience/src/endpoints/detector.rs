@@ -143,11 +143,11 @@ impl Detector {
         }
     }
 
-    /// Whether a failure was seen within `avoid_after_failure`: the balancer then prefers
-    /// another endpoint, so a retry goes elsewhere.
-    pub(crate) fn recently_failed(&self, now: Instant) -> bool {
+    /// When the last failure was, if within `avoid_after_failure`: the balancer then prefers
+    /// an endpoint that did not fail, or failed longer ago, so a retry goes elsewhere.
+    pub(crate) fn recent_failure(&self, now: Instant) -> Option<Instant> {
         self.last_failure
-            .is_some_and(|at| now.saturating_duration_since(at) < self.config.avoid_after_failure)
+            .filter(|at| now.saturating_duration_since(*at) < self.config.avoid_after_failure)
     }
 
     /// Whether an attempt may go now; an ended ejection becomes probing here, lazily.
@@ -342,8 +342,8 @@ mod tests {
         );
         assert_eq!(d.record(in_flight, Verdict::Failure, t0), None);
         assert_eq!(d.ejections(), 1, "one ejection, not two");
-        assert!(d.recently_failed(t0));
-        assert!(!d.recently_failed(t0 + Duration::from_secs(5)));
+        assert_eq!(d.recent_failure(t0), Some(t0));
+        assert_eq!(d.recent_failure(t0 + Duration::from_secs(5)), None);
     }
 
     #[test]

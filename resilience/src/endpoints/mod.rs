@@ -110,7 +110,7 @@ impl Pool {
 
     /// Adds an endpoint to the balancer (no-op if present).
     pub(crate) fn insert(self: &Arc<Self>, endpoint: Endpoint) {
-        let key = endpoint.uri().to_string();
+        let key = key_of(&endpoint);
         let shared = {
             let mut endpoints = self.lock();
             if endpoints.contains_key(&key) {
@@ -226,6 +226,15 @@ impl std::fmt::Debug for EndpointsHandle {
             .field("client", &self.pool.client)
             .field("endpoints", &self.pool.keys())
             .finish()
+    }
+}
+
+/// An endpoint's key and address as shown: `scheme://authority`, without a path.
+fn key_of(endpoint: &Endpoint) -> String {
+    let uri = endpoint.uri();
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+        _ => uri.to_string(),
     }
 }
 

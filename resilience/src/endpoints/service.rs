@@ -120,12 +120,14 @@ impl<S> EndpointService<S> {
 }
 
 impl<S> Load for EndpointService<S> {
-    /// A recent failure first (false sorts before true), then PeakEWMA's latency cost: of the
-    /// two endpoints p2c draws, one that just failed loses to any other.
-    type Metric = (bool, Cost);
+    /// A recent failure first (`None` sorts before any instant, an older failure before a
+    /// newer one), then PeakEWMA's latency cost: of the two endpoints p2c draws, the one that
+    /// failed last loses, so a retry never returns to the endpoint that just failed it while
+    /// another is ready.
+    type Metric = (Option<Instant>, Cost);
 
     fn load(&self) -> Self::Metric {
-        let failed = self.shared.lock().detector.recently_failed(Instant::now());
+        let failed = self.shared.lock().detector.recent_failure(Instant::now());
         (failed, self.inner.load())
     }
 }

@@ -5,10 +5,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
-use resilience::ResilientChannel;
+use resilience::errors::{self, reason};
+use resilience::{BreakerState, Discovery, EndpointState, ResilientChannel};
 use tokio::sync::Barrier;
+use tokio::time::Instant;
+use tonic::Code;
 
-use crate::common::{config, create_order};
+use crate::common::{Step, config, create_order};
 use crate::fleet::Instance;
 
 const CALLERS: usize = 32;
@@ -70,11 +73,141 @@ async fn killing_one_of_three_instances_mid_load_fails_no_call() {
     let endpoints: Vec<_> = fleet.iter().map(Instance::endpoint).collect();
     let mut config = config();
     config.attempt_timeout = Duration::from_millis(500);
-    let (stack, _breaker) = ResilientChannel::builder(config).balance(endpoints);
+    config.outlier.eject_base = Duration::from_millis(200);
+    let (stack, breaker) = ResilientChannel::builder(config).balance(endpoints);
+    let handle = stack.endpoints().expect("a balanced stack");
     let client = OrderServiceClient::new(stack);
     let victim = Arc::new(std::sync::Mutex::new(fleet));
     let killer = victim.clone();
-    let failures = load(client, 3_000, move || killer.lock().unwrap()[1].kill()).await;
+    let failures = load(client.clone(), 3_000, move || killer.lock().unwrap()[1].kill()).await;
+    assert!(
+        failures.is_empty(),
+        "{} calls failed, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+    let dead = victim.lock().unwrap()[1].url();
+    let view = handle.endpoint(&dead).unwrap();
+    assert!(view.ejections >= 1, "{view:?}");
+    assert_eq!(breaker.state(), BreakerState::Closed, "two endpoints were left");
+
+    // It comes back on the same port: a probe readmits it and it takes calls again.
+    victim.lock().unwrap()[1].restart();
+    let before = victim.lock().unwrap()[1].script.calls();
+    let started = Instant::now();
+    let mut client = client;
+    let mut i = 0;
+    while handle.endpoint(&dead).unwrap().state != EndpointState::Admitted {
+        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", handle.endpoint(&dead));
+        client
+            .create_order(create_order(Some(&format!("again{i}"))))
+            .await
+            .unwrap();
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(victim.lock().unwrap()[1].script.calls() > before, "the probe reached it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_to_another_endpoint_than_the_failed_attempt() {
+    let fleet: Vec<_> = (0..3).map(|_| Instance::start()).collect();
+    for instance in &fleet {
+        instance.script.set_default(Step::fail(Code::Unavailable));
+    }
+    let mut config = config();
+    // Keep every endpoint admitted: this is about where each retry goes.
+    config.outlier.consecutive_failures = 0;
+    config.outlier.failure_rate = 2.0;
+    let (stack, _) = ResilientChannel::builder(config).balance(fleet.iter().map(Instance::endpoint));
+    let mut client = OrderServiceClient::new(stack);
+    for round in 0..20 {
+        let key = format!("r{round}");
+        let status = client.create_order(create_order(Some(&key))).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        // Which instance took attempt n (grpc-previous-rpc-attempts n, none on the first).
+        let mut took = Vec::new();
+        for n in 0..3 {
+            let previous = (n > 0).then(|| n.to_string());
+            let at = fleet
+                .iter()
+                .position(|i| {
+                    i.script
+                        .seen()
+                        .iter()
+                        .any(|s| s.key.as_deref() == Some(&key) && s.previous_attempts == previous)
+                })
+                .expect("every attempt reached a server");
+            took.push(at);
+        }
+        assert!(
+            took.windows(2).all(|w| w[0] != w[1]),
+            "round {round}: attempts went to instances {took:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_every_endpoint_down_calls_fail_fast_with_circuit_open() {
+    let mut fleet: Vec<_> = (0..3).map(|_| Instance::start()).collect();
+    let (stack, breaker) =
+        ResilientChannel::builder(config()).balance(fleet.iter().map(Instance::endpoint));
+    let handle = stack.endpoints().unwrap();
+    let mut client = OrderServiceClient::new(stack);
+    client.create_order(create_order(Some("warm"))).await.unwrap();
+    for instance in &mut fleet {
+        instance.kill();
+    }
+    let mut last = None;
+    for i in 0..10 {
+        if let Err(status) = client.create_order(create_order(Some(&format!("d{i}")))).await {
+            last = Some(status);
+        }
+        if breaker.state() != BreakerState::Closed {
+            break;
+        }
+    }
+    assert!(last.is_some(), "calls to dead endpoints fail");
+    assert!(
+        handle
+            .endpoints()
+            .iter()
+            .all(|e| e.state == EndpointState::Ejected),
+        "{:?}",
+        handle.endpoints()
+    );
+    assert_eq!(breaker.state(), BreakerState::Open);
+    let started = Instant::now();
+    let status = client
+        .create_order(create_order(Some("fast")))
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_millis(50), "{:?}", started.elapsed());
+    assert_eq!(errors::reason_of(&status).as_deref(), Some(reason::CIRCUIT_OPEN));
+    assert!(errors::refused_by_local_breaker(&status));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_instance_under_load_fails_no_call() {
+    let fleet: Vec<_> = (0..3).map(|_| Instance::start()).collect();
+    for instance in &fleet {
+        // Calls in flight when the drain starts must be finished, not cut.
+        instance.script.set_default(Step::ok().after(Duration::from_millis(20)));
+    }
+    let (stack, _) =
+        ResilientChannel::builder(config()).balance(fleet.iter().map(Instance::endpoint));
+    let client = OrderServiceClient::new(stack);
+    let fleet = Arc::new(tokio::sync::Mutex::new(fleet));
+    let drainer = fleet.clone();
+    let (drained_tx, drained) = tokio::sync::oneshot::channel();
+    let failures = load(client, 2_000, move || {
+        tokio::spawn(async move {
+            drainer.lock().await[0].drain().await;
+            let _ = drained_tx.send(());
+        });
+    })
+    .await;
+    drained.await.unwrap();
     assert!(
         failures.is_empty(),
         "{} calls failed, e.g. {:?}",
@@ -82,3 +215,23 @@ async fn killing_one_of_three_instances_mid_load_fails_no_call() {
         failures.first()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_adds_and_removes_endpoints_live() {
+    // `localhost` resolves to 127.0.0.1 (and maybe ::1, where nothing listens: that endpoint
+    // is ejected and the calls go to the other).
+    let first = Instance::start();
+    let url = format!("http://localhost:{}", first.addr.port());
+    let discovery = Discovery::new(&[url], Duration::from_millis(50), Duration::from_secs(1))
+        .unwrap();
+    let (stack, _) = ResilientChannel::builder(config()).discover(discovery).await;
+    let handle = stack.endpoints().unwrap();
+    assert!(handle.endpoint(&first.url()).is_some(), "{handle:?}");
+    let mut client = OrderServiceClient::new(stack);
+    for i in 0..5 {
+        client.create_order(create_order(Some(&format!("a{i}")))).await.unwrap();
+    }
+    assert!(first.script.calls() >= 5);
+    drop(first);
+}
+
