@@ -58,7 +58,7 @@ pub fn channel(urls: &[String], connect_timeout: Duration) -> Result<Channel, Cl
 
 /// The generated client over the resilience stack (deadline, budgeted retries with the same
 /// idempotency key, circuit breaker, load shedding, per-attempt timeout).
-pub type OrderClient = OrderServiceClient<ResilientChannel<Channel>>;
+pub type OrderClient = OrderServiceClient<ResilientChannel<resilience::Attempt<Channel>>>;
 
 /// The two order-svc calls of the saga, each bounded by the budget it is given.
 #[derive(Debug, Clone)]

@@ -1,5 +1,6 @@
 //! The whole client stack over one channel, built from one [`ResilienceConfig`].
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -10,8 +11,8 @@ use tower::{Layer, Service};
 use crate::BoxError;
 use crate::breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
 use crate::config::{BreakerConfig, ResilienceConfig};
-use crate::endpoints::{self, Balanced, Discovery, EndpointsHandle};
 use crate::deadline::{Deadline, DeadlineLayer};
+use crate::endpoints::{self, Balanced, Discovery, EndpointsHandle};
 use crate::instrument::{Instrument, InstrumentLayer};
 use crate::retry::{Retry, RetryLayer, RetryStats};
 use crate::shed::{LoadShed, LoadShedLayer};
@@ -125,22 +126,31 @@ impl ResilientChannelBuilder {
         self,
         endpoints: impl IntoIterator<Item = Endpoint>,
     ) -> (ResilientChannel<Balanced>, BreakerHandle) {
-        let (channel, breaker, handle) = self.balanced();
+        let (channel, breaker, pool) = self.balanced();
         for endpoint in endpoints {
-            handle.pool.insert(endpoint);
+            pool.insert(endpoint);
         }
         (channel, breaker)
     }
 
     /// Like [`balance`](Self::balance), over the endpoints `discovery` finds: resolved once
     /// now, then re-resolved in the background; endpoints join and leave the balancer live.
-    pub async fn discover(self, discovery: Discovery) -> (ResilientChannel<Balanced>, BreakerHandle) {
-        let (channel, breaker, handle) = self.balanced();
-        discovery.start(&handle).await;
+    pub async fn discover(
+        self,
+        discovery: Discovery,
+    ) -> (ResilientChannel<Balanced>, BreakerHandle) {
+        let (channel, breaker, pool) = self.balanced();
+        discovery.start(&pool).await;
         (channel, breaker)
     }
 
-    fn balanced(self) -> (ResilientChannel<Balanced>, BreakerHandle, EndpointsHandle) {
+    fn balanced(
+        self,
+    ) -> (
+        ResilientChannel<Balanced>,
+        BreakerHandle,
+        Arc<endpoints::Pool>,
+    ) {
         // The breaker's own failure triggers would let one dead endpoint open the circuit
         // for all; here it opens only when the endpoints' detectors have ejected every one.
         let service_wide = BreakerConfig {
@@ -149,9 +159,10 @@ impl ResilientChannelBuilder {
             ..self.config.breaker.clone()
         };
         let breaker = CircuitBreakerLayer::with_client(&service_wide, &self.config.client);
-        let (balanced, handle) = endpoints::balanced(&self.config, breaker.handle().shared);
-        let (channel, breaker) = self.stack(breaker, balanced, Some(handle.clone()));
-        (channel, breaker, handle)
+        let (balanced, pool) = endpoints::balanced(&self.config, breaker.handle().shared);
+        let handle = EndpointsHandle::new(pool.clone());
+        let (channel, breaker) = self.stack(breaker, balanced, Some(handle));
+        (channel, breaker, pool)
     }
 
     fn stack<S>(
@@ -188,6 +199,23 @@ impl ResilientChannelBuilder {
             },
             handle,
         )
+    }
+}
+
+/// A [`ResilientChannel`] behind a box (see [`ResilientChannel::boxed`]).
+pub type BoxedChannel = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+
+impl<S> ResilientChannel<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    /// The stack behind one box. Its future type is deep enough that rustc may fail to prove
+    /// it `Send` inside `async` blocks that borrow (rust-lang/rust#102211); boxing proves it
+    /// once, where the types are concrete.
+    pub fn boxed(self) -> BoxedChannel {
+        BoxedChannel::new(self)
     }
 }
 

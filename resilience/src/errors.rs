@@ -203,10 +203,8 @@ pub(crate) fn into_status_error(err: impl Into<BoxError>) -> BoxError {
     // stream) reads CANCELLED, UNKNOWN or INTERNAL from tonic; it is UNAVAILABLE, and still surely unsent,
     // so the retry layer sends it elsewhere.
     if unsent && status.code() != Code::Unavailable {
-        let mut unavailable = Status::unavailable(format!(
-            "the request was not sent: {}",
-            status.message()
-        ));
+        let mut unavailable =
+            Status::unavailable(format!("the request was not sent: {}", status.message()));
         unavailable.set_source(std::sync::Arc::new(status));
         return Box::new(unavailable);
     }

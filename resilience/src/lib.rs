@@ -69,10 +69,10 @@ pub mod unary;
 mod test_support;
 
 pub use breaker::{BreakerHandle, BreakerState, BreakerStats, Transition};
-pub use channel::{Attempt, ResilientChannel, ResilientChannelBuilder, Stack};
+pub use channel::{Attempt, BoxedChannel, ResilientChannel, ResilientChannelBuilder, Stack};
 pub use config::{BreakerConfig, OutlierConfig, ResilienceConfig, RetryConfig};
-pub use endpoints::{Balanced, Discovery, EndpointState, EndpointView, EndpointsHandle};
 pub use deadline::CallDeadline;
+pub use endpoints::{Balanced, Discovery, EndpointState, EndpointView, EndpointsHandle};
 pub use fault::{FaultHandle, FaultLayer, FaultPlan};
 pub use retry::RetryStats;
 

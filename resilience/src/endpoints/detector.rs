@@ -248,7 +248,9 @@ impl Detector {
 
     fn eject(&mut self, now: Instant, admitted_since: Option<Instant>) -> EndpointState {
         // An endpoint that stayed healthy for a whole cap starts again from the base period.
-        if admitted_since.is_some_and(|since| now.saturating_duration_since(since) >= self.config.eject_cap) {
+        if admitted_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= self.config.eject_cap)
+        {
             self.ejections_in_row = 0;
         }
         let period = self.period(self.ejections_in_row);
@@ -256,7 +258,9 @@ impl Detector {
         self.ejections += 1;
         self.window.clear();
         self.window_failures = 0;
-        self.go(Phase::Ejected { until: now + period })
+        self.go(Phase::Ejected {
+            until: now + period,
+        })
     }
 
     fn period(&self, step: u32) -> Duration {
@@ -299,11 +303,21 @@ mod tests {
         assert_eq!(fail(&mut d, t0, 4), None);
         assert_eq!(fail(&mut d, t0, 1), Some(EndpointState::Ejected));
         assert_eq!(d.ejections(), 1);
-        assert_eq!(d.readiness(t0).0, Readiness::EjectedUntil(t0 + Duration::from_secs(1)));
+        assert_eq!(
+            d.readiness(t0).0,
+            Readiness::EjectedUntil(t0 + Duration::from_secs(1))
+        );
         let later = t0 + Duration::from_secs(1);
-        assert_eq!(d.readiness(later), (Readiness::Ready, Some(EndpointState::Probing)));
+        assert_eq!(
+            d.readiness(later),
+            (Readiness::Ready, Some(EndpointState::Probing))
+        );
         let probe = d.admit();
-        assert_eq!(d.readiness(later).0, Readiness::ProbeBusy, "one probe at a time");
+        assert_eq!(
+            d.readiness(later).0,
+            Readiness::ProbeBusy,
+            "one probe at a time"
+        );
         assert_eq!(
             d.record(probe, Verdict::Success, later),
             Some(EndpointState::Admitted)
@@ -324,7 +338,10 @@ mod tests {
             now = until;
             d.readiness(now);
             let probe = d.admit();
-            assert_eq!(d.record(probe, Verdict::Failure, now), Some(EndpointState::Ejected));
+            assert_eq!(
+                d.record(probe, Verdict::Failure, now),
+                Some(EndpointState::Ejected)
+            );
         }
         let secs: Vec<_> = periods.iter().map(Duration::as_secs).collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 30, 30]);
@@ -352,7 +369,11 @@ mod tests {
         let mut d = Detector::new(&config(), t0);
         for i in 0..20 {
             let ticket = d.admit();
-            let verdict = if i % 2 == 0 { Verdict::Failure } else { Verdict::Success };
+            let verdict = if i % 2 == 0 {
+                Verdict::Failure
+            } else {
+                Verdict::Success
+            };
             if let Some(state) = d.record(ticket, verdict, t0) {
                 assert_eq!(state, EndpointState::Ejected);
                 assert!(i >= 9, "not before the minimum of 10 calls");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::Uri;
 use tonic::transport::Endpoint;
 
-use super::{EndpointsHandle, Pool};
+use super::Pool;
 
 /// Why a list of endpoints was refused.
 #[derive(Debug, thiserror::Error)]
@@ -75,26 +75,31 @@ impl Discovery {
     }
 
     fn endpoint(&self, url: &str) -> Option<Endpoint> {
-        Endpoint::from_shared(url.to_owned()).ok().map(|e| {
-            e.connect_timeout(self.connect_timeout)
-                .tcp_nodelay(true)
-        })
+        Endpoint::from_shared(url.to_owned())
+            .ok()
+            .map(|e| e.connect_timeout(self.connect_timeout).tcp_nodelay(true))
     }
 
     /// Resolves every target once, fills `handle`'s pool, then keeps re-resolving in a task
     /// until the balancer is dropped. A name that fails to resolve keeps its last addresses:
     /// a DNS hiccup must not empty the balancer.
-    pub(crate) async fn start(self, handle: &EndpointsHandle) {
+    pub(crate) async fn start(self, pool: &Arc<Pool>) {
         let mut last: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        self.refresh(&handle.pool, &mut last).await;
-        if self.targets.iter().all(|t| t.host.parse::<IpAddr>().is_ok()) {
+        self.refresh(pool, &mut last).await;
+        if self
+            .targets
+            .iter()
+            .all(|t| t.host.parse::<IpAddr>().is_ok())
+        {
             return;
         }
-        let pool = Arc::downgrade(&handle.pool);
+        let pool = Arc::downgrade(pool);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(self.resolve_interval).await;
-                let Some(pool) = Weak::upgrade(&pool) else { return };
+                let Some(pool) = Weak::upgrade(&pool) else {
+                    return;
+                };
                 if pool.is_closed() {
                     return;
                 }
@@ -109,8 +114,12 @@ impl Discovery {
                 Ok(urls) if !urls.is_empty() => {
                     last.insert(target.url.clone(), urls);
                 }
-                Ok(_) => tracing::warn!(url = %target.url, "name resolved to no address; keeping the last ones"),
-                Err(error) => tracing::warn!(url = %target.url, %error, "resolving failed; keeping the last addresses"),
+                Ok(_) => {
+                    tracing::warn!(url = %target.url, "name resolved to no address; keeping the last ones")
+                }
+                Err(error) => {
+                    tracing::warn!(url = %target.url, %error, "resolving failed; keeping the last addresses")
+                }
             }
         }
         let wanted: BTreeSet<&String> = last.values().flatten().collect();
@@ -132,13 +141,21 @@ fn parse(url: &str) -> Result<Target, DiscoveryError> {
         url: url.to_owned(),
         why: why.to_owned(),
     };
-    let uri: Uri = url.parse().map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
-    let scheme = uri.scheme_str().ok_or_else(|| invalid("no scheme"))?.to_owned();
+    let uri: Uri = url
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| invalid(&e.to_string()))?;
+    let scheme = uri
+        .scheme_str()
+        .ok_or_else(|| invalid("no scheme"))?
+        .to_owned();
     if scheme != "http" && scheme != "https" {
         return Err(invalid("the scheme must be http or https"));
     }
     let host = uri.host().ok_or_else(|| invalid("no host"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
     let port = uri
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
@@ -180,10 +197,20 @@ mod tests {
         assert!(ok(&["http://127.0.0.1:1", " http://svc.ns:50051"]).is_ok());
         assert!(matches!(ok(&[]), Err(DiscoveryError::NoEndpoint)));
         assert!(matches!(ok(&[" "]), Err(DiscoveryError::NoEndpoint)));
-        assert!(matches!(ok(&["not a url"]), Err(DiscoveryError::InvalidUrl { .. })));
-        assert!(matches!(ok(&["ftp://a:1"]), Err(DiscoveryError::InvalidUrl { .. })));
         assert!(matches!(
-            Discovery::new(&["http://a:1".into()], Duration::ZERO, Duration::from_secs(1)),
+            ok(&["not a url"]),
+            Err(DiscoveryError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            ok(&["ftp://a:1"]),
+            Err(DiscoveryError::InvalidUrl { .. })
+        ));
+        assert!(matches!(
+            Discovery::new(
+                &["http://a:1".into()],
+                Duration::ZERO,
+                Duration::from_secs(1)
+            ),
             Err(DiscoveryError::ZeroInterval)
         ));
     }

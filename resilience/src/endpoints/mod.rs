@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tonic::body::Body;
@@ -46,13 +46,11 @@ use tower::buffer::Buffer;
 use tower::discover::Change;
 use tower::load::CompleteOnResponse;
 use tower::load::peak_ewma::PeakEwma;
-use tower::util::BoxCloneSyncService;
 
 pub use self::detector::EndpointState;
 pub use self::discovery::{Discovery, DiscoveryError};
 pub use self::service::EndpointService;
-use self::service::EndpointShared;
-use crate::BoxError;
+use self::service::{EndpointShared, PoolEvents};
 use crate::breaker::BreakerShared;
 use crate::config::{OutlierConfig, ResilienceConfig};
 use crate::timeout::{AttemptTimeout, AttemptTimeoutLayer};
@@ -60,7 +58,13 @@ use crate::unary::Unary;
 
 /// The balanced service under the breaker: p2c over the endpoints, behind a buffer so every
 /// clone of the client shares one balancer.
-pub type Balanced = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+pub type Balanced = Buffer<Request<Body>, BalanceFuture>;
+
+/// The p2c balancer over the endpoints.
+pub type Balancer = Balance<Changes, Request<Body>>;
+
+/// The future of one balanced attempt.
+pub type BalanceFuture = <Balancer as tower::Service<Request<Body>>>::Future;
 
 /// One endpoint's attempt stack.
 type Attempt = AttemptTimeout<Unary<Channel>>;
@@ -147,6 +151,14 @@ impl Pool {
         self.endpoint_changed();
     }
 
+    pub(crate) fn client(&self) -> &str {
+        &self.client
+    }
+
+    pub(crate) fn outlier(&self) -> &OutlierConfig {
+        &self.config
+    }
+
     pub(crate) fn keys(&self) -> Vec<String> {
         self.lock().keys().cloned().collect()
     }
@@ -183,7 +195,15 @@ impl Pool {
             self.breaker.trip(until.saturating_duration_since(now));
         }
     }
+}
 
+impl PoolEvents for Pool {
+    fn endpoint_changed(&self) {
+        Pool::endpoint_changed(self);
+    }
+}
+
+impl Pool {
     fn views(&self) -> Vec<EndpointView> {
         let now = Instant::now();
         self.lock()
@@ -205,10 +225,38 @@ impl Pool {
 /// Observes the endpoints of a balanced [`crate::ResilientChannel`]; cheap to clone.
 #[derive(Clone)]
 pub struct EndpointsHandle {
-    pub(crate) pool: Arc<Pool>,
+    // A trait object with its bounds stated: the pool's own type (which holds endpoint
+    // services) makes rustc fail to prove `Send` for futures holding a client
+    // (rust-lang/rust#102211).
+    pool: Arc<dyn PoolView>,
+}
+
+/// What the handle reads from the pool.
+trait PoolView: Send + Sync {
+    fn views(&self) -> Vec<EndpointView>;
+    fn client(&self) -> &str;
+    fn keys(&self) -> Vec<String>;
+}
+
+impl PoolView for Pool {
+    fn views(&self) -> Vec<EndpointView> {
+        Pool::views(self)
+    }
+    fn client(&self) -> &str {
+        Pool::client(self)
+    }
+    fn keys(&self) -> Vec<String> {
+        Pool::keys(self)
+    }
 }
 
 impl EndpointsHandle {
+    pub(crate) fn new(pool: Arc<Pool>) -> Self {
+        Self {
+            pool: pool as Arc<dyn PoolView>,
+        }
+    }
+
     /// Every endpoint now, ordered by address.
     pub fn endpoints(&self) -> Vec<EndpointView> {
         self.pool.views()
@@ -223,7 +271,7 @@ impl EndpointsHandle {
 impl std::fmt::Debug for EndpointsHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EndpointsHandle")
-            .field("client", &self.pool.client)
+            .field("client", &self.pool.client())
             .field("endpoints", &self.pool.keys())
             .finish()
     }
@@ -238,8 +286,14 @@ fn key_of(endpoint: &Endpoint) -> String {
     }
 }
 
-/// The `discover` stream the balancer reads.
-struct Changes(mpsc::UnboundedReceiver<Inserted>);
+/// The `discover` stream the balancer reads: endpoints joining and leaving.
+pub struct Changes(mpsc::UnboundedReceiver<Inserted>);
+
+impl std::fmt::Debug for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Changes").finish_non_exhaustive()
+    }
+}
 
 impl tokio_stream::Stream for Changes {
     type Item = Result<Inserted, Infallible>;
@@ -253,7 +307,7 @@ impl tokio_stream::Stream for Changes {
 pub(crate) fn balanced(
     config: &ResilienceConfig,
     breaker: Arc<BreakerShared>,
-) -> (Balanced, EndpointsHandle) {
+) -> (Balanced, Arc<Pool>) {
     crate::telemetry::describe_endpoint_metrics();
     let (changes, received) = mpsc::unbounded_channel();
     let pool = Arc::new(Pool {
@@ -266,9 +320,6 @@ pub(crate) fn balanced(
         breaker,
         open_base: config.breaker.open_base,
     });
-    let balance: Balance<Changes, Request<Body>> = Balance::new(Changes(received));
-    (
-        BoxCloneSyncService::new(Buffer::new(balance, BUFFER)),
-        EndpointsHandle { pool },
-    )
+    let balance: Balancer = Balance::new(Changes(received));
+    (Buffer::new(balance, BUFFER), pool)
 }

@@ -35,22 +35,31 @@ pub(crate) struct EndpointShared {
     guarded: Mutex<Guarded>,
     pub(crate) in_flight: AtomicUsize,
     metrics: EndpointMetrics,
-    pool: Weak<Pool>,
+    // A trait object, not `Weak<Pool>`: the pool holds endpoint services, and that cycle of
+    // types makes rustc fail to prove `Send` for futures that hold the pool
+    // (rust-lang/rust#102211); the object's bounds are stated, not inferred.
+    pool: Weak<dyn PoolEvents>,
+}
+
+/// What an endpoint tells its pool.
+pub(crate) trait PoolEvents: Send + Sync {
+    /// One endpoint changed state.
+    fn endpoint_changed(&self);
 }
 
 impl EndpointShared {
     pub(crate) fn new(key: String, pool: &Arc<Pool>) -> Arc<Self> {
-        let metrics = telemetry::endpoint(&pool.client, &key);
+        let metrics = telemetry::endpoint(pool.client(), &key);
         metrics.state.set(EndpointState::Admitted.gauge_value());
         Arc::new(Self {
             guarded: Mutex::new(Guarded {
-                detector: Detector::new(&pool.config, Instant::now()),
+                detector: Detector::new(pool.outlier(), Instant::now()),
                 waker: None,
             }),
             key,
             in_flight: AtomicUsize::new(0),
             metrics,
-            pool: Arc::downgrade(pool),
+            pool: Arc::downgrade(pool) as Weak<dyn PoolEvents>,
         })
     }
 

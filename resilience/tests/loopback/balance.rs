@@ -49,7 +49,10 @@ where
                 if i >= calls {
                     return failures;
                 }
-                if let Err(status) = client.create_order(create_order(Some(&format!("k{i}")))).await {
+                if let Err(status) = client
+                    .create_order(create_order(Some(&format!("k{i}"))))
+                    .await
+                {
                     failures.push(status);
                 }
                 if done.fetch_add(1, Ordering::SeqCst) + 1 == calls / 2
@@ -79,7 +82,10 @@ async fn killing_one_of_three_instances_mid_load_fails_no_call() {
     let client = OrderServiceClient::new(stack);
     let victim = Arc::new(std::sync::Mutex::new(fleet));
     let killer = victim.clone();
-    let failures = load(client.clone(), 3_000, move || killer.lock().unwrap()[1].kill()).await;
+    let failures = load(client.clone(), 3_000, move || {
+        killer.lock().unwrap()[1].kill()
+    })
+    .await;
     assert!(
         failures.is_empty(),
         "{} calls failed, e.g. {:?}",
@@ -89,7 +95,11 @@ async fn killing_one_of_three_instances_mid_load_fails_no_call() {
     let dead = victim.lock().unwrap()[1].url();
     let view = handle.endpoint(&dead).unwrap();
     assert!(view.ejections >= 1, "{view:?}");
-    assert_eq!(breaker.state(), BreakerState::Closed, "two endpoints were left");
+    assert_eq!(
+        breaker.state(),
+        BreakerState::Closed,
+        "two endpoints were left"
+    );
 
     // It comes back on the same port: a probe readmits it and it takes calls again.
     victim.lock().unwrap()[1].restart();
@@ -98,7 +108,11 @@ async fn killing_one_of_three_instances_mid_load_fails_no_call() {
     let mut client = client;
     let mut i = 0;
     while handle.endpoint(&dead).unwrap().state != EndpointState::Admitted {
-        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", handle.endpoint(&dead));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            handle.endpoint(&dead)
+        );
         client
             .create_order(create_order(Some(&format!("again{i}"))))
             .await
@@ -106,7 +120,10 @@ async fn killing_one_of_three_instances_mid_load_fails_no_call() {
         i += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(victim.lock().unwrap()[1].script.calls() > before, "the probe reached it");
+    assert!(
+        victim.lock().unwrap()[1].script.calls() > before,
+        "the probe reached it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,11 +136,15 @@ async fn a_retry_goes_to_another_endpoint_than_the_failed_attempt() {
     // Keep every endpoint admitted: this is about where each retry goes.
     config.outlier.consecutive_failures = 0;
     config.outlier.failure_rate = 2.0;
-    let (stack, _) = ResilientChannel::builder(config).balance(fleet.iter().map(Instance::endpoint));
+    let (stack, _) =
+        ResilientChannel::builder(config).balance(fleet.iter().map(Instance::endpoint));
     let mut client = OrderServiceClient::new(stack);
     for round in 0..20 {
         let key = format!("r{round}");
-        let status = client.create_order(create_order(Some(&key))).await.unwrap_err();
+        let status = client
+            .create_order(create_order(Some(&key)))
+            .await
+            .unwrap_err();
         assert_eq!(status.code(), Code::Unavailable);
         // Which instance took attempt n (grpc-previous-rpc-attempts n, none on the first).
         let mut took = Vec::new();
@@ -154,13 +175,19 @@ async fn with_every_endpoint_down_calls_fail_fast_with_circuit_open() {
         ResilientChannel::builder(config()).balance(fleet.iter().map(Instance::endpoint));
     let handle = stack.endpoints().unwrap();
     let mut client = OrderServiceClient::new(stack);
-    client.create_order(create_order(Some("warm"))).await.unwrap();
+    client
+        .create_order(create_order(Some("warm")))
+        .await
+        .unwrap();
     for instance in &mut fleet {
         instance.kill();
     }
     let mut last = None;
     for i in 0..10 {
-        if let Err(status) = client.create_order(create_order(Some(&format!("d{i}")))).await {
+        if let Err(status) = client
+            .create_order(create_order(Some(&format!("d{i}"))))
+            .await
+        {
             last = Some(status);
         }
         if breaker.state() != BreakerState::Closed {
@@ -182,8 +209,15 @@ async fn with_every_endpoint_down_calls_fail_fast_with_circuit_open() {
         .create_order(create_order(Some("fast")))
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(50), "{:?}", started.elapsed());
-    assert_eq!(errors::reason_of(&status).as_deref(), Some(reason::CIRCUIT_OPEN));
+    assert!(
+        started.elapsed() < Duration::from_millis(50),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        errors::reason_of(&status).as_deref(),
+        Some(reason::CIRCUIT_OPEN)
+    );
     assert!(errors::refused_by_local_breaker(&status));
 }
 
@@ -192,7 +226,9 @@ async fn a_draining_instance_under_load_fails_no_call() {
     let fleet: Vec<_> = (0..3).map(|_| Instance::start()).collect();
     for instance in &fleet {
         // Calls in flight when the drain starts must be finished, not cut.
-        instance.script.set_default(Step::ok().after(Duration::from_millis(20)));
+        instance
+            .script
+            .set_default(Step::ok().after(Duration::from_millis(20)));
     }
     let (stack, _) =
         ResilientChannel::builder(config()).balance(fleet.iter().map(Instance::endpoint));
@@ -222,16 +258,20 @@ async fn discovery_adds_and_removes_endpoints_live() {
     // is ejected and the calls go to the other).
     let first = Instance::start();
     let url = format!("http://localhost:{}", first.addr.port());
-    let discovery = Discovery::new(&[url], Duration::from_millis(50), Duration::from_secs(1))
-        .unwrap();
-    let (stack, _) = ResilientChannel::builder(config()).discover(discovery).await;
+    let discovery =
+        Discovery::new(&[url], Duration::from_millis(50), Duration::from_secs(1)).unwrap();
+    let (stack, _) = ResilientChannel::builder(config())
+        .discover(discovery)
+        .await;
     let handle = stack.endpoints().unwrap();
     assert!(handle.endpoint(&first.url()).is_some(), "{handle:?}");
     let mut client = OrderServiceClient::new(stack);
     for i in 0..5 {
-        client.create_order(create_order(Some(&format!("a{i}")))).await.unwrap();
+        client
+            .create_order(create_order(Some(&format!("a{i}"))))
+            .await
+            .unwrap();
     }
     assert!(first.script.calls() >= 5);
     drop(first);
 }
-

@@ -80,11 +80,6 @@ impl Script {
         self.steps.lock().unwrap().extend(steps);
     }
 
-    /// Forgets the answers not given yet.
-    pub fn clear(&self) {
-        self.steps.lock().unwrap().clear();
-    }
-
     pub fn set_default(&self, step: Step) {
         *self.default.lock().unwrap() = step;
     }

@@ -1,7 +1,7 @@
 //! The resilience stack and the fault layer against a real tonic server on loopback.
 
-mod common;
 mod balance;
+mod common;
 mod faults;
 mod fleet;
 mod metrics;
