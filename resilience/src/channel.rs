@@ -202,23 +202,6 @@ impl ResilientChannelBuilder {
     }
 }
 
-/// A [`ResilientChannel`] behind a box (see [`ResilientChannel::boxed`]).
-pub type BoxedChannel = tower::util::BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
-
-impl<S> ResilientChannel<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + Sync + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-{
-    /// The stack behind one box. Its future type is deep enough that rustc may fail to prove
-    /// it `Send` inside `async` blocks that borrow (rust-lang/rust#102211); boxing proves it
-    /// once, where the types are concrete.
-    pub fn boxed(self) -> BoxedChannel {
-        BoxedChannel::new(self)
-    }
-}
-
 impl<S> Service<Request<Body>> for ResilientChannel<S>
 where
     S: Service<Request<Body>, Response = Response<Body>> + Clone,

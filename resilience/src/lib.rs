@@ -69,7 +69,7 @@ pub mod unary;
 mod test_support;
 
 pub use breaker::{BreakerHandle, BreakerState, BreakerStats, Transition};
-pub use channel::{Attempt, BoxedChannel, ResilientChannel, ResilientChannelBuilder, Stack};
+pub use channel::{Attempt, ResilientChannel, ResilientChannelBuilder, Stack};
 pub use config::{BreakerConfig, OutlierConfig, ResilienceConfig, RetryConfig};
 pub use deadline::CallDeadline;
 pub use endpoints::{Balanced, Discovery, EndpointState, EndpointView, EndpointsHandle};

@@ -182,12 +182,20 @@ impl Detector {
     }
 
     /// Records how an admitted attempt ended; returns the new state if it changed.
+    /// `others_admitted` says whether another endpoint could take this one's calls: only then
+    /// does an unreachable endpoint leave at once; the last one is judged by the usual
+    /// thresholds, so a single refused connection does not open the service-wide circuit.
     pub(crate) fn record(
         &mut self,
         ticket: Ticket,
         verdict: Verdict,
+        others_admitted: bool,
         now: Instant,
     ) -> Option<EndpointState> {
+        let verdict = match verdict {
+            Verdict::Unreachable if !others_admitted => Verdict::Failure,
+            verdict => verdict,
+        };
         if matches!(verdict, Verdict::Failure | Verdict::Unreachable) {
             self.last_failure = Some(now);
         }
@@ -291,7 +299,7 @@ mod tests {
         let mut last = None;
         for _ in 0..n {
             let ticket = d.admit();
-            last = d.record(ticket, Verdict::Failure, now).or(last);
+            last = d.record(ticket, Verdict::Failure, true, now).or(last);
         }
         last
     }
@@ -319,7 +327,7 @@ mod tests {
             "one probe at a time"
         );
         assert_eq!(
-            d.record(probe, Verdict::Success, later),
+            d.record(probe, Verdict::Success, true, later),
             Some(EndpointState::Admitted)
         );
         assert_eq!(d.consecutive_failures(), 0);
@@ -339,7 +347,7 @@ mod tests {
             d.readiness(now);
             let probe = d.admit();
             assert_eq!(
-                d.record(probe, Verdict::Failure, now),
+                d.record(probe, Verdict::Failure, true, now),
                 Some(EndpointState::Ejected)
             );
         }
@@ -354,13 +362,29 @@ mod tests {
         let in_flight = d.admit();
         let refused = d.admit();
         assert_eq!(
-            d.record(refused, Verdict::Unreachable, t0),
+            d.record(refused, Verdict::Unreachable, true, t0),
             Some(EndpointState::Ejected)
         );
-        assert_eq!(d.record(in_flight, Verdict::Failure, t0), None);
+        assert_eq!(d.record(in_flight, Verdict::Failure, true, t0), None);
         assert_eq!(d.ejections(), 1, "one ejection, not two");
         assert_eq!(d.recent_failure(t0), Some(t0));
         assert_eq!(d.recent_failure(t0 + Duration::from_secs(5)), None);
+    }
+
+    #[test]
+    fn the_last_admitted_endpoint_is_not_ejected_by_one_refused_connection() {
+        let t0 = Instant::now();
+        let mut d = Detector::new(&config(), t0);
+        for _ in 0..4 {
+            let ticket = d.admit();
+            assert_eq!(d.record(ticket, Verdict::Unreachable, false, t0), None);
+        }
+        let ticket = d.admit();
+        assert_eq!(
+            d.record(ticket, Verdict::Unreachable, false, t0),
+            Some(EndpointState::Ejected),
+            "the usual threshold still applies"
+        );
     }
 
     #[test]
@@ -374,7 +398,7 @@ mod tests {
             } else {
                 Verdict::Success
             };
-            if let Some(state) = d.record(ticket, verdict, t0) {
+            if let Some(state) = d.record(ticket, verdict, true, t0) {
                 assert_eq!(state, EndpointState::Ejected);
                 assert!(i >= 9, "not before the minimum of 10 calls");
                 return;
@@ -391,12 +415,12 @@ mod tests {
         let t1 = d.ejected_until().unwrap();
         d.readiness(t1);
         let probe = d.admit();
-        d.record(probe, Verdict::Failure, t1);
+        d.record(probe, Verdict::Failure, true, t1);
         let t2 = d.ejected_until().unwrap();
         assert_eq!(t2 - t1, Duration::from_secs(2));
         d.readiness(t2);
         let probe = d.admit();
-        d.record(probe, Verdict::Success, t2);
+        d.record(probe, Verdict::Success, true, t2);
         let t3 = t2 + Duration::from_secs(60);
         fail(&mut d, t3, 5);
         assert_eq!(d.ejected_until().unwrap() - t3, Duration::from_secs(1));

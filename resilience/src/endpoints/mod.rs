@@ -31,6 +31,7 @@ mod service;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -51,20 +52,66 @@ pub use self::detector::EndpointState;
 pub use self::discovery::{Discovery, DiscoveryError};
 pub use self::service::EndpointService;
 use self::service::{EndpointShared, PoolEvents};
+use crate::BoxError;
 use crate::breaker::BreakerShared;
 use crate::config::{OutlierConfig, ResilienceConfig};
 use crate::timeout::{AttemptTimeout, AttemptTimeoutLayer};
 use crate::unary::Unary;
 
 /// The balanced service under the breaker: p2c over the endpoints, behind a buffer so every
-/// clone of the client shares one balancer.
-pub type Balanced = Buffer<Request<Body>, BalanceFuture>;
+/// clone of the client shares one balancer. Its future is boxed for the same reason as
+/// [`BalanceFuture`] (tower's buffer future is generic over an `E: Into<BoxError>` bound).
+#[derive(Clone)]
+pub struct Balanced(Buffer<Request<Body>, BalanceFuture>);
 
-/// The p2c balancer over the endpoints.
-pub type Balancer = Balance<Changes, Request<Body>>;
+impl std::fmt::Debug for Balanced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balanced").finish_non_exhaustive()
+    }
+}
 
-/// The future of one balanced attempt.
-pub type BalanceFuture = <Balancer as tower::Service<Request<Body>>>::Future;
+impl tower::Service<Request<Body>> for Balanced {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = BalanceFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> BalanceFuture {
+        Box::pin(self.0.call(request))
+    }
+}
+
+/// The future of one balanced attempt, boxed: tower's p2c future names a `fn(E) -> BoxError`
+/// pointer type, for which rustc cannot prove `Send` inside `async` blocks that borrow
+/// (rust-lang/rust#102211, "implementation of `FnOnce` is not general enough").
+pub type BalanceFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send + 'static>>;
+
+/// tower's p2c balancer over the endpoints, with its future boxed.
+pub struct Balancer(Balance<Changes, Request<Body>>);
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer").finish_non_exhaustive()
+    }
+}
+
+impl tower::Service<Request<Body>> for Balancer {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = BalanceFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> BalanceFuture {
+        Box::pin(self.0.call(request))
+    }
+}
 
 /// One endpoint's attempt stack.
 type Attempt = AttemptTimeout<Unary<Channel>>;
@@ -201,6 +248,12 @@ impl PoolEvents for Pool {
     fn endpoint_changed(&self) {
         Pool::endpoint_changed(self);
     }
+
+    fn others_admitted(&self, key: &str) -> bool {
+        self.lock().iter().any(|(other, endpoint)| {
+            other != key && endpoint.with_detector(|d| d.state() == EndpointState::Admitted)
+        })
+    }
 }
 
 impl Pool {
@@ -320,6 +373,6 @@ pub(crate) fn balanced(
         breaker,
         open_base: config.breaker.open_base,
     });
-    let balance: Balancer = Balance::new(Changes(received));
-    (Buffer::new(balance, BUFFER), pool)
+    let balance = Balancer(Balance::new(Changes(received)));
+    (Balanced(Buffer::new(balance, BUFFER)), pool)
 }

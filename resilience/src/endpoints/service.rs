@@ -45,6 +45,8 @@ pub(crate) struct EndpointShared {
 pub(crate) trait PoolEvents: Send + Sync {
     /// One endpoint changed state.
     fn endpoint_changed(&self);
+    /// Whether an endpoint other than `key` is admitted.
+    fn others_admitted(&self, key: &str) -> bool;
 }
 
 impl EndpointShared {
@@ -72,9 +74,17 @@ impl EndpointShared {
     }
 
     fn record(&self, ticket: Ticket, verdict: Verdict) {
+        // Asked before taking this endpoint's lock: the pool locks every endpoint.
+        let others_admitted = verdict == Verdict::Unreachable
+            && self
+                .pool
+                .upgrade()
+                .is_some_and(|pool| pool.others_admitted(&self.key));
         let (changed, waker) = {
             let mut guarded = self.lock();
-            let changed = guarded.detector.record(ticket, verdict, Instant::now());
+            let changed = guarded
+                .detector
+                .record(ticket, verdict, others_admitted, Instant::now());
             (changed, guarded.waker.take())
         };
         if let Some(waker) = waker {
