@@ -148,6 +148,11 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// On SIGTERM: how long calls in flight may take to finish (health NOT_SERVING, GOAWAY,
+    /// no new connections) before the process exits anyway.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
     /// HTTP address for `/metrics` (Prometheus) and `/healthz`; unset serves neither.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_listen: Option<SocketAddr>,
@@ -277,6 +282,25 @@ mod tests {
         let config =
             Config::parse_from(["approval-svc", "--order-svc-url", "http://a:1,http://b:2"]);
         assert_eq!(config.order_svc_url, ["http://a:1", "http://b:2"]);
+    }
+
+    #[test]
+    fn many_instance_flags_have_defaults_and_a_zero_resolve_interval_is_refused() {
+        let config = Config::parse_from(["approval-svc"]);
+        assert_eq!(config.order_svc_resolve_interval, Duration::from_secs(5));
+        assert_eq!(config.drain_timeout, Duration::from_secs(10));
+        let config = Config::parse_from([
+            "approval-svc",
+            "--order-svc-url",
+            "http://order-svc.shop:50051",
+            "--order-svc-resolve-interval",
+            "2s",
+        ]);
+        assert_eq!(config.order_svc_url, ["http://order-svc.shop:50051"]);
+        assert_eq!(config.order_svc_resolve_interval, Duration::from_secs(2));
+        assert!(
+            Config::try_parse_from(["approval-svc", "--order-svc-resolve-interval", "0s"]).is_err()
+        );
     }
 
     #[test]

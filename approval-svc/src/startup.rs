@@ -246,8 +246,8 @@ impl Application {
                 ApprovalServiceServer::new(api).max_decoding_message_size(config.max_message_bytes),
             )
             .add_service(OpsServiceServer::new(ops))
-            .serve_with_incoming_shutdown(listener.incoming, serving.drain_on(shutdown))
-            .await;
+            .serve_with_incoming_shutdown(listener.incoming, serving.clone().drain_on(shutdown));
+        let served = serving.bounded(served, config.drain_timeout).await;
 
         stop_completer.cancel();
         let _ = completer.await;

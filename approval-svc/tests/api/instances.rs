@@ -60,15 +60,19 @@ async fn stopping_one_of_three_order_instances_mid_load_fails_no_approval() {
         }
         barrier.wait().await;
         // Mid-load: wait until a quarter is approved, then stop one instance.
-        eventually(Duration::from_secs(30), "a quarter of the approvals", || async {
-            approval
-                .all()
-                .await
-                .iter()
-                .filter(|c| status(c) == apb::ChallengeStatus::Approved)
-                .count()
-                >= APPROVALS / 4
-        })
+        eventually(
+            Duration::from_secs(30),
+            "a quarter of the approvals",
+            || async {
+                approval
+                    .all()
+                    .await
+                    .iter()
+                    .filter(|c| status(c) == apb::ChallengeStatus::Approved)
+                    .count()
+                    >= APPROVALS / 4
+            },
+        )
         .await;
         fleet[1].stop().await;
 
@@ -97,7 +101,11 @@ async fn stopping_one_of_three_order_instances_mid_load_fails_no_approval() {
             .unwrap()
             .into_inner();
         assert_eq!(breaker.state(), apb::CircuitState::Closed);
-        let mut addresses: Vec<_> = breaker.endpoints.iter().map(|e| e.address.clone()).collect();
+        let mut addresses: Vec<_> = breaker
+            .endpoints
+            .iter()
+            .map(|e| e.address.clone())
+            .collect();
         addresses.sort();
         let mut expected = urls.clone();
         expected.sort();
