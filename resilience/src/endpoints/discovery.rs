@@ -3,7 +3,10 @@
 //! instances that appear or vanish join or leave the balancer live.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -39,12 +42,45 @@ struct Target {
     port: u16,
 }
 
+/// The addresses a name resolves to.
+pub type Resolved = Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send>>;
+
+/// Resolves names to addresses; the default is the system's resolver
+/// (`tokio::net::lookup_host`). Tests (or a service registry) can supply their own.
+pub trait Resolve: Send + Sync + 'static {
+    /// The addresses `host` stands for now, each with `port`.
+    fn resolve(&self, host: &str, port: u16) -> Resolved;
+}
+
+struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, host: &str, port: u16) -> Resolved {
+        let host = host.to_owned();
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .collect())
+        })
+    }
+}
+
 /// How to find and connect to the endpoints of a balanced set.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Discovery {
     targets: Vec<Target>,
     resolve_interval: Duration,
     connect_timeout: Duration,
+    resolver: Arc<dyn Resolve>,
+}
+
+impl fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discovery")
+            .field("targets", &self.targets)
+            .field("resolve_interval", &self.resolve_interval)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Discovery {
@@ -71,7 +107,14 @@ impl Discovery {
             targets,
             resolve_interval,
             connect_timeout,
+            resolver: Arc::new(SystemResolver),
         })
+    }
+
+    /// Resolves names with `resolver` instead of the system's resolver.
+    pub fn with_resolver(mut self, resolver: impl Resolve) -> Self {
+        self.resolver = Arc::new(resolver);
+        self
     }
 
     fn endpoint(&self, url: &str) -> Option<Endpoint> {
@@ -110,7 +153,7 @@ impl Discovery {
 
     async fn refresh(&self, pool: &Arc<Pool>, last: &mut BTreeMap<String, BTreeSet<String>>) {
         for target in &self.targets {
-            match resolve(target).await {
+            match resolve(target, self.resolver.as_ref()).await {
                 Ok(urls) if !urls.is_empty() => {
                     last.insert(target.url.clone(), urls);
                 }
@@ -168,12 +211,10 @@ fn parse(url: &str) -> Result<Target, DiscoveryError> {
 }
 
 /// The endpoint URLs a target stands for now.
-async fn resolve(target: &Target) -> std::io::Result<BTreeSet<String>> {
+async fn resolve(target: &Target, resolver: &dyn Resolve) -> std::io::Result<BTreeSet<String>> {
     let addrs: Vec<SocketAddr> = match target.host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, target.port)],
-        Err(_) => tokio::net::lookup_host((target.host.as_str(), target.port))
-            .await?
-            .collect(),
+        Err(_) => resolver.resolve(&target.host, target.port).await?,
     };
     Ok(addrs
         .into_iter()
@@ -219,11 +260,11 @@ mod tests {
     async fn ip_literals_need_no_lookup_and_names_resolve() {
         let literal = parse("http://[::1]:7").unwrap();
         assert_eq!(
-            resolve(&literal).await.unwrap(),
+            resolve(&literal, &SystemResolver).await.unwrap(),
             BTreeSet::from(["http://[::1]:7".to_owned()])
         );
         let name = parse("http://localhost:7").unwrap();
-        let urls = resolve(&name).await.unwrap();
+        let urls = resolve(&name, &SystemResolver).await.unwrap();
         assert!(urls.contains("http://127.0.0.1:7"), "{urls:?}");
     }
 }

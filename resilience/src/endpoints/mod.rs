@@ -49,7 +49,7 @@ use tower::load::CompleteOnResponse;
 use tower::load::peak_ewma::PeakEwma;
 
 pub use self::detector::EndpointState;
-pub use self::discovery::{Discovery, DiscoveryError};
+pub use self::discovery::{Discovery, DiscoveryError, Resolve, Resolved};
 pub use self::service::EndpointService;
 use self::service::{EndpointShared, PoolEvents};
 use crate::BoxError;

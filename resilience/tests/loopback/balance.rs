@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
+use resilience::endpoints::{Resolve, Resolved};
 use resilience::errors::{self, reason};
 use resilience::{BreakerState, Discovery, EndpointState, ResilientChannel};
 use tokio::sync::Barrier;
@@ -252,26 +253,100 @@ async fn a_draining_instance_under_load_fails_no_call() {
     );
 }
 
+/// A name service the test rewrites: `shop` resolves to whatever `addrs` holds.
+#[derive(Clone, Default)]
+struct Names(Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>);
+
+impl Names {
+    fn set(&self, instances: &[&Instance]) {
+        *self.0.lock().unwrap() = instances.iter().map(|i| i.addr).collect();
+    }
+}
+
+impl Resolve for Names {
+    fn resolve(&self, host: &str, port: u16) -> Resolved {
+        assert_eq!(host, "shop");
+        let addrs: Vec<_> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|addr| std::net::SocketAddr::new(addr.ip(), port))
+            .collect();
+        Box::pin(async move { Ok(addrs) })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_adds_and_removes_endpoints_live() {
-    // `localhost` resolves to 127.0.0.1 (and maybe ::1, where nothing listens: that endpoint
-    // is ejected and the calls go to the other).
-    let first = Instance::start();
-    let url = format!("http://localhost:{}", first.addr.port());
-    let discovery =
-        Discovery::new(&[url], Duration::from_millis(50), Duration::from_secs(1)).unwrap();
+    // All instances share one port number on different loopback addresses, as pods of a
+    // headless service do.
+    let a = Instance::start_at("127.0.0.2:0".parse().unwrap(), crate::common::Script::new());
+    let port = a.addr.port();
+    let b = Instance::start_at(
+        format!("127.0.0.3:{port}").parse().unwrap(),
+        crate::common::Script::new(),
+    );
+    let names = Names::default();
+    names.set(&[&a]);
+    let discovery = Discovery::new(
+        &[format!("http://shop:{port}")],
+        Duration::from_millis(20),
+        Duration::from_secs(1),
+    )
+    .unwrap()
+    .with_resolver(names.clone());
     let (stack, _) = ResilientChannel::builder(config())
         .discover(discovery)
         .await;
     let handle = stack.endpoints().unwrap();
-    assert!(handle.endpoint(&first.url()).is_some(), "{handle:?}");
+    let addresses = |handle: &resilience::EndpointsHandle| {
+        handle
+            .endpoints()
+            .into_iter()
+            .map(|e| e.address)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(addresses(&handle), [a.url()], "resolved once at start");
     let mut client = OrderServiceClient::new(stack);
-    for i in 0..5 {
+
+    // b appears: it joins and takes calls.
+    names.set(&[&a, &b]);
+    let started = Instant::now();
+    while addresses(&handle).len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(5), "b never joined");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for i in 0..40 {
         client
-            .create_order(create_order(Some(&format!("a{i}"))))
+            .create_order(create_order(Some(&format!("j{i}"))))
             .await
             .unwrap();
     }
-    assert!(first.script.calls() >= 5);
-    drop(first);
+    assert!(b.script.calls() > 0, "the new endpoint takes calls");
+
+    // a vanishes: it leaves, and calls go to b only.
+    names.set(&[&b]);
+    let started = Instant::now();
+    while addresses(&handle) != [b.url()] {
+        assert!(started.elapsed() < Duration::from_secs(5), "a never left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let before = a.script.calls();
+    for i in 0..20 {
+        client
+            .create_order(create_order(Some(&format!("l{i}"))))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        a.script.calls(),
+        before,
+        "a removed endpoint takes no calls"
+    );
+
+    // The name resolves to nothing for a while: the last addresses are kept.
+    names.set(&[]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(addresses(&handle), [b.url()]);
 }
