@@ -129,6 +129,9 @@ impl Discovery {
     pub(crate) async fn start(self, pool: &Arc<Pool>) {
         let mut last: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         self.refresh(pool, &mut last).await;
+        // Nothing resolved: the breaker opens (CIRCUIT_OPEN at once) rather than calls waiting
+        // on an empty balancer until their deadline.
+        pool.endpoint_changed();
         if self
             .targets
             .iter()

@@ -220,6 +220,36 @@ async fn with_every_endpoint_down_calls_fail_fast_with_circuit_open() {
         Some(reason::CIRCUIT_OPEN)
     );
     assert!(errors::refused_by_local_breaker(&status));
+
+    // They come back: the breaker's half-open probe reaches a probing endpoint, which is
+    // readmitted, and the circuit closes.
+    for instance in &mut fleet {
+        instance.restart();
+    }
+    let started = Instant::now();
+    let mut i = 0;
+    loop {
+        let answered = client
+            .create_order(create_order(Some(&format!("b{i}"))))
+            .await
+            .is_ok();
+        if answered && breaker.state() == BreakerState::Closed {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            handle.endpoints()
+        );
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        handle
+            .endpoints()
+            .iter()
+            .any(|e| e.state == EndpointState::Admitted)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
