@@ -119,3 +119,46 @@ async fn stopping_one_of_three_order_instances_mid_load_fails_no_approval() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_endpoint_has_its_metrics_with_help_text() {
+    bounded(async {
+        let order = OrderSvc::start().await;
+        let mut config = ApprovalSvc::config(&fresh_database().await, &order.url());
+        config.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.check_interval = Duration::ZERO;
+        let approval = ApprovalSvc::start(config).await;
+        let product = order.product(1).await;
+        let challenge = approval.submit(&product.product_id, 1).await;
+        approval.approve(&challenge.challenge_id).await;
+        let body = reqwest::get(format!("http://{}/metrics", approval.metrics_addr.unwrap()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let endpoint = format!("endpoint=\"{}\"", order.url());
+        for family in [
+            "resilience_endpoint_state",
+            "resilience_endpoint_ejections_total",
+            "resilience_endpoint_attempts_total",
+        ] {
+            assert!(
+                body.contains(&format!("# HELP {family} ")),
+                "{family} has HELP"
+            );
+            assert!(
+                body.lines()
+                    .any(|line| line.starts_with(family) && line.contains(&endpoint)),
+                "{family} for {endpoint}"
+            );
+        }
+        assert!(body.lines().any(|line| {
+            line.starts_with("resilience_endpoint_attempts_total")
+                && line.contains(&endpoint)
+                && line.contains("code=\"OK\"")
+                && !line.ends_with(" 0")
+        }));
+    })
+    .await;
+}
