@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use lab_common::telemetry::LogFormat;
-use resilience::{BreakerConfig, ResilienceConfig, RetryConfig};
+use resilience::{BreakerConfig, OutlierConfig, ResilienceConfig, RetryConfig};
 
 use crate::failpoints::FailurePoints;
 use lab_common::alerts::Webhook;
@@ -39,7 +39,8 @@ pub struct Config {
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32)]
     pub db_pool_size: u32,
 
-    /// order-svc endpoint(s), comma-separated; several are load-balanced.
+    /// order-svc endpoint(s), comma-separated, or one `http://name:port` whose name resolves
+    /// to several addresses; each address is a balanced endpoint with its own health.
     #[arg(
         long,
         env = "ORDER_SVC_URL",
@@ -47,6 +48,11 @@ pub struct Config {
         default_value = "http://127.0.0.1:50051"
     )]
     pub order_svc_url: Vec<String>,
+
+    /// How often order-svc names are re-resolved; addresses that appear or vanish join or
+    /// leave the balancer.
+    #[arg(long, env = "ORDER_SVC_RESOLVE_INTERVAL", default_value = "5s", value_parser = lab_common::time::parse_period)]
+    pub order_svc_resolve_interval: Duration,
 
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
@@ -107,20 +113,22 @@ pub struct Config {
     #[arg(long, env = "ORDER_CONCURRENCY_LIMIT", default_value_t = 512)]
     pub order_concurrency_limit: usize,
 
-    /// Consecutive order-svc failures that open the circuit breaker.
+    /// Consecutive failures of one order-svc endpoint that eject it from the balancer; the
+    /// circuit breaker opens when no endpoint is left.
     #[arg(long, env = "BREAKER_CONSECUTIVE_FAILURES", default_value_t = 5)]
     pub breaker_consecutive_failures: u32,
 
-    /// Failure fraction of recent order-svc calls that opens the circuit breaker (above 1.0
-    /// disables this trigger).
+    /// Failure fraction of one endpoint's recent calls that ejects it (above 1.0 disables this
+    /// trigger).
     #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.5)]
     pub breaker_failure_rate: f64,
 
-    /// First open period of the circuit breaker (it grows on each re-open).
+    /// First ejection of an endpoint and first open period of the circuit breaker (both grow
+    /// on each repeat).
     #[arg(long, env = "BREAKER_OPEN_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub breaker_open_base: Duration,
 
-    /// Longest open period of the circuit breaker.
+    /// Longest ejection, and longest open period of the circuit breaker.
     #[arg(long, env = "BREAKER_OPEN_CAP", default_value = "30s", value_parser = humantime::parse_duration)]
     pub breaker_open_cap: Duration,
 
@@ -139,6 +147,11 @@ pub struct Config {
     /// Upper bound on any request's duration, whatever deadline the caller sent.
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+
+    /// On SIGTERM: how long calls in flight may take to finish (health NOT_SERVING, GOAWAY,
+    /// no new connections) before the process exits anyway.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
 
     /// HTTP address for `/metrics` (Prometheus) and `/healthz`; unset serves neither.
     #[arg(long, env = "METRICS_ADDR")]
@@ -217,6 +230,13 @@ impl Config {
                 open_cap: self.breaker_open_cap,
                 ..BreakerConfig::default()
             },
+            outlier: OutlierConfig {
+                consecutive_failures: self.breaker_consecutive_failures,
+                failure_rate: self.breaker_failure_rate,
+                eject_base: self.breaker_open_base,
+                eject_cap: self.breaker_open_cap,
+                ..OutlierConfig::default()
+            },
             ..ResilienceConfig::default()
         }
     }
@@ -262,6 +282,25 @@ mod tests {
         let config =
             Config::parse_from(["approval-svc", "--order-svc-url", "http://a:1,http://b:2"]);
         assert_eq!(config.order_svc_url, ["http://a:1", "http://b:2"]);
+    }
+
+    #[test]
+    fn many_instance_flags_have_defaults_and_a_zero_resolve_interval_is_refused() {
+        let config = Config::parse_from(["approval-svc"]);
+        assert_eq!(config.order_svc_resolve_interval, Duration::from_secs(5));
+        assert_eq!(config.drain_timeout, Duration::from_secs(10));
+        let config = Config::parse_from([
+            "approval-svc",
+            "--order-svc-url",
+            "http://order-svc.shop:50051",
+            "--order-svc-resolve-interval",
+            "2s",
+        ]);
+        assert_eq!(config.order_svc_url, ["http://order-svc.shop:50051"]);
+        assert_eq!(config.order_svc_resolve_interval, Duration::from_secs(2));
+        assert!(
+            Config::try_parse_from(["approval-svc", "--order-svc-resolve-interval", "0s"]).is_err()
+        );
     }
 
     #[test]

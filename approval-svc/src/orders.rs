@@ -6,9 +6,12 @@ use std::time::Duration;
 use lab_common::metadata::{CLIENT_ID, IDEMPOTENCY_KEY, PREVIOUS_RPC_ATTEMPTS};
 use lab_proto::order::v1 as order_pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
-use resilience::{BreakerHandle, ResilienceConfig, ResilientChannel};
+use resilience::{
+    Balanced, BreakerHandle, Discovery, EndpointsHandle, ResilienceConfig, ResilientChannel,
+};
+
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -24,18 +27,40 @@ pub enum ClientError {
     #[error("no order-svc URL configured")]
     NoEndpoint,
     /// An endpoint URL is malformed.
-    #[error("invalid order-svc URL {url:?}: {source}")]
+    #[error("invalid order-svc URL {url:?}: {why}")]
     InvalidUrl {
         /// The URL as given.
         url: String,
         /// Why it was refused.
-        source: tonic::transport::Error,
+        why: String,
     },
 }
 
-/// Builds the channel towards order-svc: lazy (the service starts while order-svc is down), and
-/// balanced when several URLs are given.
-pub fn channel(urls: &[String], connect_timeout: Duration) -> Result<Channel, ClientError> {
+impl From<resilience::endpoints::DiscoveryError> for ClientError {
+    fn from(error: resilience::endpoints::DiscoveryError) -> Self {
+        use resilience::endpoints::DiscoveryError as E;
+        match error {
+            E::NoEndpoint => Self::NoEndpoint,
+            E::InvalidUrl { url, why } => Self::InvalidUrl { url, why },
+            E::ZeroInterval => Self::InvalidUrl {
+                url: String::new(),
+                why: error_text(&E::ZeroInterval),
+            },
+        }
+    }
+}
+
+fn error_text(error: &dyn std::fmt::Display) -> String {
+    error.to_string()
+}
+
+/// A fixed list of order-svc endpoints (no name re-resolution), e.g. for tests.
+#[derive(Debug, Clone)]
+pub struct OrderEndpoints(Vec<Endpoint>);
+
+/// Parses a fixed list of order-svc endpoints; connections are made lazily (the service starts
+/// while order-svc is down). [`OrderGateway::discover`] is what the service uses.
+pub fn channel(urls: &[String], connect_timeout: Duration) -> Result<OrderEndpoints, ClientError> {
     let endpoints = urls
         .iter()
         .map(|url| {
@@ -43,27 +68,26 @@ pub fn channel(urls: &[String], connect_timeout: Duration) -> Result<Channel, Cl
                 .map(|endpoint| endpoint.connect_timeout(connect_timeout).tcp_nodelay(true))
                 .map_err(|source| ClientError::InvalidUrl {
                     url: url.clone(),
-                    source,
+                    why: source.to_string(),
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    match endpoints.as_slice() {
-        [] => Err(ClientError::NoEndpoint),
-        // One endpoint: a plain lazy channel fails fast with UNAVAILABLE when the server is
-        // down, where a balancer with no ready endpoint would wait for one until the deadline.
-        [single] => Ok(single.connect_lazy()),
-        _ => Ok(Channel::balance_list(endpoints.into_iter())),
+    if endpoints.is_empty() {
+        return Err(ClientError::NoEndpoint);
     }
+    Ok(OrderEndpoints(endpoints))
 }
 
 /// The generated client over the resilience stack (deadline, budgeted retries with the same
-/// idempotency key, circuit breaker, load shedding, per-attempt timeout).
-pub type OrderClient = OrderServiceClient<ResilientChannel<Channel>>;
+/// idempotency key, a circuit breaker that opens when no endpoint is admitted, load shedding,
+/// and per endpoint: failure detection, per-attempt timeout; p2c balancing among them).
+pub type OrderClient = OrderServiceClient<ResilientChannel<Balanced>>;
 
 /// The two order-svc calls of the saga, each bounded by the budget it is given.
 #[derive(Debug, Clone)]
 pub struct OrderGateway {
     client: OrderClient,
+    endpoints: Option<EndpointsHandle>,
 }
 
 impl OrderGateway {
@@ -73,16 +97,36 @@ impl OrderGateway {
         self.client.clone()
     }
 
-    /// Wraps `channel` in the resilience stack configured by `config`; also returns the handle
-    /// of the stack's circuit breaker.
-    pub fn new(channel: Channel, config: ResilienceConfig) -> (Self, BreakerHandle) {
-        let (stack, breaker) = ResilientChannel::builder(config).build(channel);
-        (
-            Self {
-                client: OrderServiceClient::new(stack),
-            },
-            breaker,
-        )
+    /// The resilience stack configured by `config` over a fixed list of endpoints; also
+    /// returns the handle of the stack's circuit breaker. Needs a tokio runtime.
+    pub fn new(endpoints: OrderEndpoints, config: ResilienceConfig) -> (Self, BreakerHandle) {
+        let (stack, breaker) = ResilientChannel::builder(config).balance(endpoints.0);
+        (Self::over(stack), breaker)
+    }
+
+    /// The resilience stack over the endpoints `urls` name: addresses, or names resolved now
+    /// and every `resolve_interval` (each address one endpoint with its own health).
+    pub async fn discover(
+        urls: &[String],
+        resolve_interval: Duration,
+        connect_timeout: Duration,
+        config: ResilienceConfig,
+    ) -> Result<(Self, BreakerHandle), ClientError> {
+        let discovery = Discovery::new(urls, resolve_interval, connect_timeout)?;
+        let (stack, breaker) = ResilientChannel::builder(config).discover(discovery).await;
+        Ok((Self::over(stack), breaker))
+    }
+
+    fn over(stack: ResilientChannel<Balanced>) -> Self {
+        Self {
+            endpoints: stack.endpoints(),
+            client: OrderServiceClient::new(stack),
+        }
+    }
+
+    /// The per-endpoint view (OpsService/GetCircuitBreaker).
+    pub fn endpoints(&self) -> Option<EndpointsHandle> {
+        self.endpoints.clone()
     }
 
     /// Creates the challenge's order with its idempotency key; a repeat replays the order.

@@ -27,7 +27,7 @@ use crate::completer::{self, CompleterSettings};
 use crate::config::{Config, ConfigError};
 use crate::consistency::{Checker, CheckerSettings};
 use crate::failpoints::FailurePoints;
-use crate::orders::{self, ClientError, OrderGateway};
+use crate::orders::{ClientError, OrderGateway};
 use crate::saga::{Saga, SagaSettings};
 use crate::service::ApprovalApi;
 use crate::service::ops::OpsApi;
@@ -95,8 +95,13 @@ impl Application {
             }
             None => None,
         };
-        let channel = orders::channel(&config.order_svc_url, config.order_connect_timeout)?;
-        let (orders, breaker) = OrderGateway::new(channel, config.resilience());
+        let (orders, breaker) = OrderGateway::discover(
+            &config.order_svc_url,
+            config.order_svc_resolve_interval,
+            config.order_connect_timeout,
+            config.resilience(),
+        )
+        .await?;
         let saga = Arc::new(Saga::new(
             database.pool.clone(),
             orders,
@@ -187,7 +192,11 @@ impl Application {
                 overlap: config.check_overlap,
             },
         ));
-        let ops = OpsApi::new(Arc::clone(&checker), breaker.clone());
+        let ops = OpsApi::new(
+            Arc::clone(&checker),
+            breaker.clone(),
+            saga.orders().endpoints(),
+        );
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) = reflection(&[
             FILE_DESCRIPTOR_SET,
@@ -238,8 +247,8 @@ impl Application {
                 ApprovalServiceServer::new(api).max_decoding_message_size(config.max_message_bytes),
             )
             .add_service(OpsServiceServer::new(ops))
-            .serve_with_incoming_shutdown(listener.incoming, serving.drain_on(shutdown))
-            .await;
+            .serve_with_incoming_shutdown(listener.incoming, serving.clone().drain_on(shutdown));
+        let served = serving.bounded(served, config.drain_timeout).await;
 
         stop_completer.cancel();
         let _ = completer.await;

@@ -3,10 +3,12 @@
 //! and layers, the drain on shutdown, and the exit code.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
+use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -79,12 +81,14 @@ pub fn server(
         .layer(observability())
 }
 
-/// What a service tells load balancers: gRPC health for its public services and `/healthz`.
+/// What a service tells load balancers: gRPC health for its public services and `/healthz`;
+/// and when its drain began, so the drain can be bounded ([`ServingState::bounded`]).
 #[derive(Clone)]
 pub struct ServingState {
     health: HealthReporter,
     readiness: Readiness,
     services: &'static [&'static str],
+    draining: Arc<watch::Sender<bool>>,
 }
 
 impl ServingState {
@@ -98,6 +102,7 @@ impl ServingState {
             health,
             readiness,
             services,
+            draining: Arc::new(watch::Sender::new(false)),
         }
     }
 
@@ -110,11 +115,43 @@ impl ServingState {
     /// Resolves when `shutdown` does, after marking everything not serving, so that load
     /// balancers polling health stop sending new calls while in-flight ones finish. Pass the
     /// result to `serve_with_incoming_shutdown`.
+    ///
+    /// tonic's server then closes the listener (new connections are refused), sends every
+    /// connection an HTTP/2 GOAWAY (a client's calls above the last stream it names were not
+    /// processed and may go elsewhere), and waits for the calls in flight.
     pub async fn drain_on(self, shutdown: impl Future<Output = ()>) {
         shutdown.await;
         self.readiness.set(false);
         self.set(ServingStatus::NotServing).await;
+        self.draining.send_replace(true);
         tracing::info!("draining in-flight calls");
+    }
+
+    /// Runs `serve` (the server future given [`drain_on`](Self::drain_on)) until it ends, but
+    /// no longer than `drain_timeout` after the drain began: tonic waits for every connection
+    /// to close, and one stuck call (or a client that keeps its connection open) must not keep
+    /// a stopping process alive. Calls still running then are abandoned with the process.
+    pub async fn bounded<E>(
+        &self,
+        serve: impl Future<Output = Result<(), E>>,
+        drain_timeout: Duration,
+    ) -> Result<(), E> {
+        let mut serve = std::pin::pin!(serve);
+        let mut draining = self.draining.subscribe();
+        tokio::select! {
+            served = &mut serve => return served,
+            _ = draining.wait_for(|draining| *draining) => {}
+        }
+        match tokio::time::timeout(drain_timeout, serve).await {
+            Ok(served) => served,
+            Err(_) => {
+                tracing::warn!(
+                    ?drain_timeout,
+                    "drain timeout: abandoning the calls still in flight"
+                );
+                Ok(())
+            }
+        }
     }
 
     async fn set(&self, status: ServingStatus) {
@@ -135,5 +172,63 @@ pub fn exit_code(
             tracing::error!(%error, service, "stopped on an error");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn state() -> (ServingState, Readiness) {
+        let (reporter, _health) = tonic_health::server::health_reporter();
+        let readiness = Readiness::default();
+        (
+            ServingState::new(reporter, readiness.clone(), &["lab.test.v1.Test"]),
+            readiness,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_stuck_drain_ends_at_the_drain_timeout_and_reports_not_ready() {
+        let (serving, readiness) = state();
+        serving.serving().await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let drain = tokio::spawn(serving.clone().drain_on(async {
+            let _ = stopped.await;
+        }));
+        // A server whose last call never finishes.
+        let stuck = async {
+            drain.await.unwrap();
+            std::future::pending::<Result<(), ()>>().await
+        };
+        let drain_timeout = Duration::from_millis(200);
+        let bounded = tokio::spawn({
+            let serving = serving.clone();
+            async move { serving.bounded(stuck, drain_timeout).await }
+        });
+        tokio::time::sleep(drain_timeout * 2).await;
+        assert!(!bounded.is_finished(), "no drain before the signal");
+        let signalled = tokio::time::Instant::now();
+        stop.send(()).unwrap();
+        assert_eq!(bounded.await.unwrap(), Ok(()));
+        assert!(!readiness.is_ready(), "not ready while draining");
+        let took = signalled.elapsed();
+        assert!(
+            took >= drain_timeout && took < drain_timeout * 5,
+            "ended {took:?} after the signal"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_ends_by_itself_is_not_held() {
+        let (serving, _) = state();
+        assert_eq!(
+            serving
+                .bounded(async { Err::<(), _>("failed") }, Duration::from_secs(10))
+                .await,
+            Err("failed")
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The whole client stack over one channel, built from one [`ResilienceConfig`].
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -9,16 +10,20 @@ use tower::{Layer, Service};
 
 use crate::BoxError;
 use crate::breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
-use crate::config::ResilienceConfig;
+use crate::config::{BreakerConfig, ResilienceConfig};
 use crate::deadline::{Deadline, DeadlineLayer};
+use crate::endpoints::{self, Balanced, Discovery, EndpointsHandle};
 use crate::instrument::{Instrument, InstrumentLayer};
 use crate::retry::{Retry, RetryLayer, RetryStats};
 use crate::shed::{LoadShed, LoadShedLayer};
 use crate::timeout::{AttemptTimeout, AttemptTimeoutLayer};
 use crate::unary::{Unary, UnaryLayer};
 
-/// The layers of a [`ResilientChannel`], outermost first.
-pub type Stack<S> = Instrument<Deadline<Retry<CircuitBreaker<LoadShed<AttemptTimeout<Unary<S>>>>>>>;
+/// The layers of a [`ResilientChannel`] above the attempts, outermost first.
+pub type Stack<S> = Instrument<Deadline<Retry<CircuitBreaker<LoadShed<S>>>>>;
+
+/// One attempt over a single service: the per-attempt timeout and the unary layer.
+pub type Attempt<S> = AttemptTimeout<Unary<S>>;
 
 /// A tonic channel wrapped in the full resilience stack; give it to a generated client:
 ///
@@ -35,10 +40,18 @@ pub type Stack<S> = Instrument<Deadline<Retry<CircuitBreaker<LoadShed<AttemptTim
 /// ```
 ///
 /// Clones share the breaker, the retry budget and the concurrency limit.
-pub struct ResilientChannel<S = Channel> {
+///
+/// `S` is what runs one attempt: [`Attempt`] over a single service ([`build`]), or the
+/// [`Balanced`] endpoints, each with its own health ([`balance`], [`discover`]).
+///
+/// [`build`]: ResilientChannelBuilder::build
+/// [`balance`]: ResilientChannelBuilder::balance
+/// [`discover`]: ResilientChannelBuilder::discover
+pub struct ResilientChannel<S = Attempt<Channel>> {
     stack: Stack<S>,
     breaker: BreakerHandle,
     retry: RetryStats,
+    endpoints: Option<EndpointsHandle>,
 }
 
 impl<S: Clone> Clone for ResilientChannel<S> {
@@ -47,6 +60,7 @@ impl<S: Clone> Clone for ResilientChannel<S> {
             stack: self.stack.clone(),
             breaker: self.breaker.clone(),
             retry: self.retry.clone(),
+            endpoints: self.endpoints.clone(),
         }
     }
 }
@@ -76,6 +90,11 @@ impl<S> ResilientChannel<S> {
     pub fn retry_stats(&self) -> RetryStats {
         self.retry.clone()
     }
+
+    /// The per-endpoint view of a balanced stack; `None` over a single service.
+    pub fn endpoints(&self) -> Option<EndpointsHandle> {
+        self.endpoints.clone()
+    }
 }
 
 /// Builds a [`ResilientChannel`].
@@ -86,31 +105,87 @@ pub struct ResilientChannelBuilder {
 
 impl ResilientChannelBuilder {
     /// Wraps `inner` (normally a tonic [`Channel`]) in the stack; returns the stack and the
-    /// handle of its breaker.
-    pub fn build<S>(self, inner: S) -> (ResilientChannel<S>, BreakerHandle) {
+    /// handle of its breaker, which counts the failures of every attempt.
+    pub fn build<S>(self, inner: S) -> (ResilientChannel<Attempt<S>>, BreakerHandle) {
+        let c = &self.config;
+        let breaker = CircuitBreakerLayer::with_client(&c.breaker, &c.client);
+        // - unary right above the channel: the timeout then also covers a stalled body, and
+        //   every layer above sees a server's error as Err(Status);
+        // - the attempt timeout inside the shed limit, so a hung attempt frees its slot.
+        let attempt = UnaryLayer::new(c.max_response_bytes).layer(inner);
+        let attempt = AttemptTimeoutLayer::new(c.attempt_timeout)
+            .client(&c.client)
+            .layer(attempt);
+        self.stack(breaker, attempt, None)
+    }
+
+    /// The stack over a balanced set of `endpoints`, each with its own failure detector, the
+    /// p2c balancer picking among the admitted ones, and the breaker opening only when none is
+    /// admitted ([`crate::endpoints`]). Connections are made lazily. Needs a tokio runtime.
+    pub fn balance(
+        self,
+        endpoints: impl IntoIterator<Item = Endpoint>,
+    ) -> (ResilientChannel<Balanced>, BreakerHandle) {
+        let (channel, breaker, pool) = self.balanced();
+        for endpoint in endpoints {
+            pool.insert(endpoint);
+        }
+        (channel, breaker)
+    }
+
+    /// Like [`balance`](Self::balance), over the endpoints `discovery` finds: resolved once
+    /// now, then re-resolved in the background; endpoints join and leave the balancer live.
+    pub async fn discover(
+        self,
+        discovery: Discovery,
+    ) -> (ResilientChannel<Balanced>, BreakerHandle) {
+        let (channel, breaker, pool) = self.balanced();
+        discovery.start(&pool).await;
+        (channel, breaker)
+    }
+
+    fn balanced(
+        self,
+    ) -> (
+        ResilientChannel<Balanced>,
+        BreakerHandle,
+        Arc<endpoints::Pool>,
+    ) {
+        // The breaker's own failure triggers would let one dead endpoint open the circuit
+        // for all; here it opens only when the endpoints' detectors have ejected every one.
+        let service_wide = BreakerConfig {
+            consecutive_failures: 0,
+            failure_rate: f64::INFINITY,
+            ..self.config.breaker.clone()
+        };
+        let breaker = CircuitBreakerLayer::with_client(&service_wide, &self.config.client);
+        let (balanced, pool) = endpoints::balanced(&self.config, breaker.handle().shared);
+        let handle = EndpointsHandle::new(pool.clone());
+        let (channel, breaker) = self.stack(breaker, balanced, Some(handle));
+        (channel, breaker, pool)
+    }
+
+    fn stack<S>(
+        self,
+        breaker: CircuitBreakerLayer,
+        attempt: S,
+        endpoints: Option<EndpointsHandle>,
+    ) -> (ResilientChannel<S>, BreakerHandle) {
         let c = &self.config;
         let client = c.client.as_str();
-        let breaker = CircuitBreakerLayer::with_client(&c.breaker, client);
         let retry = RetryLayer::with_client(&c.retry, client);
         let handle = breaker.handle();
         let stats = retry.stats();
-        // Innermost first. Why this order:
-        // - unary right above the channel: the timeout then also covers a stalled body, and
-        //   every layer above sees a server's error as Err(Status);
-        // - the attempt timeout inside the shed limit, so a hung attempt frees its slot;
+        // Innermost first (the attempt is built by the caller). Why this order:
         // - shed inside the breaker, so shed attempts (local) are not counted against the
         //   server, and the breaker's rejections cost no slot;
         // - the breaker inside retry, so each attempt is judged, and an open circuit ends the
         //   retry loop at once;
         // - retry inside the deadline, so backoff and all attempts share one budget;
         // - instrument outermost, to record what the caller lived through.
-        let stack = UnaryLayer::new(c.max_response_bytes).layer(inner);
-        let stack = AttemptTimeoutLayer::new(c.attempt_timeout)
-            .client(client)
-            .layer(stack);
         let stack = LoadShedLayer::new(c.concurrency_limit)
             .client(client)
-            .layer(stack);
+            .layer(attempt);
         let stack = breaker.layer(stack);
         let stack = retry.layer(stack);
         let stack = DeadlineLayer::new(c.deadline).client(client).layer(stack);
@@ -120,18 +195,10 @@ impl ResilientChannelBuilder {
                 stack,
                 breaker: handle.clone(),
                 retry: stats,
+                endpoints,
             },
             handle,
         )
-    }
-
-    /// Builds the stack over a channel balanced across `endpoints` ([`Channel::balance_list`]);
-    /// connections are made lazily. Needs a tokio runtime.
-    pub fn balance(
-        self,
-        endpoints: impl IntoIterator<Item = Endpoint>,
-    ) -> (ResilientChannel<Channel>, BreakerHandle) {
-        self.build(Channel::balance_list(endpoints.into_iter()))
     }
 }
 

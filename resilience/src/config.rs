@@ -26,8 +26,12 @@ pub struct ResilienceConfig {
     pub max_response_bytes: usize,
     /// Retry settings.
     pub retry: RetryConfig,
-    /// Circuit breaker settings.
+    /// Circuit breaker settings. Over a balanced set of endpoints (see
+    /// [`crate::ResilientChannelBuilder::balance`]) the breaker opens only when no endpoint is
+    /// admitted, so its own failure triggers are not used there.
     pub breaker: BreakerConfig,
+    /// Per-endpoint failure detection of a balanced set of endpoints.
+    pub outlier: OutlierConfig,
 }
 
 impl Default for ResilienceConfig {
@@ -40,6 +44,7 @@ impl Default for ResilienceConfig {
             max_response_bytes: 4 * 1024 * 1024,
             retry: RetryConfig::default(),
             breaker: BreakerConfig::default(),
+            outlier: OutlierConfig::default(),
         }
     }
 }
@@ -123,6 +128,49 @@ impl Default for BreakerConfig {
             open_cap: Duration::from_secs(30),
             open_jitter: 0.2,
             half_open_probes: 1,
+        }
+    }
+}
+
+/// Per-endpoint failure detection ([`crate::endpoints`]): when one endpoint of several is
+/// ejected from the balancer, and for how long.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutlierConfig {
+    /// Eject after this many server failures in a row (0 disables this trigger). Default 5.
+    pub consecutive_failures: u32,
+    /// Eject when the failure share of the last `window_calls` reaches this (above 1.0
+    /// disables this trigger). Default 0.5.
+    pub failure_rate: f64,
+    /// Size of the sliding window of recent outcomes. Default 20.
+    pub window_calls: u32,
+    /// Outcomes needed in the window before the rate can eject. Default 10.
+    pub minimum_calls: u32,
+    /// First ejection period; it doubles on every ejection in a row. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub eject_base: Duration,
+    /// Longest ejection period. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub eject_cap: Duration,
+    /// Each ejection is shortened by a random fraction up to this (0.0–0.5). Default 0.2.
+    pub eject_jitter: f64,
+    /// For this long after a failure the balancer prefers any other endpoint, so a retry goes
+    /// elsewhere. Default 1 s.
+    #[serde(with = "humantime_serde")]
+    pub avoid_after_failure: Duration,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            failure_rate: 0.5,
+            window_calls: 20,
+            minimum_calls: 10,
+            eject_base: Duration::from_secs(1),
+            eject_cap: Duration::from_secs(30),
+            eject_jitter: 0.2,
+            avoid_after_failure: Duration::from_secs(1),
         }
     }
 }

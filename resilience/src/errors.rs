@@ -197,7 +197,17 @@ pub(crate) fn into_status_error(err: impl Into<BoxError>) -> BoxError {
     }
     let connection_broke =
         find_in_chain::<std::io::Error>(err.as_ref()) || find_in_chain::<h2::Error>(err.as_ref());
+    let unsent = surely_unsent(&err);
     let status = Status::from_error(err);
+    // A request the connection never took (it closed, or the server's GOAWAY refused the
+    // stream) reads CANCELLED, UNKNOWN or INTERNAL from tonic; it is UNAVAILABLE, and still surely unsent,
+    // so the retry layer sends it elsewhere.
+    if unsent && status.code() != Code::Unavailable {
+        let mut unavailable =
+            Status::unavailable(format!("the request was not sent: {}", status.message()));
+        unavailable.set_source(std::sync::Arc::new(status));
+        return Box::new(unavailable);
+    }
     if status.code() == Code::Unknown && connection_broke {
         return Box::new(Status::unavailable(format!(
             "connection to the server broke: {}",
@@ -233,7 +243,10 @@ pub fn is_server_failure(code: Code) -> bool {
 /// - refused by a local layer (load shed, open breaker);
 /// - the connection could not be established (`tonic::ConnectError`);
 /// - the server refused the HTTP/2 stream (`RST_STREAM` `REFUSED_STREAM`, which RFC 9113 §8.7
-///   defines as "not processed").
+///   defines as "not processed"), or its graceful `GOAWAY` (`NO_ERROR`) named a last stream
+///   below this one (RFC 9113 §6.8: such streams were not processed);
+/// - the connection closed before it took the request (hyper's "canceled": the request never
+///   reached the connection).
 ///
 /// Everything else — a gRPC status from the server, a timeout, a reset or closed connection
 /// after the request was written — may have been processed.
@@ -249,8 +262,14 @@ pub fn surely_unsent(err: &BoxError) -> bool {
             return true;
         }
         if let Some(h2) = e.downcast_ref::<h2::Error>()
-            && h2.reason() == Some(h2::Reason::REFUSED_STREAM)
             && h2.is_remote()
+            && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR)))
+        {
+            return true;
+        }
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>()
+            && hyper.is_canceled()
         {
             return true;
         }

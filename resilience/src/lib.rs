@@ -9,9 +9,14 @@
 //! | retry | [`retry`] | buffers the unary request; budgeted full-jitter retries of retryable codes |
 //! | circuit breaker | [`breaker`] | fails fast with `CIRCUIT_OPEN` while the server looks down |
 //! | load shed | [`shed`] | at most N attempts in flight; beyond that `RESOURCE_EXHAUSTED` at once |
+//! | balancer | [`endpoints`] | over several endpoints: p2c among the admitted, one failure detector each |
 //! | per-attempt timeout | [`timeout`] | bounds one attempt, refreshes `grpc-timeout` per attempt |
 //! | unary | [`unary`] | buffers the unary response and lifts a non-OK `grpc-status` into `Err` |
-//! | the channel | | a tonic `Channel`, possibly balanced over several endpoints |
+//! | the channel | | a tonic `Channel` (one per endpoint when balanced) |
+//!
+//! Over a balanced set ([`ResilientChannelBuilder::balance`], [`ResilientChannelBuilder::discover`])
+//! the per-attempt timeout and unary layers sit below the balancer, one stack per endpoint, and
+//! the breaker opens only when no endpoint is admitted ([`endpoints`]).
 //!
 //! Every layer fails with a boxed [`tonic::Status`], so a generated client surfaces the exact code,
 //! message and details. Statuses made by this crate carry a `google.rpc.ErrorInfo` with domain
@@ -45,6 +50,9 @@
 //! | `resilience_breaker_rejections_total` | counter | | calls failed fast with `CIRCUIT_OPEN` |
 //! | `resilience_shed_total` | counter | | attempts shed by the concurrency limit |
 //! | `resilience_deadline_exceeded_total` | counter | | logical calls that ran out of budget |
+//! | `resilience_endpoint_state` | gauge | `endpoint` | 0 admitted, 1 ejected, 2 probing |
+//! | `resilience_endpoint_ejections_total` | counter | `endpoint` | ejections of one endpoint |
+//! | `resilience_endpoint_attempts_total` | counter | `endpoint`, `code` | attempts sent to one endpoint, by final code |
 //!
 //! The fault injector counts `resilience_faults_injected_total` with a `kind` label.
 #![forbid(unsafe_code)]
@@ -54,6 +62,7 @@ pub mod breaker;
 mod channel;
 pub mod config;
 pub mod deadline;
+pub mod endpoints;
 pub mod errors;
 pub mod fault;
 pub mod instrument;
@@ -68,9 +77,10 @@ pub mod unary;
 mod test_support;
 
 pub use breaker::{BreakerHandle, BreakerState, BreakerStats, Transition};
-pub use channel::{ResilientChannel, ResilientChannelBuilder, Stack};
-pub use config::{BreakerConfig, ResilienceConfig, RetryConfig};
+pub use channel::{Attempt, ResilientChannel, ResilientChannelBuilder, Stack};
+pub use config::{BreakerConfig, OutlierConfig, ResilienceConfig, RetryConfig};
 pub use deadline::CallDeadline;
+pub use endpoints::{Balanced, Discovery, EndpointState, EndpointView, EndpointsHandle};
 pub use fault::{FaultHandle, FaultLayer, FaultPlan};
 pub use retry::RetryStats;
 

@@ -20,6 +20,49 @@ pub(crate) const BREAKER_REJECTIONS: &str = "resilience_breaker_rejections_total
 pub(crate) const SHED: &str = "resilience_shed_total";
 pub(crate) const DEADLINE_EXCEEDED: &str = "resilience_deadline_exceeded_total";
 pub(crate) const FAULTS_INJECTED: &str = "resilience_faults_injected_total";
+pub(crate) const ENDPOINT_STATE: &str = "resilience_endpoint_state";
+pub(crate) const ENDPOINT_EJECTIONS: &str = "resilience_endpoint_ejections_total";
+pub(crate) const ENDPOINT_ATTEMPTS: &str = "resilience_endpoint_attempts_total";
+
+/// Gives the per-endpoint metric families their HELP text (the recorder keeps it for series
+/// registered later too).
+pub(crate) fn describe_endpoint_metrics() {
+    metrics::describe_gauge!(
+        ENDPOINT_STATE,
+        "State of one balanced endpoint: 0 admitted, 1 ejected, 2 probing"
+    );
+    metrics::describe_counter!(
+        ENDPOINT_EJECTIONS,
+        "Times one balanced endpoint was ejected by its failure detector"
+    );
+    metrics::describe_counter!(
+        ENDPOINT_ATTEMPTS,
+        "Attempts sent to one balanced endpoint, by the gRPC code they ended with"
+    );
+}
+
+/// The handles of one balanced endpoint's metrics.
+pub(crate) struct EndpointMetrics {
+    pub(crate) state: Gauge,
+    pub(crate) ejections: Counter,
+    pub(crate) attempts: PerCode,
+}
+
+pub(crate) fn endpoint(client: &str, endpoint: &str) -> EndpointMetrics {
+    let labels = || {
+        [
+            ("client", client.to_owned()),
+            ("endpoint", endpoint.to_owned()),
+        ]
+    };
+    EndpointMetrics {
+        state: gauge!(ENDPOINT_STATE, &labels()),
+        ejections: counter!(ENDPOINT_EJECTIONS, &labels()),
+        attempts: PerCode(ALL_CODES.map(|code| {
+            counter!(ENDPOINT_ATTEMPTS, "client" => client.to_owned(), "endpoint" => endpoint.to_owned(), "code" => code_name(code))
+        })),
+    }
+}
 
 /// Describes every family above. Descriptions are kept by the recorder installed at the time,
 /// so this runs each time a handle is built rather than once per process: a layer built after

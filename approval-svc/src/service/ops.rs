@@ -7,7 +7,7 @@ use std::time::Duration;
 use lab_common::validate::Violations;
 use lab_proto::approval::v1 as pb;
 use lab_proto::approval::v1::ops_service_server::OpsService;
-use resilience::{BreakerHandle, BreakerState};
+use resilience::{BreakerHandle, BreakerState, EndpointState, EndpointsHandle};
 use tonic::{Request, Response, Status};
 
 use crate::consistency::{CheckOptions, Checker};
@@ -21,12 +21,47 @@ const WAIT_FOR_RUNNING_CHECK: Duration = Duration::from_secs(30);
 pub struct OpsApi {
     checker: Arc<Checker>,
     breaker: BreakerHandle,
+    endpoints: Option<EndpointsHandle>,
 }
 
 impl OpsApi {
     /// Handlers over this instance's checker and breaker.
-    pub fn new(checker: Arc<Checker>, breaker: BreakerHandle) -> Self {
-        Self { checker, breaker }
+    pub fn new(
+        checker: Arc<Checker>,
+        breaker: BreakerHandle,
+        endpoints: Option<EndpointsHandle>,
+    ) -> Self {
+        Self {
+            checker,
+            breaker,
+            endpoints,
+        }
+    }
+
+    fn endpoint_views(&self) -> Vec<pb::OrderEndpoint> {
+        let Some(endpoints) = &self.endpoints else {
+            return Vec::new();
+        };
+        let now = std::time::SystemTime::now();
+        endpoints
+            .endpoints()
+            .into_iter()
+            .map(|e| pb::OrderEndpoint {
+                address: e.address,
+                state: match e.state {
+                    EndpointState::Admitted => pb::EndpointState::Admitted,
+                    EndpointState::Ejected => pb::EndpointState::Ejected,
+                    EndpointState::Probing => pb::EndpointState::Probing,
+                }
+                .into(),
+                consecutive_failures: e.consecutive_failures,
+                ejections: e.ejections,
+                ejected_until: e
+                    .ejected_for
+                    .map(|left| prost_types::Timestamp::from(now + left)),
+                in_flight: u32::try_from(e.in_flight).unwrap_or(u32::MAX),
+            })
+            .collect()
     }
 }
 
@@ -72,6 +107,7 @@ impl OpsService for OpsApi {
     ) -> Result<Response<pb::GetCircuitBreakerResponse>, Status> {
         Ok(Response::new(pb::GetCircuitBreakerResponse {
             state: circuit_state(self.breaker.state()).into(),
+            endpoints: self.endpoint_views(),
         }))
     }
 

@@ -10,6 +10,7 @@ mod dead_letters;
 mod deadline;
 mod discovery;
 mod helpers;
+mod instances;
 mod metrics;
 mod ops;
 mod outage;

@@ -57,7 +57,7 @@ fn classify_code(code: Code) -> Outcome {
     }
 }
 
-pub(super) fn outcome<B>(result: &Result<Response<B>, BoxError>) -> Outcome {
+pub(crate) fn outcome<B>(result: &Result<Response<B>, BoxError>) -> Outcome {
     match result {
         // A Trailers-Only error the `unary` layer did not lift (breaker used on its own).
         Ok(response) => classify_code(code_in(response.headers())),

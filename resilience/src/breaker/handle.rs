@@ -151,6 +151,18 @@ impl Shared {
         }
     }
 
+    /// Opens for `period`: no endpoint of the balanced set is admitted.
+    pub(crate) fn trip(&self, period: Duration) {
+        let transition = self.lock().trip(Instant::now(), period);
+        self.publish(transition);
+    }
+
+    /// Closes an open breaker: an endpoint is admitted again.
+    pub(crate) fn recover(&self) {
+        let transition = self.lock().recover();
+        self.publish(transition);
+    }
+
     fn record(&self, ticket: Ticket, outcome: Outcome) {
         let transition = self.lock().record(ticket, outcome, Instant::now());
         self.publish(transition);

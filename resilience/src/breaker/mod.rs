@@ -35,9 +35,12 @@ use http::Response;
 use tower::Service;
 
 pub use self::future::ResponseFuture;
+pub(crate) use self::future::outcome;
+pub(crate) use self::handle::Shared as BreakerShared;
 pub use self::handle::{BreakerHandle, BreakerState, BreakerStats, Transition};
 use self::handle::{Permit, Shared};
 pub use self::layer::CircuitBreakerLayer;
+pub(crate) use self::state::Outcome;
 use crate::BoxError;
 
 /// Fails calls fast while its breaker is open.

@@ -174,6 +174,29 @@ impl Machine {
         }
     }
 
+    /// Opens for `period` because no endpoint of a balanced set is admitted (the per-endpoint
+    /// detectors decided); an open period that already lasts longer, or a forced-open breaker,
+    /// stays as it is.
+    pub(crate) fn trip(&mut self, now: Instant, period: Duration) -> Option<Transition> {
+        match self.phase {
+            Phase::ForcedOpen => None,
+            Phase::Open { until, .. } if until >= now + period => None,
+            _ => Some(self.open(now, period.min(self.cap))),
+        }
+    }
+
+    /// Closes an open or half-open breaker because an endpoint was admitted again; a forced-open
+    /// one stays forced.
+    pub(crate) fn recover(&mut self) -> Option<Transition> {
+        match self.phase {
+            Phase::Open { .. } | Phase::HalfOpen { .. } => {
+                self.policy.revived();
+                Some(self.go(Phase::Closed))
+            }
+            Phase::Closed | Phase::ForcedOpen => None,
+        }
+    }
+
     pub(crate) fn force_open(&mut self) -> Option<Transition> {
         match self.phase {
             Phase::ForcedOpen => None,

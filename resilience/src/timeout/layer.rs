@@ -32,7 +32,7 @@ impl AttemptTimeoutLayer {
         }
     }
 
-    pub(super) fn wrap<S>(&self, inner: S) -> AttemptTimeout<S> {
+    pub(crate) fn wrap<S>(&self, inner: S) -> AttemptTimeout<S> {
         AttemptTimeout {
             inner,
             timeout: self.timeout,

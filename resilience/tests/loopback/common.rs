@@ -66,6 +66,15 @@ pub struct Script {
 }
 
 impl Script {
+    /// A script that answers OK to everything until told otherwise.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            steps: Mutex::new(VecDeque::new()),
+            default: Mutex::new(Step::ok()),
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
     /// The answers to the next calls, in order; after them, the default.
     pub fn push(&self, steps: impl IntoIterator<Item = Step>) {
         self.steps.lock().unwrap().extend(steps);
@@ -116,6 +125,11 @@ impl Script {
 }
 
 struct Scripted(Arc<Script>);
+
+/// The scripted order service, for servers built elsewhere (see `fleet`).
+pub fn order_service(script: Arc<Script>) -> OrderServiceServer<impl OrderService> {
+    OrderServiceServer::new(Scripted(script))
+}
 
 fn order(key: Option<String>) -> Option<Order> {
     Some(Order {
@@ -217,11 +231,7 @@ impl TestServer {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let script = Arc::new(Script {
-            steps: Mutex::new(VecDeque::new()),
-            default: Mutex::new(Step::ok()),
-            seen: Mutex::new(Vec::new()),
-        });
+        let script = Script::new();
         let faults = FaultLayer::disabled();
         let handle = faults.handle();
         let (stop, stopped) = oneshot::channel::<()>();
