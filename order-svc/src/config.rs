@@ -80,6 +80,11 @@ pub struct Config {
     #[arg(long, env = "REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
 
+    /// On SIGTERM: how long calls in flight may take to finish (health NOT_SERVING, GOAWAY,
+    /// no new connections) before the process exits anyway.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
     /// HTTP address for `/metrics` (Prometheus) and `/healthz`; unset serves neither.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_listen: Option<SocketAddr>,

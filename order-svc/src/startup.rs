@@ -206,8 +206,10 @@ impl Application {
             .add_service(
                 OrderServiceServer::new(api).max_decoding_message_size(config.max_message_bytes),
             )
-            .serve_with_incoming_shutdown(listener.incoming, serving.drain_on(shutdown))
-            .await;
+            .serve_with_incoming_shutdown(listener.incoming, serving.clone().drain_on(shutdown));
+        // tonic waits for every connection to close; a client that keeps one open must not
+        // keep a drained instance alive past its drain timeout.
+        let served = serving.bounded(served, config.drain_timeout).await;
 
         let _ = stop_background.send(true);
         let _ = reaper.await;
