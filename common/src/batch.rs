@@ -1,33 +1,60 @@
-//! Leader/follower group commit: callers hand in one item each and await their own result;
-//! items that arrive while a batch is in the database queue up and become the next batch, which
-//! one call of the flush function writes in one transaction (one commit, one WAL flush).
+//! Leader/follower group commit (DESIGN.md, "Hot row, group commit"): callers hand in one item
+//! each and await their own output; the items that arrive while a batch is in the database queue
+//! up and become the next batch, which one call of the flush function writes in one transaction
+//! (one commit, one WAL flush, one lock of a hot row) instead of one per item.
 //!
-//! There is no timer: an item that finds no batch in flight starts one at once, so at low load a
-//! batch is that one item and latency does not grow; under load the batch grows by itself to what
-//! arrives during one round trip. At most one batch is in flight per [`GroupCommit`], and a batch
-//! holds at most `max_batch` items (the rest wait for the next one).
+//! - **No timer.** An item that finds no batch of its queue in flight starts one at once, so at
+//!   low load a batch is that one item and latency does not grow; under load a batch grows by
+//!   itself to what arrives during one round trip.
+//! - **Bounded.** A batch holds at most `max_batch` items; the rest wait for the next one.
+//! - **Queues.** [`GroupCommit::new`] has one queue; [`GroupCommit::keyed`] has one per key (say
+//!   a product: only requests for the same row share a transaction), created by the key's first
+//!   item and gone once its flusher finds nothing left. At most one batch per queue is in flight;
+//!   the queues of different keys do not wait for each other.
+//! - **Own task.** A queue's flusher is a task of its own, so a caller that gives up (deadline,
+//!   disconnect) never strands the others.
+//! - **Abandoned items are left out.** An item whose caller is gone when its batch is formed is
+//!   not sent: nobody waits for its answer, and a caller that stopped waiting cannot have relied
+//!   on the write. An item already sent is written even if its caller goes meanwhile: the batch's
+//!   other answers were computed with it.
+//! - **Answers.** The flush function returns one output per item, in the items' order; to fail a
+//!   batch it answers each item with the error (say, the batch's database error mapped for each
+//!   caller). An item left without an output, or in a batch whose flush function panicked, gets
+//!   [`Unanswered`]; the queue goes on with the next item.
 //!
-//! The flusher is a task of its own, so a caller that is dropped while waiting never strands the
-//! others. Every item taken is written, even when its caller has gone: a caller may have been
-//! dropped after its write was decided, and the write is what the others' answers were computed
-//! with.
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use lab_common::batch::GroupCommit;
+//!
+//! // One queue per product; a batch is one "transaction" of that product's requests.
+//! let orders = GroupCommit::keyed(64, |product: u32, quantities: Vec<u32>| async move {
+//!     quantities.iter().map(|quantity| product * 100 + quantity).collect::<Vec<_>>()
+//! });
+//! assert_eq!(orders.submit_to(7, 2).await, Ok(702));
+//! # }
+//! ```
 
-use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
 
-/// The flush function: writes one batch, returning one output per item, in the items' order.
-type Flush<I, O> = dyn Fn(Vec<I>) -> Pin<Box<dyn Future<Output = Vec<O>> + Send>> + Send + Sync;
+/// The flush function: writes one batch of one key, returning one output per item, in order.
+type Flush<I, O, K> =
+    dyn Fn(K, Vec<I>) -> Pin<Box<dyn Future<Output = Vec<O>> + Send>> + Send + Sync;
 
-/// A group-commit queue (cheap to clone: one shared state).
-pub struct GroupCommit<I, O> {
-    inner: Arc<Inner<I, O>>,
+/// Group-commit queues: items `I` answered with outputs `O`, one queue per key `K` (`()` for a
+/// single queue). Cheap to clone: one shared state.
+pub struct GroupCommit<I, O, K = ()> {
+    inner: Arc<Inner<I, O, K>>,
 }
 
-impl<I, O> Clone for GroupCommit<I, O> {
+impl<I, O, K> Clone for GroupCommit<I, O, K> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -35,13 +62,16 @@ impl<I, O> Clone for GroupCommit<I, O> {
     }
 }
 
-impl<I, O> std::fmt::Debug for GroupCommit<I, O> {
+impl<I, O, K> std::fmt::Debug for GroupCommit<I, O, K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = self.inner.lock();
+        let queues = self.inner.lock();
         f.debug_struct("GroupCommit")
             .field("max_batch", &self.inner.max_batch)
-            .field("waiting", &state.waiting.len())
-            .field("flushing", &state.flushing)
+            .field("flushing", &queues.len())
+            .field(
+                "waiting",
+                &queues.values().map(VecDeque::len).sum::<usize>(),
+            )
             .finish()
     }
 }
@@ -52,16 +82,12 @@ impl<I, O> std::fmt::Debug for GroupCommit<I, O> {
 #[error("the write batch ended without an answer for this item")]
 pub struct Unanswered;
 
-struct Inner<I, O> {
-    flush: Box<Flush<I, O>>,
+struct Inner<I, O, K> {
+    flush: Box<Flush<I, O, K>>,
     max_batch: usize,
-    state: Mutex<State<I, O>>,
-}
-
-struct State<I, O> {
-    waiting: VecDeque<Waiting<I, O>>,
-    /// A flusher task runs: it takes what waits when its batch returns.
-    flushing: bool,
+    /// The items waiting for the next batch of each key. A key has an entry exactly while its
+    /// flusher runs; the flusher removes it once it finds nothing left to send.
+    queues: Mutex<HashMap<K, VecDeque<Waiting<I, O>>>>,
 }
 
 struct Waiting<I, O> {
@@ -74,87 +100,130 @@ where
     I: Send + 'static,
     O: Send + 'static,
 {
-    /// Batches of at most `max_batch` items (at least 1), written by `flush`, which must return
-    /// one output per item in the items' order (an item left without one gets [`Unanswered`]).
+    /// One queue: batches of at most `max_batch` items (at least 1), written by `flush`, which
+    /// returns one output per item in the items' order.
     pub fn new<F, Fut>(max_batch: usize, flush: F) -> Self
     where
         F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<O>> + Send + 'static,
     {
-        Self {
-            inner: Arc::new(Inner {
-                flush: Box::new(move |items| Box::pin(flush(items))),
-                max_batch: max_batch.max(1),
-                state: Mutex::new(State {
-                    waiting: VecDeque::new(),
-                    flushing: false,
-                }),
-            }),
-        }
+        Self::keyed(max_batch, move |(), items| flush(items))
     }
 
     /// Puts `item` in the next batch and waits for its output.
     pub async fn submit(&self, item: I) -> Result<O, Unanswered> {
-        let (reply, answer) = oneshot::channel();
-        let start_flusher = {
-            let mut state = self.inner.lock();
-            state.waiting.push_back(Waiting { item, reply });
-            !std::mem::replace(&mut state.flushing, true)
-        };
-        if start_flusher {
-            tokio::spawn(flush(self.inner.clone()));
+        self.submit_to((), item).await
+    }
+}
+
+impl<I, O, K> GroupCommit<I, O, K>
+where
+    I: Send + 'static,
+    O: Send + 'static,
+    K: Eq + Hash + Clone + Send + 'static,
+{
+    /// One queue per key: batches of at most `max_batch` items (at least 1) of one key, written
+    /// by `flush(key, items)`, which returns one output per item in the items' order.
+    pub fn keyed<F, Fut>(max_batch: usize, flush: F) -> Self
+    where
+        F: Fn(K, Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<O>> + Send + 'static,
+    {
+        Self {
+            inner: Arc::new(Inner {
+                flush: Box::new(move |key, items| Box::pin(flush(key, items))),
+                max_batch: max_batch.max(1),
+                queues: Mutex::new(HashMap::new()),
+            }),
         }
-        // The flusher answers every item it takes; a dropped sender means it could not.
+    }
+
+    /// Puts `item` in the next batch of `key` and waits for its output.
+    pub async fn submit_to(&self, key: K, item: I) -> Result<O, Unanswered> {
+        let (reply, answer) = oneshot::channel();
+        let waiting = Waiting { item, reply };
+        let new_queue = match self.inner.lock().entry(key) {
+            Entry::Occupied(mut queue) => {
+                queue.get_mut().push_back(waiting);
+                None
+            }
+            Entry::Vacant(slot) => {
+                let key = slot.key().clone();
+                slot.insert(VecDeque::from([waiting]));
+                Some(key)
+            }
+        };
+        // The item that creates its key's queue starts the key's flusher.
+        if let Some(key) = new_queue {
+            tokio::spawn(flush(self.inner.clone(), key));
+        }
+        // The flusher answers every item it sends; a dropped sender means it could not.
         answer.await.map_err(|_| Unanswered)
     }
+
+    /// How many items of `key` wait for a batch (not those in the database now).
+    pub fn waiting(&self, key: &K) -> usize {
+        self.inner.lock().get(key).map_or(0, VecDeque::len)
+    }
 }
 
-impl<I, O> Inner<I, O> {
-    fn lock(&self) -> MutexGuard<'_, State<I, O>> {
-        // Nothing panics while holding the lock; if something did, the queue is still valid.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+impl<I, O, K> Inner<I, O, K> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<K, VecDeque<Waiting<I, O>>>> {
+        // Nothing panics while holding the lock; if something did, the queues are still valid.
+        self.queues.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
 
-    /// The next batch, or `None` (and the flusher's turn over) when nothing waits.
-    fn next_batch(&self) -> Option<Vec<Waiting<I, O>>> {
-        let mut state = self.lock();
-        if state.waiting.is_empty() {
-            state.flushing = false;
+impl<I, O, K: Eq + Hash> Inner<I, O, K> {
+    /// The next batch of `key`, its abandoned items left out; `None` (and the key's queue gone,
+    /// ending its flusher's turn) when nothing is left to send.
+    fn next_batch(&self, key: &K) -> Option<(Vec<I>, Vec<oneshot::Sender<O>>)> {
+        let mut queues = self.lock();
+        let queue = queues.get_mut(key)?;
+        let (mut items, mut replies) = (Vec::new(), Vec::new());
+        while replies.len() < self.max_batch {
+            let Some(waiting) = queue.pop_front() else {
+                break;
+            };
+            if !waiting.reply.is_closed() {
+                items.push(waiting.item);
+                replies.push(waiting.reply);
+            }
+        }
+        if replies.is_empty() {
+            queues.remove(key);
             return None;
         }
-        let take = state.waiting.len().min(self.max_batch);
-        Some(state.waiting.drain(..take).collect())
+        Some((items, replies))
     }
 }
 
-/// Ends the flusher's turn if its task stops early (a panic in the flush function): the items
-/// still waiting get [`Unanswered`] instead of hanging, and the next item starts a new flusher.
-struct FlusherGuard<I, O> {
-    inner: Arc<Inner<I, O>>,
+/// Removes the key's queue if its flusher stops early (a panic in the flush function): the items
+/// still waiting get [`Unanswered`] instead of hanging, and the key's next item starts a new
+/// flusher.
+struct FlusherGuard<I, O, K: Eq + Hash> {
+    inner: Arc<Inner<I, O, K>>,
+    key: K,
     finished: bool,
 }
 
-impl<I, O> Drop for FlusherGuard<I, O> {
+impl<I, O, K: Eq + Hash> Drop for FlusherGuard<I, O, K> {
     fn drop(&mut self) {
         if !self.finished {
-            let mut state = self.inner.lock();
-            state.waiting.clear();
-            state.flushing = false;
+            // Dropped after the lock is released: waking the callers needs no lock.
+            let _abandoned = self.inner.lock().remove(&self.key);
         }
     }
 }
 
-async fn flush<I, O>(inner: Arc<Inner<I, O>>) {
+async fn flush<I, O, K: Eq + Hash + Clone>(inner: Arc<Inner<I, O, K>>, key: K) {
     let mut guard = FlusherGuard {
-        inner: inner.clone(),
+        inner,
+        key,
         finished: false,
     };
-    while let Some(batch) = inner.next_batch() {
-        let (items, replies): (Vec<I>, Vec<oneshot::Sender<O>>) = batch
-            .into_iter()
-            .map(|waiting| (waiting.item, waiting.reply))
-            .unzip();
-        let outputs = (inner.flush)(items).await;
+    while let Some((items, replies)) = guard.inner.next_batch(&guard.key) {
+        let outputs = (guard.inner.flush)(guard.key.clone(), items).await;
         for (reply, output) in replies.into_iter().zip(outputs) {
             // The caller may have gone meanwhile; its answer has nobody to go to.
             let _ = reply.send(output);
@@ -171,6 +240,13 @@ mod tests {
 
     use super::*;
 
+    /// Waits (yielding) until `condition` holds.
+    async fn until(condition: impl Fn() -> bool) {
+        while !condition() {
+            tokio::task::yield_now().await;
+        }
+    }
+
     #[tokio::test]
     async fn a_lone_item_is_a_batch_of_one() {
         let sizes = Arc::new(Mutex::new(Vec::new()));
@@ -182,6 +258,7 @@ mod tests {
         assert_eq!(batcher.submit(1).await, Ok(2));
         assert_eq!(batcher.submit(5).await, Ok(10));
         assert_eq!(*sizes.lock().unwrap(), [1, 1]);
+        assert_eq!(batcher.waiting(&()), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,9 +282,7 @@ mod tests {
             let batcher = batcher.clone();
             async move { batcher.submit(0).await }
         });
-        while sizes.lock().unwrap().is_empty() {
-            tokio::task::yield_now().await;
-        }
+        until(|| !sizes.lock().unwrap().is_empty()).await;
         let barrier = Arc::new(Barrier::new(10));
         let tasks: Vec<_> = (1..=10)
             .map(|n| {
@@ -218,9 +293,7 @@ mod tests {
                 })
             })
             .collect();
-        while batcher.inner.lock().waiting.len() < 10 {
-            tokio::task::yield_now().await;
-        }
+        until(|| batcher.waiting(&()) == 10).await;
         release.notify_one();
         assert_eq!(held.await.unwrap(), Ok(0));
         for (n, task) in (1..=10).zip(tasks) {
@@ -254,5 +327,109 @@ mod tests {
             Ok(3),
             "a new flusher after the panic"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn items_whose_callers_are_gone_are_left_out_of_the_batch() {
+        let release = Arc::new(Notify::new());
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let (seen, gate) = (batches.clone(), release.clone());
+        let batcher = GroupCommit::new(8, move |items: Vec<u32>| {
+            let first = seen.lock().unwrap().is_empty();
+            seen.lock().unwrap().push(items.clone());
+            let gate = gate.clone();
+            async move {
+                if first {
+                    gate.notified().await;
+                }
+                items
+            }
+        });
+        let held = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(0).await }
+        });
+        until(|| !batches.lock().unwrap().is_empty()).await;
+        let tasks: Vec<_> = (1..=6)
+            .map(|n| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.submit(n).await })
+            })
+            .collect();
+        until(|| batcher.waiting(&()) == 6).await;
+        // Callers 2, 4 and 6 give up while their items wait.
+        let mut kept = Vec::new();
+        for (n, task) in (1..=6).zip(tasks) {
+            if n % 2 == 0 {
+                task.abort();
+                assert!(task.await.unwrap_err().is_cancelled());
+            } else {
+                kept.push((n, task));
+            }
+        }
+        release.notify_one();
+        assert_eq!(held.await.unwrap(), Ok(0));
+        for (n, task) in kept {
+            assert_eq!(task.await.unwrap(), Ok(n));
+        }
+        assert_eq!(
+            *batches.lock().unwrap(),
+            [vec![0], vec![1, 3, 5]],
+            "the abandoned items were not sent"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keys_batch_apart_and_a_held_key_does_not_hold_the_others() {
+        // Key 0's first batch is held until the end; key 1 batches meanwhile.
+        let release = Arc::new(Notify::new());
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let (seen, gate) = (batches.clone(), release.clone());
+        let batcher = GroupCommit::keyed(8, move |key: u8, items: Vec<u32>| {
+            let held = key == 0 && !seen.lock().unwrap().iter().any(|(k, _)| *k == 0);
+            seen.lock().unwrap().push((key, items.clone()));
+            let gate = gate.clone();
+            async move {
+                if held {
+                    gate.notified().await;
+                }
+                items.into_iter().map(|n| (key, n)).collect::<Vec<_>>()
+            }
+        });
+        let submit = |key: u8, n: u32| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move { batcher.submit_to(key, n).await })
+        };
+        let held = submit(0, 0);
+        until(|| !batches.lock().unwrap().is_empty()).await;
+        let barrier = Arc::new(Barrier::new(6));
+        let queued: Vec<_> = (1..=6)
+            .map(|n| {
+                let (batcher, barrier) = (batcher.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    batcher.submit_to(0, n).await
+                })
+            })
+            .collect();
+        until(|| batcher.waiting(&0) == 6).await;
+        assert_eq!(submit(1, 7).await.unwrap(), Ok((1, 7)), "key 1 is not held");
+        assert_eq!(submit(1, 8).await.unwrap(), Ok((1, 8)));
+        assert_eq!(batcher.waiting(&0), 6, "key 0 still waits");
+        release.notify_one();
+        assert_eq!(held.await.unwrap(), Ok((0, 0)));
+        for (n, task) in (1..=6).zip(queued) {
+            assert_eq!(task.await.unwrap(), Ok((0, n)));
+        }
+        let batches = batches.lock().unwrap().clone();
+        assert_eq!(
+            batches
+                .iter()
+                .map(|(key, items)| (*key, items.len()))
+                .collect::<Vec<_>>(),
+            [(0, 1), (1, 1), (1, 1), (0, 6)],
+            "key 0's waiting items form one batch of their own"
+        );
+        until(|| format!("{batcher:?}").contains("flushing: 0")).await;
     }
 }

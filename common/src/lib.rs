@@ -1,6 +1,7 @@
 //! Plumbing shared by the concurrency-lab services.
 //!
-//! - [`batch`]: leader/follower group commit (one transaction for the writes that arrive together).
+//! - [`batch`]: leader/follower group commit (one transaction for the writes that arrive together,
+//!   in one queue or one per key).
 //! - [`alerts`]: alert delivery to Slack-compatible and PagerDuty webhooks, with retries.
 //! - [`grpc`]: binding, reflection, health, request ids and graceful shutdown for tonic servers.
 //! - [`status`]: `tonic::Status` with `google.rpc` error details (domain `lab`).
