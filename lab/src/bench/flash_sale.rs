@@ -26,9 +26,7 @@ use super::calls::{approve, connect, create_orders, create_product, ledger, subm
 use super::database::Server;
 use super::load::Shape;
 use super::process::{Binaries, Service};
-use super::report::{
-    DatabaseInfo, Machine, PhaseFigures, Report, StockCheck, durability_mark,
-};
+use super::report::{DatabaseInfo, Machine, PhaseFigures, Report, StockCheck, durability_mark};
 
 /// Options of `lab bench flash-sale`.
 #[derive(Debug, Parser)]
@@ -100,8 +98,7 @@ pub async fn run(args: FlashSaleArgs) -> anyhow::Result<ExitCode> {
     let binaries = Binaries::locate(args.bin_dir.as_deref())?;
     let server = Server::open(args.database_url.as_deref(), args.throwaway).await?;
     let log_dir = std::env::temp_dir().join(format!("lab-bench-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&log_dir)
-        .with_context(|| format!("creating {}", log_dir.display()))?;
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
 
     let mut report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -269,11 +266,7 @@ impl Bench<'_> {
 
     /// approval-svc and order-svc on fresh databases: `approvals` challenges submitted, then
     /// approved by `concurrency` callers, for `stock` units.
-    async fn approval_flood(
-        &self,
-        concurrency: usize,
-        stock: i64,
-    ) -> anyhow::Result<PhaseFigures> {
+    async fn approval_flood(&self, concurrency: usize, stock: i64) -> anyhow::Result<PhaseFigures> {
         let order_db = self.server.fresh_database("flood_order").await?;
         let approval_db = self.server.fresh_database("flood_approval").await?;
         let shop = Service::start(

@@ -89,11 +89,13 @@ impl Service {
             .stdout(output.try_clone()?)
             .stderr(output)
             .kill_on_drop(true);
-        if std::env::var_os("RUST_LOG").is_none() {
-            // The services' own default, stated so a caller's environment cannot differ
-            // between phases.
-            command.env("RUST_LOG", "info");
-        }
+        // The caller's filter (the services' default `info` when unset), but never without the
+        // `listening on` line this waits for.
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+        command.env(
+            "RUST_LOG",
+            format!("{filter},order_svc::startup=info,approval_svc::startup=info"),
+        );
         let mut child = command
             .spawn()
             .with_context(|| format!("spawning {}", binaries.path(name).display()))?;

@@ -69,7 +69,11 @@ impl Machine {
         Self {
             nproc: std::thread::available_parallelism().map_or(1, usize::from),
             cpu_model,
-            load_average_at_start: load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+            load_average_at_start: load
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 }
@@ -391,5 +395,64 @@ fn format_ms(ms: f64) -> String {
         format!("{ms:.2} ms")
     } else {
         format!("{ms:.1} ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger(initial: i64, restocked: i64, stock: i64, created: i64) -> pb::ProductLedger {
+        pb::ProductLedger {
+            initial_stock: initial,
+            restocked,
+            stock,
+            created_quantity: created,
+            created_orders: created,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_consistent_ledger_holds() {
+        let check = StockCheck::new(&ledger(100, 10, 0, 110), 110, 0);
+        assert!(check.ok, "{:?}", check.problems);
+        assert_eq!(check.sold, 110);
+    }
+
+    #[test]
+    fn an_oversold_or_negative_stock_is_broken() {
+        // 100 units left the stock but 101 orders hold units.
+        let oversold = StockCheck::new(&ledger(100, 0, 0, 101), 101, 0);
+        assert!(!oversold.ok);
+        assert!(
+            oversold.problems[0].starts_with("I1"),
+            "{:?}",
+            oversold.problems
+        );
+        let negative = StockCheck::new(&ledger(100, 0, -1, 101), 101, 0);
+        assert!(!negative.ok);
+        assert!(negative.problems[0].contains("below zero"));
+    }
+
+    #[test]
+    fn answers_must_match_the_orders() {
+        // More callers told "created" than orders exist.
+        assert!(!StockCheck::new(&ledger(10, 0, 5, 5), 6, 0).ok);
+        // An order no caller heard of is only explainable by a failed call.
+        assert!(!StockCheck::new(&ledger(10, 0, 5, 5), 4, 0).ok);
+        assert!(StockCheck::new(&ledger(10, 0, 5, 5), 4, 1).ok);
+    }
+
+    #[test]
+    fn errors_are_every_unexpected_outcome() {
+        let mut load = Load::default();
+        load.outcomes.add("CREATED", 3);
+        load.outcomes.add("OUT_OF_STOCK", 2);
+        load.outcomes.add("error/UNAVAILABLE", 1);
+        load.outcomes.add("APPROVE_FAILED/DEADLINE_EXCEEDED", 1);
+        let figures = PhaseFigures::new("hot_item", String::new(), 8, 2, &load);
+        assert_eq!(figures.error_count(), 2);
+        assert_eq!(figures.errors.get("error/UNAVAILABLE"), Some(&1));
     }
 }
