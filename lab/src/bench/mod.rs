@@ -26,7 +26,7 @@ pub enum BenchCommand {
     /// the bare server, with p50/p99, errors by code, peak RSS and a no-oversell check.
     FlashSale(flash_sale::FlashSaleArgs),
     /// Many clients order one hot product of an in-process order-svc: throughput, latency, no
-    /// oversell.
+    /// oversell. Its database is a throwaway (fsync=off) server unless --database-url is given.
     Orders(orders::BenchArgs),
 }
 
