@@ -44,6 +44,16 @@ pub struct FlashSaleArgs {
     #[arg(long, default_value_t = 8)]
     connections: usize,
 
+    /// Service phases to run, in this order, after each round's baseline (which always runs:
+    /// every figure is a ratio to it).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "hot-item,sold-out,approval-flood"
+    )]
+    phases: Vec<Phase>,
+
     /// Stock of the hot item. Default: 3/4 of --calls, rounded up, so the last quarter of the
     /// calls meet a sold-out item.
     #[arg(long)]
@@ -82,6 +92,17 @@ pub struct FlashSaleArgs {
     /// Also write every figure as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// A service phase of a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    /// order-svc, one product with stock for 3/4 of the calls.
+    HotItem,
+    /// order-svc, one product at stock 0.
+    SoldOut,
+    /// approval-svc -> order-svc, more approvals than units.
+    ApprovalFlood,
 }
 
 /// Runs every phase for every concurrency, prints the table, writes the JSON; exit 1 when a
@@ -183,9 +204,15 @@ impl Bench<'_> {
                 report.phases.push(figures);
             };
             record(baseline);
-            record(self.order_phase(concurrency, "hot_item", hot_stock).await?);
-            record(self.order_phase(concurrency, "sold_out", 0).await?);
-            record(self.approval_flood(concurrency, approval_stock).await?);
+            for phase in &self.args.phases {
+                record(match phase {
+                    Phase::HotItem => self.order_phase(concurrency, "hot_item", hot_stock).await?,
+                    Phase::SoldOut => self.order_phase(concurrency, "sold_out", 0).await?,
+                    Phase::ApprovalFlood => {
+                        self.approval_flood(concurrency, approval_stock).await?
+                    }
+                });
+            }
         }
         Ok(())
     }

@@ -55,6 +55,18 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// True when the 1-minute load average exceeded the CPUs at the start: other work shares
+    /// them, and throughput figures are a floor.
+    pub fn was_busy(&self) -> bool {
+        self.load_average_at_start
+            .split_whitespace()
+            .next()
+            .and_then(|load| load.parse::<f64>().ok())
+            .is_some_and(|load| load > self.nproc as f64)
+    }
+}
+
+impl Machine {
     /// Reads this machine's figures.
     pub fn current() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -300,13 +312,18 @@ impl Report {
 
     /// The lines printed before the first phase.
     pub fn header_lines(&self) -> Vec<String> {
+        let busy = if self.machine.was_busy() {
+            " (BUSY: more runnable work than CPUs, so calls/s are a floor)"
+        } else {
+            ""
+        };
         vec![
             format!(
                 "lab bench flash-sale: {} CreateOrder calls per order phase, {} approvals, {} connections, callers {:?}",
                 self.calls, self.approvals, self.connections, self.concurrency
             ),
             format!(
-                "machine: {} CPUs ({}), load average at start {}",
+                "machine: {} CPUs ({}), load average at start {}{busy}",
                 self.machine.nproc, self.machine.cpu_model, self.machine.load_average_at_start
             ),
             format!("services: {}/{{order-svc,approval-svc}}", self.binaries),
