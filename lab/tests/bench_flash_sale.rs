@@ -1,5 +1,5 @@
 //! `lab bench flash-sale` end to end with tiny numbers: the real `lab` binary spawns the real
-//! service binaries (this profile's, built first when stale) against `DATABASE_URL`, or a
+//! service binaries (this profile's, built first when missing) against `DATABASE_URL`, or a
 //! throwaway PostgreSQL when it is unset, and its JSON must hold every phase with figures and a
 //! stock check that held.
 
@@ -10,11 +10,20 @@ use serde_json::Value;
 
 const PHASES: [&str; 4] = ["baseline", "hot_item", "sold_out", "approval_flood"];
 
-/// The directory of the `lab` binary under test; order-svc and approval-svc of the same
-/// profile are built into it (a no-op when fresh).
+/// The directory of the `lab` binary under test, where `lab bench` finds the services.
+/// `cargo test --workspace` (scripts/test) builds order-svc and approval-svc there before any
+/// test runs, since their packages have integration tests; `cargo test -p lab` alone does not,
+/// so they are built here when missing. (Not on every run: a cargo started from a test sees
+/// the test's environment, and rebuilds that the outer cargo then rebuilds back.)
 fn bin_dir() -> PathBuf {
     let lab = PathBuf::from(env!("CARGO_BIN_EXE_lab"));
     let dir = lab.parent().expect("lab has a directory").to_path_buf();
+    if ["order-svc", "approval-svc"]
+        .iter()
+        .all(|name| dir.join(name).is_file())
+    {
+        return dir;
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

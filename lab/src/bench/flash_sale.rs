@@ -156,7 +156,10 @@ pub async fn run(args: FlashSaleArgs) -> anyhow::Result<ExitCode> {
         eprintln!("lab: service logs kept in {}", log_dir.display());
         return Err(error);
     }
-    closed.context("dropping the benchmark's databases")?;
+    if let Err(error) = closed {
+        // The figures stand; only the clean-up failed, and the names say what to drop.
+        eprintln!("lab: warning: dropping the benchmark's databases (lab_bench_*): {error:#}");
+    }
     report.finish();
     print(report.footer_lines());
 
