@@ -13,14 +13,13 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use clap::Parser;
-use lab_common::postgres::{ThrowawayPostgres, create_database};
 use lab_proto::order::v1 as pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use tokio::sync::watch;
 use tonic::transport::Channel;
-use uuid::Uuid;
 
 use super::calls::create_orders;
+use super::database::Server;
 use super::load::Shape;
 
 /// Options of `lab bench orders`.
@@ -145,25 +144,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// An in-process order-svc on its own database.
+/// An in-process order-svc on its own database, dropped when it stops.
 struct LocalShop {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), order_svc::startup::StartupError>>,
-    throwaway: Option<ThrowawayPostgres>,
+    server: Server,
 }
 
 impl LocalShop {
     async fn start(database_url: Option<&str>) -> anyhow::Result<Self> {
-        let (admin_url, throwaway) = match database_url {
-            Some(url) => (url.to_owned(), None),
-            None => {
-                let server = tokio::task::spawn_blocking(ThrowawayPostgres::start).await??;
-                (server.admin_url(), Some(server))
-            }
-        };
-        let database = format!("lab_bench_{}", Uuid::now_v7().simple());
-        let url = create_database(&admin_url, &database).await?;
+        let server = Server::open(database_url, database_url.is_none()).await?;
+        let url = server.fresh_database("orders").await?;
         let mut config = order_svc::Config::for_tests(url);
         config.db_pool_size = 32;
         config.max_concurrent_requests = 4096;
@@ -177,15 +169,15 @@ impl LocalShop {
             addr,
             stop,
             task,
-            throwaway,
+            server,
         })
     }
 
     async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        if let Some(server) = self.throwaway {
-            let _ = tokio::task::spawn_blocking(move || drop(server)).await;
+        if let Err(error) = self.server.close().await {
+            eprintln!("lab: warning: dropping the benchmark's database: {error:#}");
         }
     }
 }
