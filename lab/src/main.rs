@@ -3,7 +3,8 @@
 //! - `lab up`: order-svc and approval-svc together on loopback, with demo data.
 //! - `lab check`: invariants I1–I6 across both services, through their public RPCs.
 //! - `lab proxy`: the TCP fault proxy for drills.
-//! - `lab bench orders`: a hot-item load test of order-svc.
+//! - `lab bench flash-sale`: the flash-sale benchmark against a bare gRPC ceiling (issue 11);
+//!   `lab bench orders`: a hot-item load test of order-svc.
 #![forbid(unsafe_code)]
 
 mod bench;
@@ -42,13 +43,7 @@ enum Command {
     Proxy(proxy::ProxyArgs),
     /// Benchmarks (bounded load tests that check invariants at the end).
     #[command(subcommand)]
-    Bench(BenchCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Many clients order one hot product at once: throughput, latency, no oversell.
-    Orders(bench::BenchArgs),
+    Bench(bench::BenchCommand),
 }
 
 #[tokio::main]
@@ -57,7 +52,7 @@ async fn main() -> std::process::ExitCode {
     lab_common::telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Up(args) => up::run(args, cli.log_format).await,
-        Command::Bench(BenchCommand::Orders(args)) => bench::run(args).await,
+        Command::Bench(command) => bench::run(command).await,
         Command::Check(args) => check::run(args).await,
         Command::Proxy(args) => proxy::run(args).await,
     };

@@ -1,0 +1,200 @@
+//! The load driver every benchmark phase shares: a fixed number of calls spread over a fixed
+//! number of concurrent callers and connections, bounded in count and in time, each call timed
+//! and its outcome tallied by label.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lab_testkit::load::Outcomes;
+use tokio::sync::Barrier;
+use tokio::time::Instant;
+
+/// Label of a call cut short because the phase's time ran out.
+pub const CUT_BY_MAX_DURATION: &str = "error/CUT_BY_MAX_DURATION";
+
+/// How much load one phase applies.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Calls in total; the phase ends after them.
+    pub calls: usize,
+    /// Calls in flight at once (callers).
+    pub concurrency: usize,
+    /// The phase ends after this long, whatever is left (a call still running is cut).
+    pub max_duration: Duration,
+}
+
+/// What one phase's calls did.
+#[derive(Debug, Default)]
+pub struct Load {
+    /// From the first call's start to the last call's end.
+    pub elapsed: Duration,
+    /// Every call's latency, sorted ascending.
+    pub latencies: Vec<Duration>,
+    /// Outcomes by label (`CREATED`, `OUT_OF_STOCK`, `error/UNAVAILABLE`, …).
+    pub outcomes: Outcomes,
+    /// True when the phase's time ran out before every call was made.
+    pub cut_short: bool,
+}
+
+impl Load {
+    /// Calls made (answered or cut).
+    pub fn calls(&self) -> usize {
+        self.latencies.len()
+    }
+
+    /// Calls per second over the phase.
+    pub fn calls_per_second(&self) -> f64 {
+        let seconds = self.elapsed.as_secs_f64();
+        if seconds > 0.0 {
+            self.calls() as f64 / seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// The latency at quantile `q` (0.0–1.0), nearest rank.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((self.latencies.len() - 1) as f64 * q).round() as usize;
+        self.latencies[index.min(self.latencies.len() - 1)]
+    }
+}
+
+/// A progress line on stderr (drawn only when stderr is a terminal, so logs and tests stay
+/// clean).
+pub fn progress(label: &str, calls: usize) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(calls as u64), ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>28} [{bar:30}] {pos:>6}/{len:6} {per_sec:>12} {elapsed:>4}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_owned());
+    bar
+}
+
+/// Makes `shape.calls` calls with `shape.concurrency` callers, caller `i` using
+/// `clients[i % clients.len()]` (one client per connection); `call(client, n)` makes call `n`
+/// (0-based, each `n` exactly once) and returns its outcome label.
+pub async fn drive<C, F, Fut>(clients: &[C], shape: Shape, label: &str, call: F) -> Load
+where
+    C: Clone + Send + 'static,
+    F: Fn(C, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = String> + Send + 'static,
+{
+    assert!(!clients.is_empty() && shape.concurrency > 0);
+    let bar = progress(label, shape.calls);
+    let call = Arc::new(call);
+    let next = Arc::new(AtomicUsize::new(0));
+    // Every caller starts at once, so the first calls do not run against an idle server.
+    let barrier = Arc::new(Barrier::new(shape.concurrency + 1));
+    let mut callers = Vec::with_capacity(shape.concurrency);
+    for caller in 0..shape.concurrency {
+        let client = clients[caller % clients.len()].clone();
+        let (call, next, barrier, bar) = (call.clone(), next.clone(), barrier.clone(), bar.clone());
+        callers.push(tokio::spawn(async move {
+            let mut load = Load::default();
+            let deadline = barrier_then_deadline(&barrier, shape.max_duration).await;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= shape.calls {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    load.cut_short = true;
+                    break;
+                }
+                let sent = Instant::now();
+                let outcome = tokio::time::timeout_at(deadline, call(client.clone(), n)).await;
+                load.latencies.push(sent.elapsed());
+                bar.inc(1);
+                match outcome {
+                    Ok(label) => load.outcomes.add(&label, 1),
+                    Err(_) => {
+                        load.outcomes.add(CUT_BY_MAX_DURATION, 1);
+                        load.cut_short = true;
+                        break;
+                    }
+                }
+            }
+            load
+        }));
+    }
+    barrier.wait().await;
+    let started = Instant::now();
+    let mut total = Load::default();
+    for caller in callers {
+        // A caller only panics on a bug in the driver itself; its calls are then missing
+        // from the figures, which the call count shows.
+        if let Ok(load) = caller.await {
+            total.latencies.extend(load.latencies);
+            total.outcomes.merge(&load.outcomes);
+            total.cut_short |= load.cut_short;
+        }
+    }
+    total.elapsed = started.elapsed();
+    total.latencies.sort_unstable();
+    bar.finish_and_clear();
+    total
+}
+
+async fn barrier_then_deadline(barrier: &Barrier, max_duration: Duration) -> Instant {
+    barrier.wait().await;
+    Instant::now() + max_duration
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn makes_every_call_once_and_tallies_outcomes() {
+        let shape = Shape {
+            calls: 100,
+            concurrency: 7,
+            max_duration: Duration::from_secs(10),
+        };
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        let load = drive(&[(), ()], shape, "test", move |(), n| {
+            let recorded = recorded.clone();
+            async move {
+                recorded.lock().unwrap().push(n);
+                if n % 2 == 0 { "even" } else { "odd" }.to_owned()
+            }
+        })
+        .await;
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        assert_eq!(load.calls(), 100);
+        assert_eq!(load.outcomes.get("even"), 50);
+        assert_eq!(load.outcomes.get("odd"), 50);
+        assert!(!load.cut_short);
+    }
+
+    #[tokio::test]
+    async fn stops_at_the_max_duration() {
+        let shape = Shape {
+            calls: 1_000_000,
+            concurrency: 4,
+            max_duration: Duration::from_millis(200),
+        };
+        let started = std::time::Instant::now();
+        let load = drive(&[()], shape, "test", |(), _| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "never".to_owned()
+        })
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(load.cut_short);
+        assert_eq!(load.outcomes.get(CUT_BY_MAX_DURATION), 4);
+    }
+}
