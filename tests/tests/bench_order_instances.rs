@@ -47,7 +47,9 @@ async fn flood(
     .await;
     let mut order = cluster.order_client();
     let approval = cluster.approval_client();
-    let item = create_product(&mut order, "bench item", stock).await.unwrap();
+    let item = create_product(&mut order, "bench item", stock)
+        .await
+        .unwrap();
     let ids = submit_challenges(&approval, &item.product_id, approvals, 1, 32, 10)
         .await
         .unwrap();
@@ -68,7 +70,10 @@ async fn flood(
             }
         }
     };
-    let (run, ()) = tokio::join!(approve_all(&approval, &ids, CALLERS, DEADLINE, None), stop_one);
+    let (run, ()) = tokio::join!(
+        approve_all(&approval, &ids, CALLERS, DEADLINE, None),
+        stop_one
+    );
 
     let mut summary = Summary::new(name);
     summary.requests = ids.len() as u64;

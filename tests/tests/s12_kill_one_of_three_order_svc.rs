@@ -46,7 +46,10 @@ async fn kill_9_one_of_three_order_svc_fails_at_most_one_percent() {
     let crash = async {
         assert!(wait_for_progress(&progress, KILL_AT, Duration::from_secs(60)).await);
         let killed_at = run_started.elapsed();
-        replica.kill().await.expect("kill -9 one order-svc instance");
+        replica
+            .kill()
+            .await
+            .expect("kill -9 one order-svc instance");
         killed_at
     };
     let (run, killed_at) = tokio::join!(

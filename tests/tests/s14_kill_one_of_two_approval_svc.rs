@@ -50,7 +50,11 @@ async fn kill_9_one_of_two_approval_svc_the_other_finishes_within_the_lease() {
         .await
         .unwrap();
     let (to_survivor, to_doomed): (Vec<String>, Vec<String>) = {
-        let (even, odd): (Vec<_>, Vec<_>) = ids.iter().cloned().enumerate().partition(|(n, _)| n % 2 == 0);
+        let (even, odd): (Vec<_>, Vec<_>) = ids
+            .iter()
+            .cloned()
+            .enumerate()
+            .partition(|(n, _)| n % 2 == 0);
         (
             even.into_iter().map(|(_, id)| id).collect(),
             odd.into_iter().map(|(_, id)| id).collect(),
@@ -66,7 +70,10 @@ async fn kill_9_one_of_two_approval_svc_the_other_finishes_within_the_lease() {
     let instance = cluster.approval_instance(KILLED_INSTANCE);
     let crash = async {
         assert!(wait_for_progress(&doomed_progress, KILL_AT, Duration::from_secs(60)).await);
-        instance.kill().await.expect("kill -9 one approval-svc instance");
+        instance
+            .kill()
+            .await
+            .expect("kill -9 one approval-svc instance");
         let killed = Instant::now();
         // What either instance had in flight at the crash; the dead one's part stays APPROVING
         // until its lease runs out.
@@ -137,14 +144,17 @@ async fn kill_9_one_of_two_approval_svc_the_other_finishes_within_the_lease() {
         .filter(|c| c.attempts >= 2)
         .count();
 
+    // Calls that met the dead instance were re-sent; what failed after that is a failure.
+    let failed = first.outcomes.failed_approvals() - first.errored.len() as u64
+        + second.outcomes.failed_approvals();
+
     let mut summary = Summary::new("s14 kill -9 one of two approval-svc");
-    summary.requests = (survivor_run.latencies.len()
-        + doomed_run.latencies.len()
-        + second.latencies.len()) as u64;
+    summary.requests =
+        (survivor_run.latencies.len() + doomed_run.latencies.len() + second.latencies.len()) as u64;
     summary.outcomes = first.outcomes.clone();
     summary.outcomes.merge(&second.outcomes);
     summary
-        .figure("failed", first.outcomes.failed_approvals())
+        .figure("failed", failed)
         .figure("failed_calls_resent", first.errored.len())
         .figure("approving_at_kill", in_flight_at_kill)
         .figure("takeover", format!("{takeover:.2?}"))
@@ -160,8 +170,7 @@ async fn kill_9_one_of_two_approval_svc_the_other_finishes_within_the_lease() {
         "nothing was in flight at the crash: the scenario proved nothing"
     );
     assert_eq!(
-        still_approving,
-        0,
+        still_approving, 0,
         "{still_approving} of {in_flight_at_kill} approvals in flight at the crash were still \
          APPROVING {takeover:.2?} later"
     );
@@ -170,7 +179,11 @@ async fn kill_9_one_of_two_approval_svc_the_other_finishes_within_the_lease() {
         "the survivor took {takeover:.2?} to finish what was in flight at the crash (lease {LEASE:?}: \
          the dead instance's lease runs out, then one more lease at most)"
     );
-    assert!(rolled_forward > 0, "the survivor's completer re-drove nothing");
+    assert!(
+        rolled_forward > 0,
+        "the survivor's completer re-drove nothing"
+    );
+    assert_eq!(failed, 0, "approvals failed after the re-sends");
     assert_eq!(
         second.outcomes.starting_with("error/"),
         0,
