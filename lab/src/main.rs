@@ -1,6 +1,7 @@
 //! `lab`, the operator CLI of concurrency-lab.
 //!
-//! - `lab up`: order-svc and approval-svc together on loopback, with demo data.
+//! - `lab up`: order-svc and approval-svc together on loopback, with demo data (one or more
+//!   instances of each).
 //! - `lab check`: invariants I1–I6 across both services, through their public RPCs.
 //! - `lab proxy`: the TCP fault proxy for drills.
 //! - `lab bench flash-sale`: the flash-sale benchmark against a bare gRPC ceiling (issue 11);
@@ -35,7 +36,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run order-svc and approval-svc on loopback with demo data, until Ctrl-C.
+    /// Run order-svc and approval-svc on loopback with demo data, until Ctrl-C (several
+    /// instances of each with --order-instances / --approval-instances).
     Up(up::UpArgs),
     /// Check invariants I1-I6 across both services; exit 0 when all hold.
     Check(check::CheckArgs),

@@ -1,5 +1,11 @@
 //! `lab up`: the whole system on loopback, one database per service, seeded with a demo product
 //! and challenges, until Ctrl-C or SIGTERM.
+//!
+//! With `--order-instances N` / `--approval-instances M` it runs several instances of each on
+//! their service's one database, as replicas behind a balancer: instance 0 of each keeps its
+//! `--*-listen` address, the others take the consecutive ports after the higher of the two (by
+//! default order-svc 50051, 50053, 50054…, then approval-svc 50052, 50055…), and every
+//! approval-svc gets the list of every order-svc instance as `--order-svc-url`.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -42,6 +48,46 @@ pub struct UpArgs {
     /// Start empty: no demo product or challenges.
     #[arg(long)]
     no_seed: bool,
+
+    /// order-svc instances on the one shop database (a local picture of replicas behind a
+    /// balancer; approval-svc balances over all of them).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=32))]
+    order_instances: u16,
+
+    /// approval-svc instances on the one approvals database (they share the work through
+    /// row locks and leases).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=32))]
+    approval_instances: u16,
+}
+
+/// Where each instance listens: instance 0 of each service on its `--*-listen` address, the
+/// others on the consecutive ports after the higher of those two (order-svc's first), or on
+/// port 0 (any free port) when that address asks for one.
+fn instance_addrs(
+    order_listen: SocketAddr,
+    approval_listen: SocketAddr,
+    order_instances: u16,
+    approval_instances: u16,
+) -> anyhow::Result<(Vec<SocketAddr>, Vec<SocketAddr>)> {
+    let mut next_port = order_listen.port().max(approval_listen.port());
+    let mut next = |first: SocketAddr| -> anyhow::Result<SocketAddr> {
+        if first.port() == 0 {
+            return Ok(first);
+        }
+        next_port = next_port
+            .checked_add(1)
+            .context("the instances' ports run past 65535")?;
+        Ok(SocketAddr::new(first.ip(), next_port))
+    };
+    let mut orders = vec![order_listen];
+    for _ in 1..order_instances {
+        orders.push(next(order_listen)?);
+    }
+    let mut approvals = vec![approval_listen];
+    for _ in 1..approval_instances {
+        approvals.push(next(approval_listen)?);
+    }
+    Ok((orders, approvals))
 }
 
 /// Runs both services until a shutdown signal, then drains and stops them in order.
@@ -64,59 +110,87 @@ pub async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode
     };
 
     let log_format = log_format_flag(log_format);
-    let order_config = order_svc::Config::try_parse_from([
-        "order-svc",
-        "--listen",
-        &args.order_listen.to_string(),
-        "--database-url",
-        &order_db,
-        "--log-format",
-        log_format,
-    ])?;
-    let order = order_svc::Application::build(order_config)
-        .await
-        .context("starting order-svc")?;
-    let order_addr = order.local_addr();
-    let order_task = tokio::spawn(order.run_until(until_stopped(stopped.clone())));
+    let (order_listens, approval_listens) = instance_addrs(
+        args.order_listen,
+        args.approval_listen,
+        args.order_instances,
+        args.approval_instances,
+    )?;
+    let mut order_addrs = Vec::with_capacity(order_listens.len());
+    let mut order_tasks = Vec::with_capacity(order_listens.len());
+    // One after the other: each applies the migrations, which must not race on one database.
+    for listen in &order_listens {
+        let order_config = order_svc::Config::try_parse_from([
+            "order-svc",
+            "--listen",
+            &listen.to_string(),
+            "--database-url",
+            &order_db,
+            "--log-format",
+            log_format,
+        ])?;
+        let order = order_svc::Application::build(order_config)
+            .await
+            .with_context(|| format!("starting order-svc on {listen}"))?;
+        order_addrs.push(order.local_addr());
+        order_tasks.push(tokio::spawn(
+            order.run_until(until_stopped(stopped.clone())),
+        ));
+    }
+    let order_urls = order_addrs
+        .iter()
+        .map(|addr| format!("http://{addr}"))
+        .collect::<Vec<_>>()
+        .join(",");
 
-    let approval_config = approval_svc::Config::try_parse_from([
-        "approval-svc",
-        "--listen",
-        &args.approval_listen.to_string(),
-        "--database-url",
-        &approval_db,
-        "--order-svc-url",
-        &format!("http://{order_addr}"),
-        "--log-format",
-        log_format,
-    ])?;
-    let approval = approval_svc::Application::build(approval_config)
-        .await
-        .context("starting approval-svc")?;
-    let approval_addr = approval.local_addr();
-    let approval_task = tokio::spawn(approval.run_until(until_stopped(stopped.clone())));
+    let mut approval_addrs = Vec::with_capacity(approval_listens.len());
+    let mut approval_tasks = Vec::with_capacity(approval_listens.len());
+    for listen in &approval_listens {
+        let approval_config = approval_svc::Config::try_parse_from([
+            "approval-svc",
+            "--listen",
+            &listen.to_string(),
+            "--database-url",
+            &approval_db,
+            "--order-svc-url",
+            &order_urls,
+            "--log-format",
+            log_format,
+        ])?;
+        let approval = approval_svc::Application::build(approval_config)
+            .await
+            .with_context(|| format!("starting approval-svc on {listen}"))?;
+        approval_addrs.push(approval.local_addr());
+        approval_tasks.push(tokio::spawn(
+            approval.run_until(until_stopped(stopped.clone())),
+        ));
+    }
 
     let demo = if args.no_seed {
         None
     } else {
         Some(
             seed(
-                order_addr,
-                approval_addr,
+                order_addrs[0],
+                approval_addrs[0],
                 args.demo_stock,
                 args.demo_challenges,
             )
             .await?,
         )
     };
-    print_welcome(order_addr, approval_addr, demo.as_ref());
+    print_welcome(&order_addrs, &approval_addrs, demo.as_ref());
 
     lab_common::grpc::shutdown_signal().await;
     let _ = stop.send(true);
     // approval-svc first would be nicer for in-flight approvals, but both drain their own
     // in-flight calls, and the completer rolls forward anything cut short.
-    approval_task.await??;
-    order_task.await??;
+    for task in approval_tasks {
+        task.await??;
+    }
+    for task in order_tasks {
+        task.await??;
+    }
     if let Some(server) = throwaway {
         tokio::task::spawn_blocking(move || drop(server)).await?;
     }
@@ -176,11 +250,26 @@ async fn seed(
     })
 }
 
-fn print_welcome(order_addr: SocketAddr, approval_addr: SocketAddr, demo: Option<&Demo>) {
+fn print_welcome(order_addrs: &[SocketAddr], approval_addrs: &[SocketAddr], demo: Option<&Demo>) {
+    let (order_addr, approval_addr) = (order_addrs[0], approval_addrs[0]);
     println!();
     println!("concurrency-lab is up (Ctrl-C stops everything)");
     println!("  order-svc     {order_addr}   (lab.order.v1.OrderService)");
     println!("  approval-svc  {approval_addr}   (lab.approval.v1.ApprovalService)");
+    let several = order_addrs.len() > 1 || approval_addrs.len() > 1;
+    if several {
+        for (n, addr) in order_addrs.iter().enumerate().skip(1) {
+            println!("  order-svc #{n}  {addr}   (same shop database)");
+        }
+        for (n, addr) in approval_addrs.iter().enumerate().skip(1) {
+            println!("  approval-svc #{n}  {addr}   (same approvals database)");
+        }
+        let urls: Vec<String> = order_addrs.iter().map(|a| format!("http://{a}")).collect();
+        println!(
+            "  every approval-svc balances over --order-svc-url {}",
+            urls.join(",")
+        );
+    }
     println!();
     println!("Try:");
     println!("  grpcurl -plaintext {approval_addr} list");
@@ -203,5 +292,64 @@ fn print_welcome(order_addr: SocketAddr, approval_addr: SocketAddr, demo: Option
         );
         println!("Pending demo challenges: {}", demo.challenge_ids.join(" "));
     }
+    if several {
+        println!("Each instance answers on its own:");
+        for (n, addr) in order_addrs.iter().enumerate() {
+            println!("  grpcurl -plaintext {addr} grpc.health.v1.Health/Check   # order-svc #{n}");
+        }
+        for (n, addr) in approval_addrs.iter().enumerate() {
+            println!(
+                "  grpcurl -plaintext {addr} lab.approval.v1.OpsService/GetCircuitBreaker   # approval-svc #{n}"
+            );
+        }
+    }
     println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_of_each_keeps_the_given_addresses() {
+        let (orders, approvals) =
+            instance_addrs(addr("127.0.0.1:50051"), addr("127.0.0.1:50052"), 1, 1).unwrap();
+        assert_eq!(orders, [addr("127.0.0.1:50051")]);
+        assert_eq!(approvals, [addr("127.0.0.1:50052")]);
+    }
+
+    #[test]
+    fn more_instances_take_the_ports_after_both() {
+        let (orders, approvals) =
+            instance_addrs(addr("127.0.0.1:50051"), addr("127.0.0.1:50052"), 3, 2).unwrap();
+        assert_eq!(
+            orders,
+            [
+                addr("127.0.0.1:50051"),
+                addr("127.0.0.1:50053"),
+                addr("127.0.0.1:50054")
+            ]
+        );
+        assert_eq!(
+            approvals,
+            [addr("127.0.0.1:50052"), addr("127.0.0.1:50055")]
+        );
+    }
+
+    #[test]
+    fn port_zero_stays_any_free_port() {
+        let (orders, approvals) =
+            instance_addrs(addr("127.0.0.1:0"), addr("127.0.0.1:0"), 2, 2).unwrap();
+        assert_eq!(orders, [addr("127.0.0.1:0"), addr("127.0.0.1:0")]);
+        assert_eq!(approvals, [addr("127.0.0.1:0"), addr("127.0.0.1:0")]);
+    }
+
+    #[test]
+    fn ports_past_the_last_are_refused() {
+        assert!(instance_addrs(addr("127.0.0.1:65535"), addr("127.0.0.1:50052"), 2, 1).is_err());
+    }
 }

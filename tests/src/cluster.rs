@@ -9,6 +9,17 @@
 //!
 //! Databases come from `lab_common::postgres::fresh_test_database` (a new database on
 //! `DATABASE_URL`'s server, or on a throwaway server when it is unset).
+//!
+//! Several instances of each service ([`ClusterOptions::order_instances`],
+//! [`ClusterOptions::approval_instances`]) share their service's one database, as replicas
+//! behind a balancer do; every approval-svc gets the comma-separated list of every order-svc
+//! instance as `ORDER_SVC_URL`, so it balances over them itself.
+//!
+//! ```text
+//!   test ──▶ approval-svc #0 ─┬─▶ order-svc #0 ─┐
+//!       └──▶ approval-svc #1 ─┼─▶ order-svc #1 ─┼─ PostgreSQL (db B)
+//!              (db A)         └─▶ order-svc #2 ─┘
+//! ```
 
 use std::time::Duration;
 
@@ -55,6 +66,10 @@ pub struct ClusterOptions {
     pub approval_env: Vec<(String, String)>,
     /// order-svc environment.
     pub order_env: Vec<(String, String)>,
+    /// order-svc instances on the one shop database. Default 1.
+    pub order_instances: usize,
+    /// approval-svc instances on the one approvals database. Default 1.
+    pub approval_instances: usize,
 }
 
 impl Default for ClusterOptions {
@@ -64,6 +79,8 @@ impl Default for ClusterOptions {
             seed: 0,
             approval_env: Vec::new(),
             order_env: Vec::new(),
+            order_instances: 1,
+            approval_instances: 1,
         }
     }
 }
@@ -92,6 +109,23 @@ impl ClusterOptions {
         self.proxy = false;
         self
     }
+
+    /// Runs `n` (at least 1) order-svc instances on one database. With more than one there is
+    /// no proxy: the proxy stands for one faulty link, while these scenarios are about the
+    /// client balancing over real endpoints, each of which can be killed on its own.
+    pub fn order_instances(mut self, n: usize) -> Self {
+        self.order_instances = n.max(1);
+        if self.order_instances > 1 {
+            self.proxy = false;
+        }
+        self
+    }
+
+    /// Runs `n` (at least 1) approval-svc instances on one database.
+    pub fn approval_instances(mut self, n: usize) -> Self {
+        self.approval_instances = n.max(1);
+        self
+    }
 }
 
 /// Why a cluster could not start.
@@ -108,20 +142,26 @@ pub enum ClusterError {
     Proxy(#[from] std::io::Error),
 }
 
-/// order-svc, approval-svc and (optionally) the proxy between them. Dropping it kills both
-/// processes.
+/// order-svc, approval-svc and (optionally) the proxy between them. Dropping it kills every
+/// process.
 #[derive(Debug)]
 pub struct Cluster {
-    /// order-svc.
+    /// order-svc (instance 0; the checker and [`Cluster::order_client`] use it).
     pub order: ServiceProcess,
-    /// approval-svc.
+    /// approval-svc (instance 0; the checker and [`Cluster::approval_client`] use it).
     pub approval: ServiceProcess,
+    /// order-svc instances 1.. (empty unless [`ClusterOptions::order_instances`] asked for more).
+    pub more_orders: Vec<ServiceProcess>,
+    /// approval-svc instances 1.. (empty unless [`ClusterOptions::approval_instances`] asked
+    /// for more).
+    pub more_approvals: Vec<ServiceProcess>,
     /// The fault proxy in front of order-svc, when started with one.
     pub proxy: Option<Proxy>,
 }
 
 impl Cluster {
-    /// Starts order-svc, the proxy and approval-svc, each service on a fresh database.
+    /// Starts order-svc, the proxy and approval-svc, each service on a fresh database (and as
+    /// many instances of each as asked, one after the other so that migrations never race).
     pub async fn start(options: ClusterOptions) -> Result<Self, ClusterError> {
         let order_db = lab_common::postgres::fresh_test_database().await?;
         let approval_db = lab_common::postgres::fresh_test_database().await?;
@@ -130,12 +170,15 @@ impl Cluster {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let order = ServiceProcess::start(Binary::OrderSvc, &order_db, &order_env).await?;
-        let proxy = if options.proxy {
+        let mut orders = Vec::with_capacity(options.order_instances.max(1));
+        for _ in 0..options.order_instances.max(1) {
+            orders.push(ServiceProcess::start(Binary::OrderSvc, &order_db, &order_env).await?);
+        }
+        let proxy = if options.proxy && orders.len() == 1 {
             Some(
                 Proxy::start_seeded(
                     "127.0.0.1:0".parse().expect("a socket address"),
-                    order.addr().to_string(),
+                    orders[0].addr().to_string(),
                     options.seed,
                 )
                 .await?,
@@ -143,7 +186,7 @@ impl Cluster {
         } else {
             None
         };
-        let order_url = proxy.as_ref().map_or_else(|| order.url(), Proxy::url);
+        let order_url = proxy.as_ref().map_or_else(|| urls(&orders), Proxy::url);
         let mut approval_env: Vec<(&str, &str)> = FAST_APPROVAL_ENV.to_vec();
         approval_env.push(("ORDER_SVC_URL", &order_url));
         approval_env.extend(
@@ -152,13 +195,57 @@ impl Cluster {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
-        let approval =
-            ServiceProcess::start(Binary::ApprovalSvc, &approval_db, &approval_env).await?;
+        let mut approvals = Vec::with_capacity(options.approval_instances.max(1));
+        for _ in 0..options.approval_instances.max(1) {
+            approvals.push(
+                ServiceProcess::start(Binary::ApprovalSvc, &approval_db, &approval_env).await?,
+            );
+        }
+        let (order, more_orders) = first_and_rest(orders);
+        let (approval, more_approvals) = first_and_rest(approvals);
         Ok(Self {
             order,
             approval,
+            more_orders,
+            more_approvals,
             proxy,
         })
+    }
+
+    /// How many order-svc instances the cluster has.
+    pub fn order_instances(&self) -> usize {
+        1 + self.more_orders.len()
+    }
+
+    /// order-svc instance `n` (0 is [`Cluster::order`]); panics past the last.
+    pub fn order_instance(&mut self, n: usize) -> &mut ServiceProcess {
+        match n {
+            0 => &mut self.order,
+            n => &mut self.more_orders[n - 1],
+        }
+    }
+
+    /// approval-svc instance `n` (0 is [`Cluster::approval`]); panics past the last.
+    pub fn approval_instance(&mut self, n: usize) -> &mut ServiceProcess {
+        match n {
+            0 => &mut self.approval,
+            n => &mut self.more_approvals[n - 1],
+        }
+    }
+
+    /// Every order-svc instance's URL, comma-separated (what approval-svc was given, unless a
+    /// proxy stands in front of the one instance).
+    pub fn order_urls(&self) -> String {
+        urls(std::iter::once(&self.order).chain(&self.more_orders))
+    }
+
+    /// A client of approval-svc instance `n` on a new (lazy) connection.
+    pub fn approval_client_of(&self, n: usize) -> ApprovalServiceClient<Channel> {
+        let instance = match n {
+            0 => &self.approval,
+            n => &self.more_approvals[n - 1],
+        };
+        ApprovalServiceClient::new(lazy_channel(&instance.url()))
     }
 
     /// The proxy; panics when the cluster was started without one.
@@ -214,6 +301,22 @@ impl Cluster {
     ) -> Result<Report, CheckError> {
         check::check_settled(&self.approval.url(), &self.order.url(), options, timeout).await
     }
+}
+
+/// Comma-separated URLs of `processes`.
+fn urls<'a>(processes: impl IntoIterator<Item = &'a ServiceProcess>) -> String {
+    processes
+        .into_iter()
+        .map(ServiceProcess::url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Splits a non-empty list into its first element and the rest.
+fn first_and_rest(mut all: Vec<ServiceProcess>) -> (ServiceProcess, Vec<ServiceProcess>) {
+    let rest = all.split_off(1);
+    let first = all.pop().expect("at least one instance");
+    (first, rest)
 }
 
 /// A lazily connecting channel with a short connect timeout.

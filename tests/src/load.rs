@@ -56,6 +56,13 @@ impl Outcomes {
             .sum()
     }
 
+    /// Approvals that failed for the caller: every error status, and every APPROVE_FAILED
+    /// except OUT_OF_STOCK (a business answer, not a failure of the system).
+    pub fn failed_approvals(&self) -> u64 {
+        self.starting_with("error/") + self.starting_with("APPROVE_FAILED/")
+            - self.get("APPROVE_FAILED/OUT_OF_STOCK")
+    }
+
     /// The sum of all counts.
     pub fn total(&self) -> u64 {
         self.counts.values().sum()
