@@ -119,25 +119,31 @@ pub fn bin_dir() -> PathBuf {
     target.join("release")
 }
 
-/// The path of `binary`, built first (once per process) unless `$LAB_BIN_DIR` is set. Blocking:
-/// call it from `spawn_blocking` or before the runtime is busy; [`ServiceProcess::start`] does.
+/// The path of `binary`, built first (once per process, both services in one `cargo build`)
+/// unless `$LAB_BIN_DIR` is set. Blocking: call it from `spawn_blocking` or before the runtime is
+/// busy; [`ServiceProcess::start`] does.
+///
+/// One command for both binaries: built one package at a time, cargo resolves each package's
+/// features apart and compiles the shared dependencies twice. `scripts/test` builds them once
+/// (with `lab`) and sets `$LAB_BIN_DIR`, so a suite run never builds here.
 pub fn ensure_built(binary: Binary) -> Result<PathBuf, ProcessError> {
-    static ORDER: OnceLock<Result<(), String>> = OnceLock::new();
-    static APPROVAL: OnceLock<Result<(), String>> = OnceLock::new();
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let path = bin_dir().join(binary.name());
     if std::env::var_os("LAB_BIN_DIR").is_some() {
         return Ok(path);
     }
-    let once = match binary {
-        Binary::OrderSvc => &ORDER,
-        Binary::ApprovalSvc => &APPROVAL,
-    };
-    let built = once.get_or_init(|| {
+    let built = BUILT.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let output = std::process::Command::new(cargo)
             .current_dir(workspace_root())
-            .args(["build", "--release", "--quiet", "-p", binary.name()])
-            .args(["--bin", binary.name()])
+            .args(["build", "--release", "--quiet"])
+            .args([
+                "-p",
+                Binary::OrderSvc.name(),
+                "-p",
+                Binary::ApprovalSvc.name(),
+            ])
+            .args(["-p", "lab"])
             .stdin(Stdio::null())
             .output()
             .map_err(|error| error.to_string())?;
