@@ -15,7 +15,7 @@ use lab_testkit::metrics::{self, Metrics, PromtoolError, promtool_findings};
 use lab_testkit::process::{ServiceProcess, workspace_root};
 
 /// The README section whose table this test holds both services to.
-const TABLE_HEADING: &str = "### Issue 9: metric families, from the first scrape";
+const TABLE_HEADING: &str = "### Metric families, from the first scrape";
 
 /// One row of README's table: a family, which service exports it, and whether from start-up.
 struct Documented {
