@@ -91,12 +91,79 @@ pub async fn create_database(admin_url: &str, database: &str) -> Result<String, 
     Ok(with_database(admin_url, database))
 }
 
+/// Prefix of the databases [`fresh_test_database`] makes; the rest of the name is a UUID v7, so
+/// it carries its creation time.
+pub const TEST_DATABASE_PREFIX: &str = "lab_test_";
+
+/// Test databases older than this are dropped by a later test process on the same server.
+pub const STALE_TEST_DATABASE_AGE: Duration = Duration::from_secs(60 * 60);
+
 /// A fresh, empty database for one test, on the server named by `DATABASE_URL` or, when that is
 /// unset, on a throwaway server shared by the whole test process.
+///
+/// Tests never drop their database (a failed one is worth a look), so on a long-lived server
+/// they pile up: one session's runs filled a disk with 1 500 of them. The first call of each
+/// test process therefore drops the stale ones ([`drop_stale_test_databases`]).
 pub async fn fresh_test_database() -> Result<String, PostgresError> {
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let admin_url = test_server_url()?;
-    let name = format!("lab_test_{}", uuid::Uuid::now_v7().simple());
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst)
+        && let Err(error) = drop_stale_test_databases(&admin_url, STALE_TEST_DATABASE_AGE).await
+    {
+        tracing::warn!(%error, "dropping stale test databases failed");
+    }
+    let name = format!("{TEST_DATABASE_PREFIX}{}", uuid::Uuid::now_v7().simple());
     create_database(&admin_url, &name).await
+}
+
+/// Drops the test databases on `admin_url`'s server created more than `older_than` ago that
+/// nobody is connected to; returns how many went. Names that do not carry a time are left.
+pub async fn drop_stale_test_databases(
+    admin_url: &str,
+    older_than: Duration,
+) -> Result<u64, PostgresError> {
+    let mut connection = sqlx::PgConnection::connect(admin_url).await?;
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database
+         WHERE starts_with(datname, $1)
+           AND datname NOT IN (SELECT datname FROM pg_stat_activity WHERE datname IS NOT NULL)",
+    )
+    .bind(TEST_DATABASE_PREFIX)
+    .fetch_all(&mut connection)
+    .await?;
+    let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
+    let horizon_ms = now_ms.saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(0));
+    let mut dropped = 0;
+    for name in names {
+        if !test_database_created_before(&name, horizon_ms) {
+            continue;
+        }
+        let quoted = name.replace('"', "\"\"");
+        // Someone may have connected since the listing: then the drop fails and it stays.
+        let result = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{quoted}\""
+        )))
+        .execute(&mut connection)
+        .await;
+        if result.is_ok() {
+            dropped += 1;
+        }
+    }
+    connection.close().await?;
+    Ok(dropped)
+}
+
+/// Whether a test database's name says it was created before `horizon_ms` (Unix milliseconds):
+/// a UUID v7's first 48 bits are its creation time.
+fn test_database_created_before(name: &str, horizon_ms: u64) -> bool {
+    name.strip_prefix(TEST_DATABASE_PREFIX)
+        .and_then(|id| uuid::Uuid::try_parse(id).ok())
+        .and_then(|id| id.get_timestamp())
+        .map(|timestamp| {
+            let (seconds, nanos) = timestamp.to_unix();
+            seconds.saturating_mul(1000) + u64::from(nanos / 1_000_000)
+        })
+        .is_some_and(|created_ms| created_ms < horizon_ms)
 }
 
 fn test_server_url() -> Result<String, PostgresError> {
@@ -305,6 +372,19 @@ fn find_bin_dir() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_test_database_name_carries_its_creation_time() {
+        let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
+        let fresh = format!("{TEST_DATABASE_PREFIX}{}", uuid::Uuid::now_v7().simple());
+        assert!(!test_database_created_before(&fresh, now_ms - 60_000));
+        assert!(test_database_created_before(&fresh, now_ms + 60_000));
+        assert!(!test_database_created_before(
+            "lab_test_not_a_uuid",
+            u64::MAX
+        ));
+        assert!(!test_database_created_before("postgres", u64::MAX));
+    }
 
     #[test]
     fn replaces_the_database_name() {
