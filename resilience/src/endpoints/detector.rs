@@ -143,6 +143,15 @@ impl Detector {
         }
     }
 
+    /// Whether the endpoint waits for its probe: its ejection has ended and no probe is out.
+    pub(crate) fn probe_due(&self, now: Instant) -> bool {
+        match self.phase {
+            Phase::Ejected { until } => now >= until,
+            Phase::Probing { in_flight } => !in_flight,
+            Phase::Admitted { .. } => false,
+        }
+    }
+
     /// When the last failure was, if within `avoid_after_failure`: the balancer then prefers
     /// an endpoint that did not fail, or failed longer ago, so a retry goes elsewhere.
     pub(crate) fn recent_failure(&self, now: Instant) -> Option<Instant> {

@@ -139,15 +139,25 @@ impl<S> EndpointService<S> {
 }
 
 impl<S> Load for EndpointService<S> {
-    /// A recent failure first (`None` sorts before any instant, an older failure before a
-    /// newer one), then PeakEWMA's latency cost: of the two endpoints p2c draws, the one that
-    /// failed last loses, so a retry never returns to the endpoint that just failed it while
-    /// another is ready.
-    type Metric = (Option<Instant>, Cost);
+    /// A due probe first (`false` sorts before `true`), then a recent failure (`None` sorts
+    /// before any instant, an older failure before a newer one), then PeakEWMA's latency cost.
+    /// Of the two endpoints p2c draws, the one that failed last loses, so a retry never returns
+    /// to the endpoint that just failed it while another is ready; and an endpoint whose
+    /// ejection has ended wins, so its probe goes out at once. Without that, its latency
+    /// estimate (swollen by the timeouts that ejected it) lost every draw until it decayed,
+    /// tens of seconds, and the endpoint stayed out although it was back.
+    type Metric = (bool, Option<Instant>, Cost);
 
     fn load(&self) -> Self::Metric {
-        let failed = self.shared.lock().detector.recent_failure(Instant::now());
-        (failed, self.inner.load())
+        let now = Instant::now();
+        let (probe_due, failed) = {
+            let guarded = self.shared.lock();
+            (
+                guarded.detector.probe_due(now),
+                guarded.detector.recent_failure(now),
+            )
+        };
+        (!probe_due, failed, self.inner.load())
     }
 }
 

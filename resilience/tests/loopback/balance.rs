@@ -94,8 +94,25 @@ async fn killing_one_of_three_instances_mid_load_fails_no_call() {
         failures.first()
     );
     let dead = victim.lock().unwrap()[1].url();
-    let view = handle.endpoint(&dead).unwrap();
-    assert!(view.ejections >= 1, "{view:?}");
+    // Killed late in the load, the dead endpoint may only have been avoided so far (it failed
+    // last, so it lost every draw): the next calls that draw it meet a refused connection, which
+    // ejects it. Every one of them must still succeed, elsewhere.
+    let mut client = client;
+    let started = Instant::now();
+    let mut i = 0;
+    while handle.endpoint(&dead).unwrap().ejections == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{:?}",
+            handle.endpoint(&dead)
+        );
+        client
+            .create_order(create_order(Some(&format!("after{i}"))))
+            .await
+            .unwrap();
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(
         breaker.state(),
         BreakerState::Closed,
@@ -106,7 +123,6 @@ async fn killing_one_of_three_instances_mid_load_fails_no_call() {
     victim.lock().unwrap()[1].restart();
     let before = victim.lock().unwrap()[1].script.calls();
     let started = Instant::now();
-    let mut client = client;
     let mut i = 0;
     while handle.endpoint(&dead).unwrap().state != EndpointState::Admitted {
         assert!(
