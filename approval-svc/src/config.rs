@@ -14,6 +14,54 @@ fn parse_webhook(text: &str) -> Result<Webhook, String> {
     text.parse()
 }
 
+/// The failure-rate trigger of the order-svc client's endpoint ejection: off, or a fraction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateTrigger {
+    /// The trigger is switched off (only consecutive failures eject).
+    Off,
+    /// Eject at this failure fraction, 0.0 to 1.0.
+    At(f64),
+}
+
+impl RateTrigger {
+    /// The fraction, `None` when off (the resilience config's spelling).
+    pub fn fraction(self) -> Option<f64> {
+        match self {
+            Self::Off => None,
+            Self::At(rate) => Some(rate),
+        }
+    }
+}
+
+impl std::str::FromStr for RateTrigger {
+    type Err = String;
+
+    /// `off`, or a fraction from 0.0 to 1.0. A number above 1.0 also means `off`: no rate
+    /// can reach it, and deployments written before `off` existed spell it so (e.g. `2.0`).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        match text.parse::<f64>() {
+            Ok(rate) if rate > 1.0 => Ok(Self::Off),
+            Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(Self::At(rate)),
+            _ => Err(format!(
+                "must be `off` or a fraction from 0.0 to 1.0, got {text:?}"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for RateTrigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Off => f.write_str("off"),
+            Self::At(rate) => write!(f, "{rate}"),
+        }
+    }
+}
+
 /// Everything approval-svc can be told at start-up.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -118,10 +166,10 @@ pub struct Config {
     #[arg(long, env = "BREAKER_CONSECUTIVE_FAILURES", default_value_t = 5)]
     pub breaker_consecutive_failures: u32,
 
-    /// Failure fraction of one endpoint's recent calls that ejects it (above 1.0 disables this
-    /// trigger).
-    #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = 0.5)]
-    pub breaker_failure_rate: f64,
+    /// Failure fraction of one endpoint's recent calls that ejects it, 0.0 to 1.0; `off` (or any
+    /// value above 1.0) disables this trigger.
+    #[arg(long, env = "BREAKER_FAILURE_RATE", default_value_t = RateTrigger::At(0.5))]
+    pub breaker_failure_rate: RateTrigger,
 
     /// First ejection of an endpoint and first open period of the circuit breaker (both grow
     /// on each repeat).
@@ -187,8 +235,14 @@ pub struct Config {
 
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// Settings that contradict each other or are out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// The order-svc client's settings (derived from the flags) are out of range.
+    #[error("invalid configuration of the order-svc client: {0}")]
+    Client(#[from] resilience::ConfigError),
+}
 
 impl Config {
     /// A configuration for tests: a free loopback port on the given databases, a completer
@@ -225,14 +279,14 @@ impl Config {
             },
             breaker: BreakerConfig {
                 consecutive_failures: self.breaker_consecutive_failures,
-                failure_rate: self.breaker_failure_rate,
+                failure_rate: self.breaker_failure_rate.fraction(),
                 open_base: self.breaker_open_base,
                 open_cap: self.breaker_open_cap,
                 ..BreakerConfig::default()
             },
             outlier: OutlierConfig {
                 consecutive_failures: self.breaker_consecutive_failures,
-                failure_rate: self.breaker_failure_rate,
+                failure_rate: self.breaker_failure_rate.fraction(),
                 eject_base: self.breaker_open_base,
                 eject_cap: self.breaker_open_cap,
                 ..OutlierConfig::default()
@@ -244,23 +298,34 @@ impl Config {
     /// Checks the relations between settings that clap cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.lease <= self.order_call_timeout + self.post_call_margin {
-            return Err(ConfigError(format!(
+            return Err(ConfigError::Invalid(format!(
                 "the lease ({:?}) must exceed the order-call timeout ({:?}) plus the post-call \
                  margin ({:?}), or a completer could take over a call still in flight",
                 self.lease, self.order_call_timeout, self.post_call_margin
             )));
         }
         if self.order_svc_url.iter().all(|url| url.trim().is_empty()) {
-            return Err(ConfigError("ORDER_SVC_URL names no endpoint".into()));
+            return Err(ConfigError::Invalid(
+                "ORDER_SVC_URL names no endpoint".into(),
+            ));
         }
         if self.max_attempts == 0 || self.completer_batch == 0 || self.completer_concurrency == 0 {
-            return Err(ConfigError(
+            return Err(ConfigError::Invalid(
                 "max attempts, completer batch and completer concurrency must be at least 1".into(),
             ));
         }
         if self.max_quantity < 1 {
-            return Err(ConfigError("max quantity must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "max quantity must be at least 1".into(),
+            ));
         }
+        if self.retry_backoff_cap < self.retry_backoff_base {
+            return Err(ConfigError::Invalid(format!(
+                "the retry backoff cap ({:?}) must be at least its base ({:?})",
+                self.retry_backoff_cap, self.retry_backoff_base
+            )));
+        }
+        self.resilience().validate()?;
         Ok(())
     }
 }
@@ -301,6 +366,43 @@ mod tests {
         assert!(
             Config::try_parse_from(["approval-svc", "--order-svc-resolve-interval", "0s"]).is_err()
         );
+    }
+
+    #[test]
+    fn the_failure_rate_flag_is_a_fraction_or_off() {
+        let rate = |value: &str| {
+            Config::try_parse_from(["approval-svc", "--breaker-failure-rate", value])
+                .map(|config| config.breaker_failure_rate)
+        };
+        assert_eq!(rate("0.25").unwrap(), RateTrigger::At(0.25));
+        assert_eq!(rate("off").unwrap(), RateTrigger::Off);
+        assert_eq!(
+            rate("2.0").unwrap(),
+            RateTrigger::Off,
+            "the old spelling of off"
+        );
+        assert!(rate("-0.1").is_err());
+        assert!(rate("NaN").is_err());
+        let config = Config::parse_from(["approval-svc"]);
+        assert_eq!(config.breaker_failure_rate, RateTrigger::At(0.5));
+        assert_eq!(config.resilience().breaker.failure_rate, Some(0.5));
+        let off = Config::parse_from(["approval-svc", "--breaker-failure-rate", "off"]);
+        assert_eq!(off.resilience().outlier.failure_rate, None);
+    }
+
+    #[test]
+    fn out_of_range_client_settings_fail_validation_precisely() {
+        let mut config = Config::parse_from(["approval-svc"]);
+        config.breaker_open_cap = Duration::from_millis(10);
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("breaker.open_cap"), "{error}");
+        let mut config = Config::parse_from(["approval-svc"]);
+        config.order_call_attempts = 0;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("retry.max_attempts"), "{error}");
+        let mut config = Config::parse_from(["approval-svc"]);
+        config.retry_backoff_cap = Duration::from_millis(1);
+        assert!(config.validate().is_err());
     }
 
     #[test]

@@ -6,37 +6,16 @@
 
 use std::time::Duration;
 
+use resilience::metadata::{GRPC_TIMEOUT, decode_timeout_text};
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
 
-/// Request metadata carrying the caller's timeout (gRPC over HTTP/2 spec).
-pub const GRPC_TIMEOUT: &str = "grpc-timeout";
-
-/// The instant by which the caller expects an answer, if it sent a `grpc-timeout`.
+/// The instant by which the caller expects an answer, if it sent a valid `grpc-timeout`
+/// (decoded by [`resilience::metadata::decode_timeout_text`]); `None` too when the instant is
+/// beyond what the clock can represent, which is as good as no deadline.
 pub fn caller_deadline(metadata: &MetadataMap, received_at: Instant) -> Option<Instant> {
     let value = metadata.get(GRPC_TIMEOUT)?.to_str().ok()?;
-    parse_grpc_timeout(value).map(|timeout| received_at + timeout)
-}
-
-/// Parses a `grpc-timeout` value: at most 8 digits and a unit (`H M S m u n`).
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len() - 1);
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount.checked_mul(3600)?),
-        "M" => Duration::from_secs(amount.checked_mul(60)?),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
+    received_at.checked_add(decode_timeout_text(value)?)
 }
 
 /// Time the order call may take: `min(limit, time left before deadline − margin)`. Zero means
@@ -55,17 +34,37 @@ pub fn call_budget(deadline: Option<Instant>, limit: Duration, margin: Duration)
 mod tests {
     use super::*;
 
+    /// The timeout the caller's `grpc-timeout` metadata `value` gives, through
+    /// [`caller_deadline`].
+    fn timeout_of(value: &str) -> Option<Duration> {
+        let mut metadata = MetadataMap::new();
+        if let Ok(value) = value.parse() {
+            metadata.insert(GRPC_TIMEOUT, value);
+        }
+        let received_at = Instant::now();
+        caller_deadline(&metadata, received_at).map(|deadline| deadline - received_at)
+    }
+
     #[test]
     fn parses_every_unit_and_refuses_garbage() {
-        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
-        assert_eq!(parse_grpc_timeout("9n"), Some(Duration::from_nanos(9)));
+        assert_eq!(timeout_of("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(timeout_of("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(timeout_of("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(timeout_of("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(timeout_of("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(timeout_of("9n"), Some(Duration::from_nanos(9)));
         for bad in ["", "S", "10", "10x", "-1S", "123456789S", "1.5S"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+            assert_eq!(timeout_of(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_largest_timeout_does_not_panic() {
+        let far = timeout_of("99999999H");
+        assert!(
+            far.is_none_or(|t| t == Duration::from_secs(99_999_999 * 3600)),
+            "{far:?}"
+        );
     }
 
     #[tokio::test]

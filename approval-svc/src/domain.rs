@@ -1,6 +1,7 @@
 //! The challenge and its states, as stored and as sent on the wire.
 
 use chrono::{DateTime, Utc};
+use lab_common::reason::Reason;
 use lab_common::time::{to_proto, to_proto_opt};
 use lab_proto::approval::v1 as pb;
 use uuid::Uuid;
@@ -109,17 +110,22 @@ impl FailureReason {
         Self::OrderCancelled,
     ];
 
-    /// The database spelling.
-    pub fn as_str(self) -> &'static str {
+    /// The shared reason of the same name; a failure is stored (and classified) by it.
+    pub fn reason(self) -> Reason {
         match self {
-            Self::OutOfStock => "OUT_OF_STOCK",
-            Self::ProductNotFound => "PRODUCT_NOT_FOUND",
-            Self::OrderServiceUnavailable => "ORDER_SERVICE_UNAVAILABLE",
-            Self::CircuitOpen => "CIRCUIT_OPEN",
-            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            Self::RejectedByOrderService => "REJECTED_BY_ORDER_SERVICE",
-            Self::OrderCancelled => "ORDER_CANCELLED",
+            Self::OutOfStock => Reason::OutOfStock,
+            Self::ProductNotFound => Reason::ProductNotFound,
+            Self::OrderServiceUnavailable => Reason::OrderServiceUnavailable,
+            Self::CircuitOpen => Reason::CircuitOpen,
+            Self::DeadlineExceeded => Reason::DeadlineExceeded,
+            Self::RejectedByOrderService => Reason::RejectedByOrderService,
+            Self::OrderCancelled => Reason::OrderCancelled,
         }
+    }
+
+    /// The database spelling: the [`reason`](Self::reason)'s.
+    pub fn as_str(self) -> &'static str {
+        self.reason().as_str()
     }
 
     /// Parses the database spelling.

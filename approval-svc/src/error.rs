@@ -5,6 +5,7 @@
 //! Failures of order-svc are not errors of this service: they end as APPROVE_FAILED with a
 //! reason on the challenge (see [`crate::saga`]).
 
+use lab_common::reason::Reason;
 use lab_common::status::{internal, unavailable, with_reason};
 use lab_common::validate::Violations;
 use tonic::{Code, Status};
@@ -33,13 +34,13 @@ pub enum Operation {
 
 impl Operation {
     /// The `ErrorInfo.reason` of a refusal.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Reason {
         match self {
-            Self::Approve => "CHALLENGE_NOT_APPROVABLE",
-            Self::Reject => "CHALLENGE_NOT_REJECTABLE",
-            Self::Retry => "CHALLENGE_NOT_RETRYABLE",
-            Self::Revoke => "CHALLENGE_NOT_REVOCABLE",
-            Self::Requeue => "CHALLENGE_NOT_DEAD_LETTERED",
+            Self::Approve => Reason::ChallengeNotApprovable,
+            Self::Reject => Reason::ChallengeNotRejectable,
+            Self::Retry => Reason::ChallengeNotRetryable,
+            Self::Revoke => Reason::ChallengeNotRevocable,
+            Self::Requeue => Reason::ChallengeNotDeadLettered,
         }
     }
 
@@ -103,7 +104,7 @@ impl From<ApprovalError> for Status {
                 violations.into_result().err().unwrap_or_else(|| {
                     with_reason(
                         Code::InvalidArgument,
-                        "INVALID_ARGUMENT",
+                        Reason::InvalidArgument,
                         "invalid request",
                         [],
                     )
@@ -111,7 +112,7 @@ impl From<ApprovalError> for Status {
             }
             ApprovalError::NotFound(id) => with_reason(
                 Code::NotFound,
-                "CHALLENGE_NOT_FOUND",
+                Reason::ChallengeNotFound,
                 format!("challenge {id} not found"),
                 [("challenge_id", id.to_string())],
             ),
@@ -142,7 +143,10 @@ impl From<ApprovalError> for Status {
             }
             ApprovalError::Injected(point) => {
                 tracing::warn!(point, "injected failure");
-                unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
+                unavailable(
+                    Reason::DatabaseUnavailable,
+                    "the database is unavailable; retry",
+                )
             }
             ApprovalError::Task(error) => {
                 tracing::error!(%error, "request task failed");
@@ -150,14 +154,14 @@ impl From<ApprovalError> for Status {
             }
             ApprovalError::Check(CheckError::Busy) => with_reason(
                 Code::Aborted,
-                "CHECK_IN_PROGRESS",
+                Reason::CheckInProgress,
                 "another consistency check is running; retry",
                 [],
             ),
             ApprovalError::Check(CheckError::Scan(ScanError::OrderService(status))) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "check stopped");
                 unavailable(
-                    "ORDER_SERVICE_UNAVAILABLE",
+                    Reason::OrderServiceUnavailable,
                     "order-svc did not answer the consistency check; retry",
                 )
             }

@@ -6,20 +6,19 @@
 //!   called, through a resilient client, with no transaction or lock held; a second short
 //!   transaction writes APPROVED or APPROVE_FAILED with a precise reason, fenced by the attempt.
 //! - **Completer**: every instance re-drives APPROVING/REVOKING challenges whose lease expired
-//!   and runs the automatic retries of transient failures (capped exponential backoff, full
-//!   jitter, then dead letter), sharing the work through `FOR UPDATE SKIP LOCKED`.
+//!   and runs the automatic retries of transient failures (`resilience::backoff`'s capped
+//!   exponential backoff with full jitter, then dead letter), sharing the work through `FOR UPDATE SKIP LOCKED`.
 //! - **Compensation**: a revoke cancels the order (idempotent), then records REVOKED.
 //!
 //! Modules: [`config`] (flags and environment), [`startup`] (the [`Application`]), [`service`]
 //! (gRPC handlers), [`saga`] (the three phases), [`write_batch`] (their writes' group commit),
 //! [`completer`], [`orders`] (the order-svc client
 //! and failure classification), [`repository`] (SQL), [`domain`] (states and rows), [`error`]
-//! (the one error type and its mapping to `tonic::Status`), [`deadline`], [`backoff`],
+//! (the one error type and its mapping to `tonic::Status`), [`deadline`],
 //! [`failpoints`] (test-only failure points), [`breaker_gate`], [`consistency`] (the checker
 //! that compares both sides, heals and alerts), [`metrics`] (what `/metrics` shows).
 #![forbid(unsafe_code)]
 
-pub mod backoff;
 pub mod breaker_gate;
 pub mod completer;
 pub mod config;

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use lab_common::metadata::{CLIENT_ID, IDEMPOTENCY_KEY, PREVIOUS_RPC_ATTEMPTS};
+use lab_common::metadata::{CLIENT_ID, GRPC_PREVIOUS_RPC_ATTEMPTS, IDEMPOTENCY_KEY};
+use lab_common::reason::Reason;
 use lab_proto::order::v1 as order_pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use resilience::{
@@ -152,7 +153,7 @@ impl OrderGateway {
             // the database (replaying the order if it exists), never from a sold-out flag.
             request
                 .metadata_mut()
-                .insert(PREVIOUS_RPC_ATTEMPTS, MetadataValue::from(sent_before));
+                .insert(GRPC_PREVIOUS_RPC_ATTEMPTS, MetadataValue::from(sent_before));
         }
         let response = self
             .call(request, budget, |mut client, request| async move {
@@ -255,10 +256,10 @@ pub fn never_sent(status: &Status) -> bool {
 /// The reason the last answer alone would give.
 fn classify_answer(status: &Status) -> FailureReason {
     let reason = lab_common::status::reason(status);
-    match (status.code(), reason.as_deref()) {
-        (_, Some("CIRCUIT_OPEN")) => FailureReason::CircuitOpen,
-        (_, Some("OUT_OF_STOCK")) => FailureReason::OutOfStock,
-        (_, Some("PRODUCT_NOT_FOUND")) => FailureReason::ProductNotFound,
+    match (status.code(), reason.as_deref().and_then(Reason::parse)) {
+        (_, Some(Reason::CircuitOpen)) => FailureReason::CircuitOpen,
+        (_, Some(Reason::OutOfStock)) => FailureReason::OutOfStock,
+        (_, Some(Reason::ProductNotFound)) => FailureReason::ProductNotFound,
         (Code::NotFound, _) => FailureReason::ProductNotFound,
         (Code::Unavailable | Code::ResourceExhausted, _) => FailureReason::OrderServiceUnavailable,
         // ABORTED: a concurrent call with the same key is settling, and UNKNOWN: the transport
@@ -298,11 +299,11 @@ mod tests {
     fn after_an_earlier_call_sent_the_key_only_business_refusals_are_definitive() {
         let cases = [
             (
-                with_reason(Code::FailedPrecondition, "OUT_OF_STOCK", "x", []),
+                with_reason(Code::FailedPrecondition, Reason::OutOfStock, "x", []),
                 FailureReason::OutOfStock,
             ),
             (
-                with_reason(Code::NotFound, "PRODUCT_NOT_FOUND", "x", []),
+                with_reason(Code::NotFound, Reason::ProductNotFound, "x", []),
                 FailureReason::ProductNotFound,
             ),
             (
@@ -329,16 +330,16 @@ mod tests {
     fn order_failures_map_to_precise_reasons() {
         let cases = [
             (
-                with_reason(Code::FailedPrecondition, "OUT_OF_STOCK", "x", []),
+                with_reason(Code::FailedPrecondition, Reason::OutOfStock, "x", []),
                 FailureReason::OutOfStock,
             ),
             (
-                with_reason(Code::NotFound, "PRODUCT_NOT_FOUND", "x", []),
+                with_reason(Code::NotFound, Reason::ProductNotFound, "x", []),
                 FailureReason::ProductNotFound,
             ),
             (Status::not_found("x"), FailureReason::ProductNotFound),
             (
-                with_reason(Code::Unavailable, "CIRCUIT_OPEN", "x", []),
+                with_reason(Code::Unavailable, Reason::CircuitOpen, "x", []),
                 FailureReason::CircuitOpen,
             ),
             (
@@ -356,7 +357,12 @@ mod tests {
             ),
             (Status::cancelled("x"), FailureReason::DeadlineExceeded),
             (
-                with_reason(Code::FailedPrecondition, "IDEMPOTENCY_KEY_REUSED", "x", []),
+                with_reason(
+                    Code::FailedPrecondition,
+                    Reason::IdempotencyKeyReused,
+                    "x",
+                    [],
+                ),
                 FailureReason::RejectedByOrderService,
             ),
             (
@@ -376,7 +382,7 @@ mod tests {
         assert_eq!(classify(&local, false), FailureReason::CircuitOpen);
         assert!(never_sent(&local));
         // The same reason sent by a server: the call reached it, so it counts as an attempt.
-        let remote = with_reason(Code::Unavailable, "CIRCUIT_OPEN", "x", []);
+        let remote = with_reason(Code::Unavailable, Reason::CircuitOpen, "x", []);
         assert_eq!(classify(&remote, false), FailureReason::CircuitOpen);
         assert!(!never_sent(&remote));
         assert!(!never_sent(&Status::internal("x")));

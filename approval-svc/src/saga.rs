@@ -5,11 +5,11 @@
 use std::time::Duration;
 
 use lab_proto::order::v1 as order_pb;
+use resilience::backoff::{Backoff, JitterRng};
 use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::backoff::Backoff;
 use crate::deadline::call_budget;
 use crate::domain::{Challenge, FailureReason, Status};
 use crate::error::{ApprovalError, Operation};
@@ -21,7 +21,7 @@ use crate::repository::{
 use crate::write_batch::{self, WriteBatches};
 
 /// Timing and retry policy of the saga.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct SagaSettings {
     /// How long an in-flight approval or revoke owns its challenge before a completer may take
     /// it over; longer than any order call plus the post-call write.
@@ -33,8 +33,12 @@ pub struct SagaSettings {
     /// Attempts per retry budget (the first included) before a transient failure becomes a
     /// dead letter.
     pub max_attempts: u32,
-    /// Delay between automatic retries.
+    /// Delay between automatic retries (full jitter: spreads the retries of many challenges
+    /// that failed together, e.g. in an order-svc outage, instead of sending them back in
+    /// synchronised waves).
     pub backoff: Backoff,
+    /// Where the retry delays' jitter is drawn: the thread RNG in production, seeded in tests.
+    pub jitter: JitterRng,
 }
 
 /// Runs approvals and revokes against the database and order-svc.
@@ -293,7 +297,11 @@ impl Saga {
         } else if charged && used >= self.settings.max_attempts {
             NextStep::DeadLetter
         } else {
-            NextStep::RetryAfter(self.settings.backoff.delay(used.max(1)))
+            NextStep::RetryAfter(
+                self.settings
+                    .backoff
+                    .delay_with(used.max(1), &mut self.settings.jitter.clone()),
+            )
         };
         AttemptOutcome::Failed {
             reason,
@@ -350,6 +358,7 @@ fn wrong_state(id: Uuid, status: Status, operation: Operation) -> ApprovalError 
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
+    use lab_common::reason::Reason;
     use lab_common::status::with_reason;
     use tonic::Code;
 
@@ -375,6 +384,7 @@ mod tests {
                 base: Duration::from_millis(100),
                 cap: Duration::from_secs(1),
             },
+            jitter: JitterRng::seed_from_u64(15),
         };
         Saga::new(pool, orders, settings, FailurePoints::default())
     }
@@ -427,10 +437,14 @@ mod tests {
         let refused = resilience::errors::circuit_open("order-svc");
         let (next, charged) = next_and_charge(&saga.failed(&last, &refused));
         assert!(!charged, "the local breaker refused it: nothing was sent");
-        assert!(matches!(next, NextStep::RetryAfter(_)), "{next:?}");
+        // Two charged attempts so far: the wait is the seeded full-jitter draw under 200 ms.
+        let mut same_seed = JitterRng::seed_from_u64(15);
+        let expected = saga.settings.backoff.delay_with(2, &mut same_seed);
+        assert_eq!(next, NextStep::RetryAfter(expected), "{next:?}");
+        assert!(expected <= Duration::from_millis(200));
 
         // Sent by a server, the same reason is an attempt like any other.
-        let remote = with_reason(Code::Unavailable, "CIRCUIT_OPEN", "x", []);
+        let remote = with_reason(Code::Unavailable, Reason::CircuitOpen, "x", []);
         assert_eq!(
             next_and_charge(&saga.failed(&last, &remote)),
             (NextStep::DeadLetter, true)

@@ -20,8 +20,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use resilience::BreakerHandle;
+use resilience::backoff::{Backoff, JitterRng};
 
-use crate::backoff::Backoff;
 use crate::breaker_gate::BreakerGate;
 use crate::completer::{self, CompleterSettings};
 use crate::config::{Config, ConfigError};
@@ -114,6 +114,7 @@ impl Application {
                     base: config.retry_backoff_base,
                     cap: config.retry_backoff_cap,
                 },
+                jitter: JitterRng::thread(),
             },
             config.failure_points.clone(),
         ));

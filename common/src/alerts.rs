@@ -10,8 +10,11 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use rand::Rng;
+use resilience::backoff::Backoff;
 use serde_json::{Value, json};
+
+/// Longest wait between two deliveries of one alert.
+const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 /// The payload format a webhook receives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +111,7 @@ pub struct Alerter {
     routing_key: String,
     source: String,
     attempts: u32,
-    backoff_base: Duration,
+    backoff: Backoff,
 }
 
 impl Alerter {
@@ -128,14 +131,14 @@ impl Alerter {
             routing_key: routing_key.into(),
             source: source.into(),
             attempts: 4,
-            backoff_base: Duration::from_millis(200),
+            backoff: Backoff::new(Duration::from_millis(200), BACKOFF_CAP),
         }
     }
 
     /// Overrides the retry policy (attempts per webhook, first backoff ceiling).
     pub fn with_retries(mut self, attempts: u32, backoff_base: Duration) -> Self {
         self.attempts = attempts.max(1);
-        self.backoff_base = backoff_base;
+        self.backoff = Backoff::new(backoff_base, BACKOFF_CAP);
         self
     }
 
@@ -167,7 +170,7 @@ impl Alerter {
     async fn post(&self, url: &str, payload: &Value) -> bool {
         for attempt in 0..self.attempts {
             if attempt > 0 {
-                tokio::time::sleep(full_jitter(self.backoff_base, attempt)).await;
+                tokio::time::sleep(self.backoff.delay(attempt)).await;
             }
             match self.client.post(url).json(payload).send().await {
                 Ok(response) if response.status().is_success() => return true,
@@ -187,14 +190,6 @@ impl Alerter {
         }
         false
     }
-}
-
-/// A random delay in `[0, min(base * 2^(attempt-1), 30 s)]`.
-fn full_jitter(base: Duration, attempt: u32) -> Duration {
-    let ceiling = base
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(Duration::from_secs(30));
-    ceiling.mul_f64(rand::rng().random::<f64>())
 }
 
 /// Slack incoming-webhook payload: `text` for notifications, `blocks` for the message.
@@ -279,8 +274,9 @@ mod tests {
 
     #[test]
     fn jitter_stays_under_the_cap() {
+        let alerter = Alerter::new(Vec::new(), "", "test");
         for attempt in 1..40 {
-            assert!(full_jitter(Duration::from_millis(200), attempt) <= Duration::from_secs(30));
+            assert!(alerter.backoff.delay(attempt) <= Duration::from_secs(30));
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`alerts`]: alert delivery to Slack-compatible and PagerDuty webhooks, with retries.
 //! - [`grpc`]: binding, reflection, health, request ids and graceful shutdown for tonic servers.
 //! - [`status`]: `tonic::Status` with `google.rpc` error details (domain `lab`).
+//! - [`reason`]: the typed `ErrorInfo.reason` vocabulary both sides of a call use.
 //! - [`validate`]: input validation that collects `BadRequest` field violations.
 //! - [`paging`]: `page_size` / opaque `page_token` handling.
 //! - [`metadata`]: the metadata names of the public contract (`idempotency-key`, …).
@@ -24,6 +25,7 @@ pub mod metadata;
 pub mod metrics_http;
 pub mod paging;
 pub mod postgres;
+pub mod reason;
 pub mod service;
 pub mod status;
 pub mod telemetry;

@@ -1,11 +1,15 @@
 //! Metadata names of the public contract (see `shared/API.md`) and their parsing.
+//!
+//! The wire-level names the resilience layers read and write too (`idempotency-key`,
+//! `grpc-previous-rpc-attempts`, `grpc-timeout`) are defined once in [`resilience::metadata`]
+//! and re-exported here, next to the contract's own.
 
 use tonic::metadata::MetadataMap;
 
 use crate::validate::Violations;
 
-/// Request metadata carrying the client's idempotency key.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub use resilience::metadata::{GRPC_PREVIOUS_RPC_ATTEMPTS, GRPC_TIMEOUT, IDEMPOTENCY_KEY};
+
 /// Response metadata set to `true` when a stored result is replayed.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// Request metadata naming the calling principal; idempotency keys are scoped to it.
@@ -14,8 +18,6 @@ pub const CLIENT_ID: &str = "client-id";
 pub const ANONYMOUS_CLIENT: &str = "anonymous";
 /// Request and response metadata carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
-/// Request metadata set by retrying clients: attempts made before this one.
-pub const PREVIOUS_RPC_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
 
 /// Longest accepted idempotency key or client id.
 pub const MAX_KEY_LEN: usize = 255;

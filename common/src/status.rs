@@ -1,32 +1,19 @@
 //! `tonic::Status` values with `google.rpc` error details, the one vocabulary both services use
-//! for errors: a precise code, `ErrorInfo` (domain [`ERROR_DOMAIN`], an UPPER_SNAKE reason) and,
-//! for invalid input, `BadRequest` field violations.
+//! for errors: a precise code, `ErrorInfo` (domain [`DOMAIN`], a [`Reason`]) and, for invalid
+//! input, `BadRequest` field violations.
+//!
+//! The domain and the status builder are the resilience crate's ([`resilience::errors`]),
+//! re-exported here so the statuses a service makes and the ones its client stack makes are
+//! built, and read, the same way.
 
 use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
-/// The `ErrorInfo.domain` of every error this project returns.
-pub const ERROR_DOMAIN: &str = "lab";
+pub use resilience::errors::{DOMAIN, with_reason};
 
-/// A status with an `ErrorInfo` detail carrying `reason` and `metadata`.
-pub fn with_reason<'a>(
-    code: Code,
-    reason: &str,
-    message: impl Into<String>,
-    metadata: impl IntoIterator<Item = (&'a str, String)>,
-) -> Status {
-    let metadata: HashMap<String, String> = metadata
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect();
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
-    )
-}
+use crate::reason::Reason;
 
 /// `INVALID_ARGUMENT` with `BadRequest` field violations and `ErrorInfo` reason
 /// `INVALID_ARGUMENT`.
@@ -42,7 +29,7 @@ pub fn invalid_argument(violations: Vec<(String, String)>) -> Status {
             .map(|(field, description)| FieldViolation::new(field, description))
             .collect::<Vec<_>>(),
     );
-    details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
+    details.set_error_info(Reason::InvalidArgument.as_str(), DOMAIN, HashMap::new());
     Status::with_error_details(
         Code::InvalidArgument,
         format!("invalid request: {summary}"),
@@ -52,11 +39,11 @@ pub fn invalid_argument(violations: Vec<(String, String)>) -> Status {
 
 /// `INTERNAL` without any detail of the cause: callers log the cause, clients never see it.
 pub fn internal() -> Status {
-    with_reason(Code::Internal, "INTERNAL", "internal error", [])
+    with_reason(Code::Internal, Reason::Internal, "internal error", [])
 }
 
 /// `UNAVAILABLE` for a dependency (such as the database) that is down or overloaded; retryable.
-pub fn unavailable(reason: &str, message: impl Into<String>) -> Status {
+pub fn unavailable(reason: Reason, message: impl Into<String>) -> Status {
     with_reason(Code::Unavailable, reason, message, [])
 }
 
@@ -119,13 +106,16 @@ pub fn database(error: &sqlx::Error) -> Status {
     match class {
         Some(RetryableSqlState::Unavailable) => {
             tracing::warn!(%error, "database unavailable");
-            unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry")
+            unavailable(
+                Reason::DatabaseUnavailable,
+                "the database is unavailable; retry",
+            )
         }
         Some(RetryableSqlState::Conflict) => {
             tracing::info!(%error, "transaction conflict");
             with_reason(
                 Code::Aborted,
-                "TRANSACTION_CONFLICT",
+                Reason::TransactionConflict,
                 "conflicting transaction; retry",
                 [],
             )

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use lab_common::reason::Reason;
 use lab_common::status::with_reason;
 use lab_common::validate::Violations;
 use tonic::{Code, Status};
@@ -86,7 +87,7 @@ impl From<OrderError> for Status {
                 violations.into_result().err().unwrap_or_else(|| {
                     with_reason(
                         Code::InvalidArgument,
-                        "INVALID_ARGUMENT",
+                        Reason::InvalidArgument,
                         "invalid request",
                         [],
                     )
@@ -94,19 +95,19 @@ impl From<OrderError> for Status {
             }
             OrderError::ProductNotFound(id) => with_reason(
                 Code::NotFound,
-                "PRODUCT_NOT_FOUND",
+                Reason::ProductNotFound,
                 format!("product {id} not found"),
                 [("product_id", id.to_string())],
             ),
             OrderError::OrderNotFound(id) => with_reason(
                 Code::NotFound,
-                "ORDER_NOT_FOUND",
+                Reason::OrderNotFound,
                 format!("order {id} not found"),
                 [("order_id", id.to_string())],
             ),
             OrderError::KeyNotFound => with_reason(
                 Code::NotFound,
-                "ORDER_NOT_FOUND",
+                Reason::OrderNotFound,
                 "no order holds this idempotency key",
                 [],
             ),
@@ -116,7 +117,7 @@ impl From<OrderError> for Status {
                 available,
             } => with_reason(
                 Code::FailedPrecondition,
-                "OUT_OF_STOCK",
+                Reason::OutOfStock,
                 format!("product {product_id} has {available} in stock, {requested} requested"),
                 [
                     ("product_id", product_id.to_string()),
@@ -131,7 +132,7 @@ impl From<OrderError> for Status {
                 held,
             } => with_reason(
                 Code::FailedPrecondition,
-                "CUSTOMER_LIMIT_REACHED",
+                Reason::CustomerLimitReached,
                 format!(
                     "this customer holds {held} of at most {limit} units of product \
                      {product_id}; {requested} requested"
@@ -145,19 +146,19 @@ impl From<OrderError> for Status {
             ),
             OrderError::KeyReused => with_reason(
                 Code::FailedPrecondition,
-                "IDEMPOTENCY_KEY_REUSED",
+                Reason::IdempotencyKeyReused,
                 "this idempotency key was used with a different request",
                 [],
             ),
             OrderError::KeyContended => with_reason(
                 Code::Aborted,
-                "IDEMPOTENCY_KEY_IN_USE",
+                Reason::IdempotencyKeyInUse,
                 "a concurrent request with this idempotency key is settling; retry",
                 [],
             ),
             OrderError::StockOverflow => with_reason(
                 Code::OutOfRange,
-                "STOCK_OVERFLOW",
+                Reason::StockOverflow,
                 "restocking would overflow the stock counters",
                 [],
             ),

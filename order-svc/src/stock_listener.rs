@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use std::str::FromStr;
 
+use resilience::backoff::Backoff;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -26,13 +27,14 @@ pub const APPLICATION_NAME: &str = "order-svc stock listener";
 pub const PING_AFTER: Duration = Duration::from_secs(1);
 /// How long a ping may take before the connection counts as lost.
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
-/// First and largest wait between reconnection attempts.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Waits between reconnection attempts: 50 ms doubling up to 5 s, without jitter (one
+/// listener per instance: nothing to spread out).
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
 
 /// Listens until `stop` turns true, keeping `flags` told whether it is connected.
 pub async fn run(database_url: String, flags: SoldOutFlags, mut stop: watch::Receiver<bool>) {
-    let mut backoff = FIRST_BACKOFF;
+    // Failed attempts since the last connection that listened.
+    let mut failures = 0u32;
     loop {
         let connected = tokio::select! {
             connected = connect(&database_url) => connected,
@@ -43,7 +45,7 @@ pub async fn run(database_url: String, flags: SoldOutFlags, mut stop: watch::Rec
                 flags.set_listening(true);
                 crate::metrics::stock_listener_connected(true);
                 tracing::info!(channel = STOCK_CHANNEL, "listening for stock changes");
-                backoff = FIRST_BACKOFF;
+                failures = 0;
                 tokio::select! {
                     error = listen(listener, &flags) => {
                         flags.set_listening(false);
@@ -58,14 +60,16 @@ pub async fn run(database_url: String, flags: SoldOutFlags, mut stop: watch::Rec
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, retry_in = ?backoff, "cannot listen for stock changes");
+                let retry_in = RECONNECT.ceiling(failures.saturating_add(1));
+                tracing::warn!(%error, ?retry_in, "cannot listen for stock changes");
             }
         }
+        failures = failures.saturating_add(1);
+        let backoff = RECONNECT.ceiling(failures);
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

@@ -4,13 +4,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use rand::RngCore;
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tower::{Layer, Service};
 
 use crate::BoxError;
+use crate::backoff::JitterRng;
 use crate::breaker::{BreakerHandle, CircuitBreaker, CircuitBreakerLayer};
-use crate::config::{BreakerConfig, ResilienceConfig};
+use crate::config::{BreakerConfig, ConfigError, ResilienceConfig};
 use crate::deadline::{Deadline, DeadlineLayer};
 use crate::endpoints::{self, Balanced, Discovery, EndpointsHandle};
 use crate::instrument::{Instrument, InstrumentLayer};
@@ -74,9 +76,26 @@ impl<S: std::fmt::Debug> std::fmt::Debug for ResilientChannel<S> {
 }
 
 impl ResilientChannel {
-    /// Starts building a stack with `config`.
+    /// Starts building a stack with `config`, which must be valid: the checked way for a
+    /// configuration from outside (flags, files) is [`try_builder`](Self::try_builder).
+    ///
+    /// # Panics
+    ///
+    /// When `config` is out of range ([`ResilienceConfig::validate`]).
     pub fn builder(config: ResilienceConfig) -> ResilientChannelBuilder {
-        ResilientChannelBuilder { config }
+        match Self::try_builder(config) {
+            Ok(builder) => builder,
+            Err(error) => panic!("invalid resilience configuration: {error}"),
+        }
+    }
+
+    /// Starts building a stack with `config`, or says which value is out of range.
+    pub fn try_builder(config: ResilienceConfig) -> Result<ResilientChannelBuilder, ConfigError> {
+        config.validate()?;
+        Ok(ResilientChannelBuilder {
+            config,
+            rng: JitterRng::thread(),
+        })
     }
 }
 
@@ -101,14 +120,23 @@ impl<S> ResilientChannel<S> {
 #[derive(Debug, Clone)]
 pub struct ResilientChannelBuilder {
     config: ResilienceConfig,
+    rng: JitterRng,
 }
 
 impl ResilientChannelBuilder {
+    /// Draws the retry backoff and the breaker's open periods from a generator seeded from
+    /// `rng` (as tower's `Balance::from_rng`) instead of the thread RNG, e.g. a seeded `StdRng`
+    /// for reproducible tests.
+    pub fn from_rng<R: RngCore + ?Sized>(mut self, rng: &mut R) -> Self {
+        self.rng = JitterRng::from_rng(rng);
+        self
+    }
+
     /// Wraps `inner` (normally a tonic [`Channel`]) in the stack; returns the stack and the
     /// handle of its breaker, which counts the failures of every attempt.
     pub fn build<S>(self, inner: S) -> (ResilientChannel<Attempt<S>>, BreakerHandle) {
         let c = &self.config;
-        let breaker = CircuitBreakerLayer::with_client(&c.breaker, &c.client);
+        let breaker = CircuitBreakerLayer::with_jitter(&c.breaker, &c.client, self.rng.clone());
         // - unary right above the channel: the timeout then also covers a stalled body, and
         //   every layer above sees a server's error as Err(Status);
         // - the attempt timeout inside the shed limit, so a hung attempt frees its slot.
@@ -155,10 +183,11 @@ impl ResilientChannelBuilder {
         // for all; here it opens only when the endpoints' detectors have ejected every one.
         let service_wide = BreakerConfig {
             consecutive_failures: 0,
-            failure_rate: f64::INFINITY,
+            failure_rate: None,
             ..self.config.breaker.clone()
         };
-        let breaker = CircuitBreakerLayer::with_client(&service_wide, &self.config.client);
+        let breaker =
+            CircuitBreakerLayer::with_jitter(&service_wide, &self.config.client, self.rng.clone());
         let (balanced, pool) = endpoints::balanced(&self.config, breaker.handle().shared);
         let handle = EndpointsHandle::new(pool.clone());
         let (channel, breaker) = self.stack(breaker, balanced, Some(handle));
@@ -173,7 +202,7 @@ impl ResilientChannelBuilder {
     ) -> (ResilientChannel<S>, BreakerHandle) {
         let c = &self.config;
         let client = c.client.as_str();
-        let retry = RetryLayer::with_client(&c.retry, client);
+        let retry = RetryLayer::with_jitter(&c.retry, client, self.rng.clone());
         let handle = breaker.handle();
         let stats = retry.stats();
         // Innermost first (the attempt is built by the caller). Why this order:

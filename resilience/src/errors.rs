@@ -50,17 +50,23 @@ pub fn reason_of(status: &Status) -> Option<String> {
         .map(|info| info.reason)
 }
 
-/// Builds a status with an `ErrorInfo` (domain [`DOMAIN`]).
-pub fn with_reason(
+/// Builds a status with an `ErrorInfo` detail: domain [`DOMAIN`], `reason` (one of [`reason`]
+/// here; the services' own are `lab_common::reason::Reason`) and `metadata`. The one status
+/// builder of the workspace: lab-common re-exports it.
+pub fn with_reason<'a>(
     code: Code,
+    reason: impl AsRef<str>,
     message: impl Into<String>,
-    reason: &str,
-    metadata: HashMap<String, String>,
+    metadata: impl IntoIterator<Item = (&'a str, String)>,
 ) -> Status {
+    let metadata: HashMap<String, String> = metadata
+        .into_iter()
+        .map(|(key, value)| (key.to_owned(), value))
+        .collect();
     Status::with_error_details(
         code,
         message,
-        ErrorDetails::with_error_info(reason, DOMAIN, metadata),
+        ErrorDetails::with_error_info(reason.as_ref(), DOMAIN, metadata),
     )
 }
 
@@ -324,7 +330,7 @@ mod tests {
 
     #[test]
     fn a_remote_status_is_never_local() {
-        let remote = with_reason(Code::Unavailable, "x", reason::CIRCUIT_OPEN, HashMap::new());
+        let remote = with_reason(Code::Unavailable, reason::CIRCUIT_OPEN, "x", []);
         let mut headers = http::HeaderMap::new();
         remote.add_header(&mut headers).unwrap();
         let parsed = Status::from_header_map(&headers).unwrap();

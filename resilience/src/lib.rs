@@ -57,6 +57,7 @@
 //! The fault injector counts `resilience_faults_injected_total` with a `kind` label.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 mod body;
 pub mod breaker;
 mod channel;
@@ -78,7 +79,7 @@ mod test_support;
 
 pub use breaker::{BreakerHandle, BreakerState, BreakerStats, Transition};
 pub use channel::{Attempt, ResilientChannel, ResilientChannelBuilder, Stack};
-pub use config::{BreakerConfig, OutlierConfig, ResilienceConfig, RetryConfig};
+pub use config::{BreakerConfig, ConfigError, OutlierConfig, ResilienceConfig, RetryConfig};
 pub use deadline::CallDeadline;
 pub use endpoints::{Balanced, Discovery, EndpointState, EndpointView, EndpointsHandle};
 pub use fault::{FaultHandle, FaultLayer, FaultPlan};

@@ -51,15 +51,22 @@ pub fn encode_timeout(timeout: Duration) -> HeaderValue {
 
 /// Decodes a `grpc-timeout` value; `None` when malformed.
 pub fn decode_timeout(value: &HeaderValue) -> Option<Duration> {
-    let text = value.to_str().ok()?;
+    decode_timeout_text(value.to_str().ok()?)
+}
+
+/// Decodes the text of a `grpc-timeout` value (at most eight digits and a unit among
+/// `H M S m u n`), e.g. from a server's `tonic::metadata::MetadataMap`; `None` when malformed.
+pub fn decode_timeout_text(text: &str) -> Option<Duration> {
     let (digits, unit) = text.split_at(text.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let value: u64 = digits.parse().ok()?;
+    // Eight digits of hours fit a u64 of seconds; checked all the same, so a future change to
+    // the digit limit cannot turn into an overflow panic.
     Some(match unit {
-        "H" => Duration::from_secs(value * 3600),
-        "M" => Duration::from_secs(value * 60),
+        "H" => Duration::from_secs(value.checked_mul(3600)?),
+        "M" => Duration::from_secs(value.checked_mul(60)?),
         "S" => Duration::from_secs(value),
         "m" => Duration::from_millis(value),
         "u" => Duration::from_micros(value),
@@ -126,6 +133,28 @@ mod tests {
         let long = Duration::from_secs(100 * 86_400 * 365);
         let decoded = decode_timeout(&encode_timeout(long)).unwrap();
         assert!(decoded <= long && long - decoded < Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_largest_timeouts_decode_without_overflow() {
+        assert_eq!(
+            decode_timeout(&HeaderValue::from_static("99999999H")),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        assert_eq!(
+            decode_timeout_text("99999999M"),
+            Some(Duration::from_secs(99_999_999 * 60))
+        );
+        for (text, duration) in [
+            ("2S", Duration::from_secs(2)),
+            ("1H", Duration::from_secs(3600)),
+            ("3M", Duration::from_secs(180)),
+            ("250m", Duration::from_millis(250)),
+            ("7u", Duration::from_micros(7)),
+            ("9n", Duration::from_nanos(9)),
+        ] {
+            assert_eq!(decode_timeout_text(text), Some(duration), "{text}");
+        }
     }
 
     #[test]

@@ -153,9 +153,17 @@ pub async fn reschedule_lost(pool: &PgPool, challenge_id: Uuid) -> sqlx::Result<
         "UPDATE challenges SET next_attempt_at = now(), updated_at = now()
          WHERE challenge_id = $1 AND status = 'APPROVE_FAILED' AND NOT dead_lettered
            AND next_attempt_at IS NULL
-           AND failure_reason IN ('ORDER_SERVICE_UNAVAILABLE', 'CIRCUIT_OPEN', 'DEADLINE_EXCEEDED')",
+           AND failure_reason = ANY($2)",
     )
     .bind(challenge_id)
+    // The transient reasons, spelled by the one vocabulary rather than re-typed in SQL.
+    .bind(
+        FailureReason::ALL
+            .into_iter()
+            .filter(|reason| reason.is_transient())
+            .map(FailureReason::as_str)
+            .collect::<Vec<_>>(),
+    )
     .execute(pool)
     .await?;
     Ok(result.rows_affected() == 1)

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use approval_svc::config::RateTrigger;
 use lab_proto::approval::v1 as apb;
 
 use crate::helpers::*;
@@ -21,7 +22,7 @@ async fn breaker_refusals_do_not_spend_the_completers_attempts() {
         config.max_attempts = 4;
         config.order_call_attempts = 1;
         config.breaker_consecutive_failures = 2;
-        config.breaker_failure_rate = 2.0;
+        config.breaker_failure_rate = RateTrigger::Off;
         let mut approval = ApprovalSvc::start(config).await;
         let product = order.product(100).await;
         let mut ids = Vec::new();

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use approval_svc::config::RateTrigger;
 use lab_proto::approval::v1 as apb;
 
 use crate::helpers::*;
@@ -14,7 +15,7 @@ async fn dead_letters_are_listed_requeued_and_retried() {
         let mut config = ApprovalSvc::config(&fresh_database().await, &order.url());
         config.max_attempts = 2;
         config.breaker_consecutive_failures = 1_000;
-        config.breaker_failure_rate = 2.0;
+        config.breaker_failure_rate = RateTrigger::Off;
         let approval = ApprovalSvc::start(config).await;
         let product = order.product(10).await;
         let first = approval.submit(&product.product_id, 1).await.challenge_id;

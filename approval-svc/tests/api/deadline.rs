@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use approval_svc::config::RateTrigger;
 use lab_proto::approval::v1 as apb;
 
 use crate::helpers::*;
@@ -15,7 +16,7 @@ async fn approval_answers_within_the_callers_deadline_when_order_svc_hangs() {
         let (order, faults) = OrderSvc::start_with_faults().await;
         let mut config = ApprovalSvc::config(&fresh_database().await, &order.url());
         config.breaker_consecutive_failures = 1_000;
-        config.breaker_failure_rate = 2.0;
+        config.breaker_failure_rate = RateTrigger::Off;
         let approval = ApprovalSvc::start(config).await;
         let product = order.product(5).await;
         let challenge = approval.submit(&product.product_id, 1).await;

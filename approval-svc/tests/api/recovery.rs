@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use approval_svc::config::RateTrigger;
 use lab_proto::approval::v1 as apb;
 use tokio::sync::Barrier;
 
@@ -70,7 +71,7 @@ async fn two_instances_never_process_a_challenge_twice() {
         let mut config = ApprovalSvc::config(&database, &format!("http://{}", dead_address()));
         config.completer_period = Duration::from_secs(3600);
         config.breaker_consecutive_failures = 1_000;
-        config.breaker_failure_rate = 2.0;
+        config.breaker_failure_rate = RateTrigger::Off;
         config.order_call_attempts = 1;
         let mut failing = ApprovalSvc::start(config).await;
         let mut ids = Vec::new();
@@ -133,7 +134,7 @@ async fn lost_response_is_settled_by_a_retry_with_the_same_key() {
         let (order, faults) = OrderSvc::start_with_faults().await;
         let mut config = ApprovalSvc::config(&fresh_database().await, &order.url());
         config.breaker_consecutive_failures = 1_000;
-        config.breaker_failure_rate = 2.0;
+        config.breaker_failure_rate = RateTrigger::Off;
         let approval = ApprovalSvc::start(config).await;
         let product = order.product(5).await;
         let challenge = approval.submit(&product.product_id, 2).await;

@@ -42,7 +42,7 @@ pub fn new_product(
 /// or a value that does not parse) may be the re-send of a request whose order exists, which
 /// only the database can answer.
 pub fn is_first_attempt(metadata: &MetadataMap) -> bool {
-    match metadata.get(metadata::PREVIOUS_RPC_ATTEMPTS) {
+    match metadata.get(metadata::GRPC_PREVIOUS_RPC_ATTEMPTS) {
         None => true,
         Some(value) => {
             value
@@ -207,7 +207,7 @@ mod tests {
     fn only_an_absent_or_zero_attempt_count_is_a_first_attempt() {
         let with = |value: &'static str| {
             let mut metadata = MetadataMap::new();
-            metadata.insert(metadata::PREVIOUS_RPC_ATTEMPTS, value.parse().unwrap());
+            metadata.insert(metadata::GRPC_PREVIOUS_RPC_ATTEMPTS, value.parse().unwrap());
             is_first_attempt(&metadata)
         };
         assert!(is_first_attempt(&MetadataMap::new()));

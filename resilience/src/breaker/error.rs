@@ -1,7 +1,5 @@
 //! The status of a call the breaker refused, and how to recognise one.
 
-use std::collections::HashMap;
-
 use tonic::{Code, Status};
 
 use crate::errors::{LocalKind, local, reason, reason_of, with_reason};
@@ -12,9 +10,9 @@ pub fn circuit_open(client: &str) -> Status {
         LocalKind::CircuitOpen,
         with_reason(
             Code::Unavailable,
-            "circuit breaker is open",
             reason::CIRCUIT_OPEN,
-            HashMap::from([("client".to_owned(), client.to_owned())]),
+            "circuit breaker is open",
+            [("client", client.to_owned())],
         ),
     )
 }

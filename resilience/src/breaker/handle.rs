@@ -8,6 +8,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
 use super::state::{Machine, Outcome, Ticket};
+use crate::backoff::JitterRng;
 use crate::config::BreakerConfig;
 use crate::telemetry;
 
@@ -99,9 +100,9 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: &BreakerConfig, client: &str) -> Arc<Self> {
+    pub(crate) fn new(config: &BreakerConfig, client: &str, rng: JitterRng) -> Arc<Self> {
         let machine = Machine::new(
-            super::policy::from_config(config),
+            super::policy::from_config(config, rng),
             config.half_open_probes,
             config.open_cap,
         );
@@ -238,6 +239,14 @@ impl BreakerHandle {
     /// The open period in force (open or half-open).
     pub fn open_period(&self) -> Option<Duration> {
         self.shared.lock().open_period()
+    }
+
+    /// When the current open period ends: `Some` while the breaker is [`BreakerState::Open`],
+    /// `None` when closed, half-open or forced open (which lasts until [`reset`](Self::reset)).
+    /// The instant may be past: an open breaker moves to half-open only when the next call
+    /// arrives after it.
+    pub fn open_until(&self) -> Option<Instant> {
+        self.shared.lock().open_until()
     }
 
     /// How many probe calls a half-open breaker admits at once (its other calls fail with

@@ -1,9 +1,11 @@
 use std::sync::Arc;
 
+use rand::RngCore;
 use tower::Layer;
 
 use super::handle::Shared;
 use super::{BreakerHandle, CircuitBreaker};
+use crate::backoff::JitterRng;
 use crate::config::BreakerConfig;
 use crate::telemetry::DEFAULT_CLIENT;
 
@@ -20,10 +22,26 @@ impl CircuitBreakerLayer {
         Self::with_client(config, DEFAULT_CLIENT)
     }
 
-    /// A breaker configured by `config`, with `client` as its metrics label.
+    /// A breaker configured by `config`, with `client` as its metrics label. `config` should be
+    /// valid ([`BreakerConfig::validate`]); out-of-range values are not corrected.
     pub fn with_client(config: &BreakerConfig, client: &str) -> Self {
+        Self::with_jitter(config, client, JitterRng::thread())
+    }
+
+    /// Like [`with_client`](Self::with_client), with open periods jittered by a generator
+    /// seeded from `rng` (as tower's `Balance::from_rng`), e.g. a seeded `StdRng` in tests.
+    pub fn from_rng<R: RngCore + ?Sized>(
+        config: &BreakerConfig,
+        client: &str,
+        rng: &mut R,
+    ) -> Self {
+        Self::with_jitter(config, client, JitterRng::from_rng(rng))
+    }
+
+    /// Like [`with_client`](Self::with_client), drawing the open periods' jitter from `rng`.
+    pub fn with_jitter(config: &BreakerConfig, client: &str, rng: JitterRng) -> Self {
         Self {
-            shared: Shared::new(config, client),
+            shared: Shared::new(config, client, rng),
         }
     }
 

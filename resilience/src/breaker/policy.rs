@@ -7,44 +7,48 @@ use std::time::Duration;
 
 use failsafe::FailurePolicy;
 use failsafe::failure_policy::consecutive_failures;
-use rand::Rng;
 
+use crate::backoff::{Backoff, JitterRng};
 use crate::config::BreakerConfig;
 
 /// Open periods: `base * 2^n` capped at `cap`, each shortened by a random fraction of at most
-/// `jitter`. Because the nominal period doubles and the jitter is below one half, every period
-/// is longer than the one before it until the cap is reached.
+/// `jitter` ([`Backoff::shortened_with`]). Because the nominal period doubles and the jitter is
+/// at most one half ([`MAX_SHORTENING`](crate::backoff::MAX_SHORTENING), checked by [`BreakerConfig::validate`]), every period is
+/// longer than the one before it until the cap is reached.
 #[derive(Debug, Clone)]
 pub struct OpenBackoff {
-    base: Duration,
-    cap: Duration,
+    backoff: Backoff,
     jitter: f64,
     step: u32,
+    rng: JitterRng,
 }
 
 impl OpenBackoff {
-    /// Periods from `base` to `cap`, jittered down by up to `jitter` (clamped to `0.0..=0.5`).
+    /// Periods from `base` to `cap`, shortened by up to `jitter` (0.0 to [`MAX_SHORTENING`](crate::backoff::MAX_SHORTENING)),
+    /// drawn from the thread RNG.
     pub fn new(base: Duration, cap: Duration, jitter: f64) -> Self {
+        Self::with_rng(base, cap, jitter, JitterRng::thread())
+    }
+
+    /// Like [`new`](Self::new), drawing the jitter from `rng` (seeded in tests).
+    pub fn with_rng(base: Duration, cap: Duration, jitter: f64, rng: JitterRng) -> Self {
         Self {
-            base,
-            cap: cap.max(base),
-            jitter: if jitter.is_nan() {
-                0.0
-            } else {
-                jitter.clamp(0.0, 0.5)
-            },
+            backoff: Backoff::new(base, cap),
+            jitter,
             step: 0,
+            rng,
         }
     }
 
     /// The un-jittered period of the `step`-th opening (0-based).
     pub fn nominal(&self, step: u32) -> Duration {
-        self.base.saturating_mul(1u32 << step.min(31)).min(self.cap)
+        self.backoff.ceiling(step.saturating_add(1))
     }
 
-    /// The fraction a period may be shortened by.
-    pub fn jitter(&self) -> f64 {
-        self.jitter
+    /// A jittered period of the `step`-th opening (0-based).
+    pub fn period(&mut self, step: u32) -> Duration {
+        self.backoff
+            .shortened_with(step.saturating_add(1), self.jitter, &mut self.rng)
     }
 }
 
@@ -52,10 +56,9 @@ impl Iterator for OpenBackoff {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        let nominal = self.nominal(self.step);
+        let period = self.period(self.step);
         self.step = self.step.saturating_add(1).min(32);
-        let cut = self.jitter * rand::rng().random::<f64>();
-        Some(nominal.mul_f64(1.0 - cut))
+        Some(period)
     }
 }
 
@@ -143,12 +146,12 @@ impl FailurePolicy for Never {
 }
 
 /// The policy a [`BreakerConfig`] describes: consecutive failures OR failure rate, composed with
-/// failsafe's `or_else` (when both trip, the longer period wins).
-pub(crate) fn from_config(config: &BreakerConfig) -> Box<dyn FailurePolicy + Send> {
-    let backoff = OpenBackoff::new(config.open_base, config.open_cap, config.open_jitter);
-    let rate = (config.failure_rate <= 1.0).then(|| {
+/// failsafe's `or_else` (when both trip, the longer period wins). Open periods draw from `rng`.
+pub(crate) fn from_config(config: &BreakerConfig, rng: JitterRng) -> Box<dyn FailurePolicy + Send> {
+    let backoff = OpenBackoff::with_rng(config.open_base, config.open_cap, config.open_jitter, rng);
+    let rate = config.failure_rate.map(|rate| {
         FailureRateWindow::new(
-            config.failure_rate.max(0.0),
+            rate,
             config.window_calls,
             config.minimum_calls,
             backoff.clone(),
@@ -204,5 +207,26 @@ mod tests {
         }
         assert!(periods.windows(2).take(4).all(|w| w[1] > w[0]));
         assert_eq!(b.nominal(10), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn seeded_open_periods_are_reproducible_and_jittered() {
+        let seeded = |seed| {
+            let rng = JitterRng::seed_from_u64(seed);
+            OpenBackoff::with_rng(Duration::from_secs(1), Duration::from_secs(30), 0.5, rng)
+                .take(6)
+                .collect::<Vec<_>>()
+        };
+        let periods = seeded(3);
+        assert_eq!(periods, seeded(3));
+        assert_ne!(periods, seeded(4));
+        let b = OpenBackoff::new(Duration::from_secs(1), Duration::from_secs(30), 0.5);
+        assert!(
+            periods
+                .iter()
+                .enumerate()
+                .any(|(i, p)| *p < b.nominal(i as u32)),
+            "some period is shortened: {periods:?}"
+        );
     }
 }

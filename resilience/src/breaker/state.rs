@@ -98,6 +98,14 @@ impl Machine {
         }
     }
 
+    /// When the current open period ends; `None` unless open (forced open has no end).
+    pub(crate) fn open_until(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Open { until, .. } => Some(until),
+            Phase::Closed | Phase::HalfOpen { .. } | Phase::ForcedOpen => None,
+        }
+    }
+
     /// Admits a call or refuses it. An expired open period moves to half-open here, lazily,
     /// when the first call after it arrives.
     pub(crate) fn acquire(&mut self, now: Instant) -> (Option<Ticket>, Option<Transition>) {

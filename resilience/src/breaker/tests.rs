@@ -18,7 +18,7 @@ type Handle = mock::Handle<Request<Body>, Response<Body>>;
 fn config() -> BreakerConfig {
     BreakerConfig {
         consecutive_failures: 3,
-        failure_rate: 2.0,
+        failure_rate: None,
         open_base: Duration::from_secs(1),
         open_cap: Duration::from_secs(30),
         open_jitter: 0.0,
@@ -109,7 +109,7 @@ async fn trips_on_consecutive_server_failures_and_fails_fast() {
 async fn trips_on_the_failure_rate_over_the_window() {
     let config = BreakerConfig {
         consecutive_failures: 0,
-        failure_rate: 0.5,
+        failure_rate: Some(0.5),
         window_calls: 10,
         minimum_calls: 10,
         ..config()

@@ -1,6 +1,5 @@
 //! The status of a logical call whose overall budget is spent.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tonic::{Code, Status};
@@ -11,8 +10,8 @@ use crate::errors::{reason, with_reason};
 pub fn deadline_exceeded(budget: Duration) -> Status {
     with_reason(
         Code::DeadlineExceeded,
-        format!("deadline of {budget:?} exceeded"),
         reason::DEADLINE_EXCEEDED,
-        HashMap::from([("budget_ms".to_owned(), budget.as_millis().to_string())]),
+        format!("deadline of {budget:?} exceeded"),
+        [("budget_ms", budget.as_millis().to_string())],
     )
 }

@@ -14,7 +14,6 @@
 //! ejected) are ignored: they describe the past and must not eject it twice.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -229,9 +228,10 @@ impl Detector {
                 self.consecutive += 1;
                 self.push(true);
                 let calls = self.window.len();
-                let by_rate = self.config.failure_rate <= 1.0
-                    && calls >= self.config.minimum_calls.max(1) as usize
-                    && self.window_failures as f64 >= self.config.failure_rate * calls as f64;
+                let by_rate = self.config.failure_rate.is_some_and(|rate| {
+                    calls >= self.config.minimum_calls.max(1) as usize
+                        && self.window_failures as f64 >= rate * calls as f64
+                });
                 let by_count = self.config.consecutive_failures > 0
                     && self.consecutive >= self.config.consecutive_failures;
                 (by_rate || by_count).then(|| self.eject(now, Some(since)))
@@ -270,7 +270,7 @@ impl Detector {
         {
             self.ejections_in_row = 0;
         }
-        let period = self.period(self.ejections_in_row);
+        let period = self.backoff.period(self.ejections_in_row);
         self.ejections_in_row = self.ejections_in_row.saturating_add(1).min(32);
         self.ejections += 1;
         self.window.clear();
@@ -278,12 +278,6 @@ impl Detector {
         self.go(Phase::Ejected {
             until: now + period,
         })
-    }
-
-    fn period(&self, step: u32) -> Duration {
-        let nominal = self.backoff.nominal(step);
-        let cut = self.backoff.jitter() * rand::random::<f64>();
-        nominal.mul_f64(1.0 - cut)
     }
 
     fn go(&mut self, phase: Phase) -> EndpointState {
@@ -295,6 +289,8 @@ impl Detector {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn config() -> OutlierConfig {

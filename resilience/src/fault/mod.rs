@@ -44,7 +44,6 @@ mod handle;
 mod layer;
 mod plan;
 
-use std::collections::HashMap;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -139,9 +138,9 @@ fn decide(
 fn injected(code: tonic::Code, kind: FaultKind, message: &str) -> Response<Body> {
     errors::with_reason(
         code,
-        message,
         reason::FAULT_INJECTED,
-        HashMap::from([("fault".to_owned(), kind.name().to_owned())]),
+        message,
+        [("fault", kind.name().to_owned())],
     )
     .into_http()
 }

@@ -1,9 +1,11 @@
 use std::sync::Arc;
 
+use rand::RngCore;
 use tower::Layer;
 
 use super::policy::Shared;
 use super::{Retry, RetryPolicy, RetryStats};
+use crate::backoff::JitterRng;
 use crate::config::RetryConfig;
 use crate::telemetry::DEFAULT_CLIENT;
 
@@ -22,9 +24,24 @@ impl RetryLayer {
     }
 
     /// A retry layer configured by `config`, with `client` as its metrics label.
+    ///
+    /// # Panics
+    ///
+    /// When `config` is out of range ([`RetryConfig::validate`]).
     pub fn with_client(config: &RetryConfig, client: &str) -> Self {
+        Self::with_jitter(config, client, JitterRng::thread())
+    }
+
+    /// Like [`with_client`](Self::with_client), with backoff drawn from a generator seeded from
+    /// `rng` (as tower's `Balance::from_rng`), e.g. a seeded `StdRng` in tests.
+    pub fn from_rng<R: RngCore + ?Sized>(config: &RetryConfig, client: &str, rng: &mut R) -> Self {
+        Self::with_jitter(config, client, JitterRng::from_rng(rng))
+    }
+
+    /// Like [`with_client`](Self::with_client), drawing the backoff from `rng`.
+    pub fn with_jitter(config: &RetryConfig, client: &str, rng: JitterRng) -> Self {
         Self {
-            shared: Shared::new(config, client),
+            shared: Shared::new(config, client, rng),
             max_request_bytes: config.max_request_bytes,
         }
     }

@@ -7,7 +7,8 @@
 //!   the overall deadline stops everything anyway), RESOURCE_EXHAUSTED or ABORTED — never for
 //!   INVALID_ARGUMENT, FAILED_PRECONDITION, NOT_FOUND or a `CIRCUIT_OPEN` rejection;
 //! - at most `max_attempts` attempts; the wait before retry n is full-jitter
-//!   `uniform(0, min(cap, base * 2^(n-1)))`, or exactly the server's `grpc-retry-pushback-ms`
+//!   `uniform(0, min(cap, base * 2^(n-1)))` ([`crate::backoff`], drawn from the layer's
+//!   [`JitterRng`](crate::backoff::JitterRng), seedable with [`RetryLayer::from_rng`]), or exactly the server's `grpc-retry-pushback-ms`
 //!   (negative or malformed: stop), and a wait that would end past the [`CallDeadline`] is not
 //!   started;
 //! - every retry withdraws from a [`TpsBudget`](tower::retry::budget::TpsBudget) that each
@@ -34,7 +35,6 @@
 //!
 //! [`CallDeadline`]: crate::deadline::CallDeadline
 
-mod backoff;
 pub mod error;
 mod future;
 mod layer;
@@ -51,7 +51,6 @@ use tonic::body::Body;
 use tower::Service;
 use tower::retry::budget::Budget;
 
-pub use self::backoff::Backoff;
 pub use self::future::ResponseFuture;
 pub use self::layer::RetryLayer;
 pub use self::policy::RetryPolicy;

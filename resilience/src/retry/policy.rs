@@ -10,9 +10,10 @@ use tonic::body::Body;
 use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 
+use super::RetryStats;
 use super::error::{RETRY_STOP_KEY, stop};
-use super::{Backoff, RetryStats};
 use crate::BoxError;
+use crate::backoff::{Backoff, JitterRng};
 use crate::config::RetryConfig;
 use crate::deadline::CallDeadline;
 use crate::errors::{LocalKind, code_of, is_retryable_code, local_kind, status_of, surely_unsent};
@@ -29,6 +30,7 @@ pub(crate) struct Replay(pub(crate) Bytes);
 pub(crate) struct Shared {
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Backoff,
+    pub(crate) rng: JitterRng,
     pub(crate) budget: TpsBudget,
     pub(crate) idempotent_rpcs: Vec<String>,
     pub(crate) stats: RetryStats,
@@ -37,16 +39,22 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: &RetryConfig, client: &str) -> Arc<Self> {
+    /// # Panics
+    ///
+    /// When `config` is out of range ([`RetryConfig::validate`]); tower's budget would panic on
+    /// it anyway, less precisely.
+    pub(crate) fn new(config: &RetryConfig, client: &str, rng: JitterRng) -> Arc<Self> {
+        if let Err(error) = config.validate() {
+            panic!("invalid retry configuration: {error}");
+        }
         Arc::new(Self {
-            max_attempts: config.max_attempts.max(1),
+            max_attempts: config.max_attempts,
             backoff: Backoff::new(config.backoff_base, config.backoff_cap),
+            rng,
             budget: TpsBudget::new(
-                config
-                    .budget_ttl
-                    .clamp(Duration::from_secs(1), Duration::from_secs(60)),
+                config.budget_ttl,
                 config.budget_min_per_sec,
-                config.budget_ratio.clamp(0.0, 1000.0),
+                config.budget_ratio,
             ),
             idempotent_rpcs: config.idempotent_rpcs.clone(),
             stats: RetryStats::default(),
@@ -157,7 +165,10 @@ impl RetryPolicy {
         let delay = match pushback {
             Pushback::Stop => return Verdict::Stop(stop::PUSHBACK),
             Pushback::After(delay) => delay,
-            Pushback::Absent => self.shared.backoff.delay(self.attempts),
+            Pushback::Absent => self
+                .shared
+                .backoff
+                .delay_with(self.attempts, &mut self.shared.rng.clone()),
         };
         if let Some(deadline) = req.extensions().get::<CallDeadline>()
             && Instant::now() + delay >= deadline.at()

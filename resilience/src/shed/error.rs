@@ -1,7 +1,5 @@
 //! The status of an attempt shed by the concurrency limit.
 
-use std::collections::HashMap;
-
 use tonic::{Code, Status};
 
 use crate::errors::{LocalKind, local, reason, with_reason};
@@ -12,9 +10,9 @@ pub fn load_shed(limit: usize) -> Status {
         LocalKind::LoadShed,
         with_reason(
             Code::ResourceExhausted,
-            format!("more than {limit} calls in flight"),
             reason::LOAD_SHED,
-            HashMap::from([("limit".to_owned(), limit.to_string())]),
+            format!("more than {limit} calls in flight"),
+            [("limit", limit.to_string())],
         ),
     )
 }

@@ -1,5 +1,3 @@
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use http::{HeaderMap, Response};
 use http_body::Frame;
@@ -42,12 +40,7 @@ async fn run(
 
 #[tokio::test]
 async fn trailers_only_errors_become_err_with_details() {
-    let sent = with_reason(
-        Code::NotFound,
-        "no such product",
-        "PRODUCT_NOT_FOUND",
-        HashMap::new(),
-    );
+    let sent = with_reason(Code::NotFound, "PRODUCT_NOT_FOUND", "no such product", []);
     let response: Response<Body> = sent.into_http();
     let err = run(Ok(response)).await.unwrap_err();
     assert_eq!(status(&err).code(), Code::NotFound);

@@ -152,7 +152,7 @@ async fn a_retry_goes_to_another_endpoint_than_the_failed_attempt() {
     let mut config = config();
     // Keep every endpoint admitted: this is about where each retry goes.
     config.outlier.consecutive_failures = 0;
-    config.outlier.failure_rate = 2.0;
+    config.outlier.failure_rate = None;
     let (stack, _) =
         ResilientChannel::builder(config).balance(fleet.iter().map(Instance::endpoint));
     let mut client = OrderServiceClient::new(stack);

@@ -1,7 +1,7 @@
 //! A scripted `OrderService` on loopback: answers with chosen codes and delays, counts calls and
 //! records the metadata each call carried. A test server, not a shop.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -114,7 +114,7 @@ impl Script {
         if step.code == Code::Ok {
             return Ok(());
         }
-        let mut status = with_reason(step.code, "scripted", "SCRIPTED", HashMap::new());
+        let mut status = with_reason(step.code, "SCRIPTED", "scripted", []);
         if let Some(value) = step.pushback {
             status
                 .metadata_mut()

@@ -37,7 +37,7 @@ fn config() -> impl Strategy<Value = BreakerConfig> {
     (1u32..6, 0.2f64..1.0, 1u32..12, 1u32..12, 1u32..4).prop_map(
         |(consecutive, rate, window, minimum, probes)| BreakerConfig {
             consecutive_failures: consecutive,
-            failure_rate: rate,
+            failure_rate: Some(rate),
             window_calls: window,
             minimum_calls: minimum,
             half_open_probes: probes,
@@ -48,7 +48,7 @@ fn config() -> impl Strategy<Value = BreakerConfig> {
 
 fn machine(config: &BreakerConfig) -> Machine {
     Machine::new(
-        crate::breaker::policy::from_config(config),
+        crate::breaker::policy::from_config(config, crate::backoff::JitterRng::thread()),
         config.half_open_probes,
         config.open_cap,
     )
