@@ -108,7 +108,54 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// A setting out of its range; [`crate::Application::build`] fails with it before touching
+/// the database.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {setting} must be {expected}, got {got}")]
+pub struct ConfigError {
+    /// The flag's environment variable (e.g. `MAX_QUANTITY`).
+    pub setting: &'static str,
+    /// The accepted range, in words.
+    pub expected: &'static str,
+    /// The value refused.
+    pub got: String,
+}
+
+fn at_least_one(setting: &'static str, value: i64) -> Result<(), ConfigError> {
+    if value >= 1 {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            setting,
+            expected: "at least 1",
+            got: value.to_string(),
+        })
+    }
+}
+
 impl Config {
+    /// Checks the ranges clap's types do not express; nothing is clamped.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        at_least_one("DB_POOL_SIZE", i64::from(self.db_pool_size))?;
+        at_least_one("MAX_QUANTITY", i64::from(self.max_quantity))?;
+        at_least_one(
+            "MAX_CONCURRENT_REQUESTS",
+            i64::try_from(self.max_concurrent_requests).unwrap_or(i64::MAX),
+        )?;
+        at_least_one(
+            "MAX_MESSAGE_BYTES",
+            i64::try_from(self.max_message_bytes).unwrap_or(i64::MAX),
+        )?;
+        if self.stock_metrics_products < 0 {
+            return Err(ConfigError {
+                setting: "STOCK_METRICS_PRODUCTS",
+                expected: "0 or more",
+                got: self.stock_metrics_products.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// A configuration for tests: a free loopback port on the given database.
     pub fn for_tests(database_url: impl Into<String>) -> Self {
         let mut config = Self::parse_from(["order-svc"]);
@@ -116,5 +163,31 @@ impl Config {
         config.database_url = Some(database_url.into());
         config.db_pool_size = 16;
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_out_of_range_settings_are_named() {
+        Config::parse_from(["order-svc"]).validate().unwrap();
+        let error = Config::parse_from(["order-svc", "--max-quantity", "0"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.setting, "MAX_QUANTITY");
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: MAX_QUANTITY must be at least 1, got 0"
+        );
+        let error = Config::parse_from(["order-svc", "--stock-metrics-products=-1"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.setting, "STOCK_METRICS_PRODUCTS");
+        let error = Config::parse_from(["order-svc", "--db-pool-size", "0"])
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.setting, "DB_POOL_SIZE");
     }
 }

@@ -31,6 +31,9 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/order");
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
+    /// A setting is out of range.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// Preparing, connecting to or migrating the database failed.
     #[error("database set-up failed: {0}")]
     Postgres(#[from] PostgresError),
@@ -60,6 +63,7 @@ impl Application {
     /// Prepares the database (starting a throwaway PostgreSQL when no URL is configured),
     /// applies migrations and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        config.validate()?;
         let database = ServiceDatabase::open(
             config.database_url.as_deref(),
             "order",

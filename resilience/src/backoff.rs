@@ -8,8 +8,8 @@
 //!   "Exponential Backoff And Jitter"; gRFC A6 uses the same shape). For retries: clients that
 //!   failed together come back spread out, not in synchronised waves;
 //! - **shortened** ([`Backoff::shortened_with`]): `ceiling * (1 - jitter * u)` for a fraction
-//!   `jitter` of at most [`MAX_SHORTENING`]. For open periods and ejections, which must keep
-//!   growing from one to the next until the cap while still not ending together.
+//!   `jitter` of at most [`MAX_SHORTENING`]. For open periods and ejections, which must not
+//!   shrink from one to the next before the cap, while still not ending together.
 //!
 //! Randomness is injected: every method that draws takes the RNG, so a seeded one
 //! (`rand::rngs::StdRng::seed_from_u64`) makes the jittered paths deterministic in tests.
@@ -37,8 +37,8 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-/// Largest fraction [`Backoff::shortened_with`] may cut: below one half, a doubled ceiling
-/// shortened by it still exceeds the previous ceiling, so periods keep growing until the cap.
+/// Largest fraction [`Backoff::shortened_with`] may cut: a doubled ceiling shortened by at most
+/// one half is never below the previous ceiling, so periods never shrink before the cap.
 pub const MAX_SHORTENING: f64 = 0.5;
 
 /// A capped exponential schedule: the n-th wait is at most `min(cap, base * 2^(n-1))`.
@@ -223,9 +223,10 @@ mod tests {
             assert!(*p <= nominal && *p >= nominal.mul_f64(0.8), "{i}: {p:?}");
         }
         assert!(periods.windows(2).take(4).all(|w| w[1] > w[0]));
-        // Even the largest shortening keeps a doubled period above the previous one.
+        // Even the largest shortening keeps a doubled period no shorter than the previous one.
         let cut = backoff.shortened_with(2, MAX_SHORTENING, &mut AlwaysMax);
-        assert!(cut > backoff.ceiling(1), "{cut:?}");
+        assert!(cut >= backoff.ceiling(1), "{cut:?}");
+        assert!(cut < backoff.ceiling(2), "{cut:?}");
     }
 
     #[test]

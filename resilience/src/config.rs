@@ -120,8 +120,8 @@ pub struct BreakerConfig {
     /// Longest open period (at least `open_base`). Default 30 s.
     #[serde(with = "humantime_serde")]
     pub open_cap: Duration,
-    /// Each open period is shortened by a random fraction up to this (0.0–0.5, so every period
-    /// stays longer than the one before it), so clients that tripped together do not probe
+    /// Each open period is shortened by a random fraction up to this (0.0–0.5, so no period is
+    /// shorter than the one before it), so clients that tripped together do not probe
     /// together. Default 0.2.
     pub open_jitter: f64,
     /// Probes allowed in flight while half-open (at least 1). Default 1.

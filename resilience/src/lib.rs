@@ -28,6 +28,12 @@
 //! - a server failure (counted by the breaker): `UNAVAILABLE`, `DEADLINE_EXCEEDED`,
 //!   `RESOURCE_EXHAUSTED`, `INTERNAL`, `UNKNOWN`; every other answer proves the server is up.
 //!
+//! Every wait (retry backoff, open periods, ejections) comes from [`backoff`], one capped
+//! exponential schedule with jitter drawn from an injectable RNG
+//! ([`ResilientChannelBuilder::from_rng`], `RetryLayer::from_rng`, `CircuitBreakerLayer::from_rng`),
+//! so tests can replay the jittered paths. [`ResilienceConfig::validate`] refuses out-of-range
+//! settings with a [`ConfigError`] ([`ResilientChannel::try_builder`]); nothing is clamped.
+//!
 //! The [`fault`] module is the server side: a layer for `tonic::transport::Server::builder().layer`
 //! that injects delays, errors and lost responses for tests and drills.
 //!
@@ -55,6 +61,16 @@
 //! | `resilience_endpoint_attempts_total` | counter | `endpoint`, `code` | attempts sent to one endpoint, by final code |
 //!
 //! The fault injector counts `resilience_faults_injected_total` with a `kind` label.
+//!
+//! # Examples
+//!
+//! Runnable on their own (each starts an in-process server on `127.0.0.1:0`):
+//!
+//! | example | shows |
+//! | --- | --- |
+//! | `cargo run -p resilience --example stack` | the full [`ResilientChannel`] retrying a flaky server, with seeded backoff |
+//! | `cargo run -p resilience --example breaker_handle` | [`BreakerHandle`]: force open, trip, `open_until`, transitions, reset |
+//! | `cargo run -p resilience --example fault_plan` | the server side: [`FaultLayer`] and [`FaultPlan`] changed at run time |
 #![forbid(unsafe_code)]
 
 pub mod backoff;

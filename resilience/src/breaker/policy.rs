@@ -13,8 +13,8 @@ use crate::config::BreakerConfig;
 
 /// Open periods: `base * 2^n` capped at `cap`, each shortened by a random fraction of at most
 /// `jitter` ([`Backoff::shortened_with`]). Because the nominal period doubles and the jitter is
-/// at most one half ([`MAX_SHORTENING`](crate::backoff::MAX_SHORTENING), checked by [`BreakerConfig::validate`]), every period is
-/// longer than the one before it until the cap is reached.
+/// at most one half ([`MAX_SHORTENING`](crate::backoff::MAX_SHORTENING), checked by
+/// [`BreakerConfig::validate`]), no period is shorter than the one before it until the cap.
 #[derive(Debug, Clone)]
 pub struct OpenBackoff {
     backoff: Backoff,

@@ -307,3 +307,72 @@ async fn an_abandoned_probe_frees_its_slot() {
     call(&mut svc, &mut handle, Ok(())).await.unwrap();
     assert_eq!(breaker.state(), BreakerState::Closed);
 }
+
+/// The first three open periods of a breaker seeded with `seed` that fails every call (each
+/// probe's failure re-opens it).
+async fn seeded_periods(config: &BreakerConfig, seed: u64) -> Vec<Duration> {
+    use rand::SeedableRng;
+    let layer = CircuitBreakerLayer::from_rng(
+        config,
+        "seeded",
+        &mut rand::rngs::StdRng::seed_from_u64(seed),
+    );
+    let breaker = layer.handle();
+    let mut transitions = breaker.transitions();
+    let (mut svc, mut handle) = mock::spawn_with(|m| layer.layer(m));
+    let mut periods = Vec::new();
+    for _ in 0..3 {
+        call(&mut svc, &mut handle, Err(Code::Unavailable))
+            .await
+            .unwrap_err();
+        let opened = std::iter::from_fn(|| transitions.try_recv().ok())
+            .filter(|t| t.to == BreakerState::Open)
+            .last()
+            .expect("the failure opened the breaker");
+        let period = opened.open_for.unwrap();
+        assert_eq!(
+            breaker.open_until(),
+            Some(tokio::time::Instant::now() + period)
+        );
+        periods.push(period);
+        tokio::time::advance(period).await;
+    }
+    periods
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_seeded_breaker_opens_for_the_seeded_jittered_periods() {
+    use rand::SeedableRng;
+    let config = BreakerConfig {
+        consecutive_failures: 1,
+        open_jitter: 0.5,
+        ..config()
+    };
+    let seeded = seeded_periods(&config, 11).await;
+    let expected: Vec<_> = crate::breaker::policy::OpenBackoff::with_rng(
+        config.open_base,
+        config.open_cap,
+        config.open_jitter,
+        crate::backoff::JitterRng::from_rng(&mut rand::rngs::StdRng::seed_from_u64(11)),
+    )
+    .take(3)
+    .collect();
+    assert_eq!(seeded, expected);
+    assert_eq!(
+        seeded,
+        seeded_periods(&config, 11).await,
+        "same seed, same periods"
+    );
+    assert_ne!(
+        seeded,
+        seeded_periods(&config, 12).await,
+        "another seed, other periods"
+    );
+    assert!(
+        seeded
+            .iter()
+            .zip([1, 2, 4])
+            .any(|(p, s)| *p < Duration::from_secs(s)),
+        "jittered: {seeded:?}"
+    );
+}

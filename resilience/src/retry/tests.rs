@@ -438,3 +438,53 @@ async fn a_final_error_after_a_possibly_delivered_attempt_is_marked() {
     .await;
     assert!(never_left_the_process(status(&result.unwrap_err())));
 }
+
+/// The waits a layer seeded with `seed` takes before each retry of one call failing
+/// `failures` times (virtual time, so only the timer's millisecond rounding blurs them).
+async fn seeded_waits(seed: u64, failures: usize) -> Vec<Duration> {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let layer = RetryLayer::from_rng(
+        &RetryConfig {
+            max_attempts: 4,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_millis(400),
+            ..config()
+        },
+        "seeded",
+        &mut rng,
+    );
+    let (result, seen) = drive(
+        &layer,
+        request(Some("k")),
+        fail_then_ok(Code::Unavailable, failures),
+    )
+    .await;
+    result.unwrap();
+    seen.windows(2)
+        .map(|pair| pair[1].at - pair[0].at)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_seeded_layer_waits_the_seeded_full_jitter_draws() {
+    use rand::SeedableRng;
+    let waits = seeded_waits(7, 3).await;
+    // The same draws, made directly from a source seeded the same way.
+    let backoff =
+        crate::backoff::Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+    let mut same = crate::backoff::JitterRng::from_rng(&mut rand::rngs::StdRng::seed_from_u64(7));
+    let expected: Vec<_> = (1..=3).map(|n| backoff.delay_with(n, &mut same)).collect();
+    assert_eq!(waits.len(), 3);
+    for (i, (wait, expected)) in waits.iter().zip(&expected).enumerate() {
+        let error = wait.abs_diff(*expected);
+        assert!(
+            error <= Duration::from_millis(1),
+            "retry {}: waited {wait:?}, drew {expected:?}",
+            i + 1
+        );
+        assert!(*wait <= backoff.ceiling(i as u32 + 1) + Duration::from_millis(1));
+    }
+    assert_eq!(waits, seeded_waits(7, 3).await, "same seed, same waits");
+    assert_ne!(waits, seeded_waits(8, 3).await, "another seed, other waits");
+}
