@@ -14,25 +14,16 @@ use resilience::{
     BreakerConfig, BreakerState, FaultLayer, ResilienceConfig, ResilientChannel, RetryConfig,
     errors,
 };
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Endpoint, Server};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+
+mod support;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let faults = FaultLayer::disabled();
     let outage = faults.handle();
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(
-        Server::builder()
-            .layer(faults)
-            .add_service(health)
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
+    let channel = support::serve(faults).await?;
 
     let config = ResilienceConfig {
         client: "example".into(),
@@ -50,7 +41,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         ..ResilienceConfig::default()
     };
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
     let (stack, breaker) = ResilientChannel::try_builder(config)?.build(channel);
     let mut client = HealthClient::new(stack);
     let mut transitions = breaker.transitions();

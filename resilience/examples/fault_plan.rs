@@ -14,26 +14,16 @@ use std::time::{Duration, Instant};
 use resilience::errors::{self, reason};
 use resilience::metadata::GRPC_PREVIOUS_RPC_ATTEMPTS;
 use resilience::{FaultLayer, FaultPlan};
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Endpoint, Server};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+
+mod support;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let faults = FaultLayer::disabled();
     let handle = faults.handle();
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(
-        Server::builder()
-            .layer(faults)
-            .add_service(health)
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
+    let channel = support::serve(faults).await?;
     let mut client = HealthClient::new(channel);
 
     // No plan: straight through.

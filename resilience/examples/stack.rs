@@ -16,11 +16,10 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use resilience::{FaultLayer, FaultPlan, ResilienceConfig, ResilientChannel, RetryConfig};
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Endpoint, Server};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+
+mod support;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,15 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plan: FaultPlan = "Check@1:error=UNAVAILABLE;Check@2:error=UNAVAILABLE".parse()?;
     let faults = FaultLayer::with_plan(plan);
     let injected = faults.handle();
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(
-        Server::builder()
-            .layer(faults)
-            .add_service(health)
-            .serve_with_incoming(TcpIncoming::from(listener)),
-    );
+    let channel = support::serve(faults).await?;
 
     // The client: deadline, budgeted retries, breaker, shedding, per-attempt timeout.
     let config = ResilienceConfig {
@@ -52,7 +43,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         ..ResilienceConfig::default()
     };
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?.connect_lazy();
     let (stack, breaker) = ResilientChannel::try_builder(config)?
         .from_rng(&mut StdRng::seed_from_u64(15))
         .build(channel);

@@ -377,80 +377,56 @@ mod tests {
             edit(&mut c);
             c.validate().unwrap_err().field
         };
-        assert_eq!(refused(|c| c.concurrency_limit = 0), "concurrency_limit");
-        assert_eq!(refused(|c| c.retry.max_attempts = 0), "retry.max_attempts");
-        assert_eq!(
-            refused(|c| c.retry.backoff_cap = Duration::from_millis(1)),
-            "retry.backoff_cap"
-        );
-        assert_eq!(
-            refused(|c| c.retry.budget_ttl = Duration::from_secs(61)),
-            "retry.budget_ttl"
-        );
-        assert_eq!(
-            refused(|c| c.retry.budget_ttl = Duration::from_millis(10)),
-            "retry.budget_ttl"
-        );
-        assert_eq!(
-            refused(|c| c.retry.budget_ratio = -0.1),
-            "retry.budget_ratio"
-        );
-        assert_eq!(
-            refused(|c| c.retry.budget_ratio = f32::NAN),
-            "retry.budget_ratio"
-        );
-        assert_eq!(
-            refused(|c| c.breaker.failure_rate = Some(2.0)),
-            "breaker.failure_rate"
-        );
-        assert_eq!(
-            refused(|c| c.breaker.failure_rate = Some(f64::NAN)),
-            "breaker.failure_rate"
-        );
-        assert_eq!(
-            refused(|c| c.breaker.window_calls = 0),
-            "breaker.window_calls"
-        );
-        assert_eq!(
-            refused(|c| c.breaker.minimum_calls = 21),
-            "breaker.minimum_calls"
-        );
-        assert_eq!(
-            refused(|c| c.breaker.minimum_calls = 0),
-            "breaker.minimum_calls"
-        );
-        assert_eq!(
-            refused(|c| c.breaker.open_cap = Duration::ZERO),
-            "breaker.open_cap"
-        );
-        assert_eq!(
-            refused(|c| c.breaker.open_jitter = 0.7),
-            "breaker.open_jitter"
-        );
-        assert_eq!(
-            refused(|c| c.breaker.open_jitter = -0.1),
-            "breaker.open_jitter"
-        );
-        assert_eq!(
-            refused(|c| c.breaker.half_open_probes = 0),
-            "breaker.half_open_probes"
-        );
-        assert_eq!(
-            refused(|c| c.outlier.failure_rate = Some(1.5)),
-            "outlier.failure_rate"
-        );
-        assert_eq!(
-            refused(|c| c.outlier.minimum_calls = 30),
-            "outlier.minimum_calls"
-        );
-        assert_eq!(
-            refused(|c| c.outlier.eject_jitter = 0.6),
-            "outlier.eject_jitter"
-        );
-        assert_eq!(
-            refused(|c| c.outlier.eject_cap = Duration::ZERO),
-            "outlier.eject_cap"
-        );
+        type Edit = fn(&mut ResilienceConfig);
+        let cases: [(Edit, &str); 20] = [
+            (|c| c.concurrency_limit = 0, "concurrency_limit"),
+            (|c| c.retry.max_attempts = 0, "retry.max_attempts"),
+            (
+                |c| c.retry.backoff_cap = Duration::from_millis(1),
+                "retry.backoff_cap",
+            ),
+            (
+                |c| c.retry.budget_ttl = Duration::from_secs(61),
+                "retry.budget_ttl",
+            ),
+            (
+                |c| c.retry.budget_ttl = Duration::from_millis(10),
+                "retry.budget_ttl",
+            ),
+            (|c| c.retry.budget_ratio = -0.1, "retry.budget_ratio"),
+            (|c| c.retry.budget_ratio = f32::NAN, "retry.budget_ratio"),
+            (
+                |c| c.breaker.failure_rate = Some(2.0),
+                "breaker.failure_rate",
+            ),
+            (
+                |c| c.breaker.failure_rate = Some(f64::NAN),
+                "breaker.failure_rate",
+            ),
+            (|c| c.breaker.window_calls = 0, "breaker.window_calls"),
+            (|c| c.breaker.minimum_calls = 21, "breaker.minimum_calls"),
+            (|c| c.breaker.minimum_calls = 0, "breaker.minimum_calls"),
+            (|c| c.breaker.open_cap = Duration::ZERO, "breaker.open_cap"),
+            (|c| c.breaker.open_jitter = 0.7, "breaker.open_jitter"),
+            (|c| c.breaker.open_jitter = -0.1, "breaker.open_jitter"),
+            (
+                |c| c.breaker.half_open_probes = 0,
+                "breaker.half_open_probes",
+            ),
+            (
+                |c| c.outlier.failure_rate = Some(1.5),
+                "outlier.failure_rate",
+            ),
+            (|c| c.outlier.minimum_calls = 30, "outlier.minimum_calls"),
+            (|c| c.outlier.eject_jitter = 0.6, "outlier.eject_jitter"),
+            (
+                |c| c.outlier.eject_cap = Duration::ZERO,
+                "outlier.eject_cap",
+            ),
+        ];
+        for (edit, field) in cases {
+            assert_eq!(refused(edit), field);
+        }
         let error = {
             let mut c = ResilienceConfig::default();
             c.breaker.open_jitter = 0.7;
