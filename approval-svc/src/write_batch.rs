@@ -6,12 +6,14 @@
 //! fenced by `attempts`, and each caller gets exactly its own answer (see
 //! [`repo::start_attempts`] and [`repo::finish_attempts`]).
 //!
-//! No timer: at low load a batch is one request. A failed batch fails each of its requests with
+//! No timer at low load: a batch is then one request; under load a batch waits briefly for the
+//! callers of the previous one ([`DEFAULT_REFILL_WAIT`]). A failed batch fails each of its requests with
 //! the batch's database error; the next batch starts afresh.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use lab_common::batch::GroupCommit;
+use lab_common::batch::{Batching, GroupCommit, Refill};
 use sqlx::PgPool;
 
 use crate::domain::Challenge;
@@ -20,6 +22,10 @@ use crate::repository::{self as repo, BatchError, FinishRequest, StartRequest, T
 /// Largest batch of one kind: large enough for every caller of a busy instance, small enough
 /// that one statement's arrays stay modest.
 pub const DEFAULT_MAX_BATCH: usize = 256;
+
+/// Under load, how long the next batch of a kind may wait for the callers of the last one
+/// (lab-common's `batch` module says why); never after a batch of one.
+pub const DEFAULT_REFILL_WAIT: Duration = Duration::from_millis(2);
 
 type StartAnswer = Result<Transition, BatchError>;
 type FinishAnswer = Result<Option<Challenge>, BatchError>;
@@ -34,8 +40,14 @@ pub struct WriteBatches {
 impl WriteBatches {
     /// Queues over `pool`, batches of at most `max_batch` requests each.
     pub fn new(pool: PgPool, max_batch: usize) -> Self {
+        let batching = Batching {
+            max_batch,
+            refill: Refill {
+                max_wait: DEFAULT_REFILL_WAIT,
+            },
+        };
         let start_pool = pool.clone();
-        let starts = GroupCommit::new(max_batch, move |requests: Vec<StartRequest>| {
+        let starts = GroupCommit::new(batching, move |requests: Vec<StartRequest>| {
             let pool = start_pool.clone();
             async move {
                 crate::metrics::write_batch("start", requests.len());
@@ -49,7 +61,7 @@ impl WriteBatches {
                 answers(written, requests.len())
             }
         });
-        let finishes = GroupCommit::new(max_batch, move |requests: Vec<FinishRequest>| {
+        let finishes = GroupCommit::new(batching, move |requests: Vec<FinishRequest>| {
             let pool = pool.clone();
             async move {
                 crate::metrics::write_batch("finish", requests.len());

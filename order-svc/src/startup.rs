@@ -24,6 +24,7 @@ use crate::reaper;
 use crate::service::OrderApi;
 use crate::sold_out::SoldOutFlags;
 use crate::stock_listener;
+use lab_common::batch::{Batching, Refill};
 
 /// The shop's schema, applied at start-up (also usable with `sqlx migrate run`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/order");
@@ -84,7 +85,12 @@ impl Application {
         let orders = GroupCommit::new(
             database.pool.clone(),
             config.idempotency_retention,
-            usize::from(config.order_batch_max),
+            Batching {
+                max_batch: usize::from(config.order_batch_max),
+                refill: Refill {
+                    max_wait: config.order_batch_refill_wait,
+                },
+            },
             sold_out.clone(),
         );
         Ok(Self {
