@@ -20,6 +20,13 @@ use uuid::Uuid;
 
 /// Upper bound of every test.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a test waits for the completer (every 100 ms in [`ApprovalSvc::config`]) or the
+/// checker to finish what it started.
+pub const SETTLE: Duration = Duration::from_secs(20);
+/// [`SETTLE`] after an outage, or for many challenges at once.
+pub const SETTLE_LONG: Duration = Duration::from_secs(60);
+/// How often [`eventually`] polls.
+pub const POLL: Duration = Duration::from_millis(50);
 
 /// Tests share the machine: ordinary ones run side by side (read), heavy or timing-sensitive
 /// ones run alone (write), so a < 50 ms assertion never measures another test's load.
@@ -379,7 +386,7 @@ pub fn failure(challenge: &apb::Challenge) -> apb::ApprovalFailureReason {
     apb::ApprovalFailureReason::try_from(challenge.failure_reason).unwrap()
 }
 
-/// Polls `condition` every 50 ms until it holds; panics after `within`.
+/// Polls `condition` every [`POLL`] until it holds; panics after `within`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
@@ -391,7 +398,7 @@ where
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
