@@ -4,7 +4,7 @@
 //! (one WAL flush under durable settings) per approval. The saga's guarantees are those of the
 //! single writes: each intent is committed before its caller calls order-svc, each outcome is
 //! fenced by `attempts`, and each caller gets exactly its own answer (see
-//! [`repo::start_attempts`] and [`repo::finish_attempts`]).
+//! [`attempts::start_attempts`] and [`attempts::finish_attempts`]).
 //!
 //! No timer at low load: a batch is then one request; under load a batch waits briefly for the
 //! callers of the previous one ([`DEFAULT_REFILL_WAIT`]). A failed batch fails each of its requests with
@@ -16,8 +16,8 @@ use std::time::Duration;
 use lab_common::batch::{Batching, GroupCommit, Refill};
 use sqlx::PgPool;
 
-use crate::domain::Challenge;
-use crate::repository::{self as repo, BatchError, FinishRequest, StartRequest, Transition};
+use crate::domain::{Challenge, Transition};
+use crate::repository::attempts::{self, BatchError, FinishRequest, StartRequest};
 
 /// Largest batch of one kind: large enough for every caller of a busy instance, small enough
 /// that one statement's arrays stay modest.
@@ -53,7 +53,7 @@ impl WriteBatches {
                 crate::metrics::write_batch("start", requests.len());
                 let written = async {
                     let mut tx = pool.begin().await?;
-                    let transitions = repo::start_attempts(&mut tx, &requests).await?;
+                    let transitions = attempts::start_attempts(&mut tx, &requests).await?;
                     tx.commit().await?;
                     Ok(transitions)
                 }
@@ -67,7 +67,7 @@ impl WriteBatches {
                 crate::metrics::write_batch("finish", requests.len());
                 let written = async {
                     let mut tx = pool.begin().await?;
-                    let rows = repo::finish_attempts(&mut tx, &requests).await?;
+                    let rows = attempts::finish_attempts(&mut tx, &requests).await?;
                     tx.commit().await?;
                     Ok(rows)
                 }
@@ -78,12 +78,12 @@ impl WriteBatches {
         Self { starts, finishes }
     }
 
-    /// [`repo::start_attempt`], committed with whatever other intents arrive meanwhile.
+    /// [`attempts::start_attempt`], committed with whatever other intents arrive meanwhile.
     pub async fn start_attempt(&self, request: StartRequest) -> Result<Transition, BatchError> {
         self.starts.submit(request).await?
     }
 
-    /// [`repo::finish_attempt`] (without a failure point), committed with whatever other
+    /// [`attempts::finish_attempt`] (without a failure point), committed with whatever other
     /// outcomes arrive meanwhile.
     pub async fn finish_attempt(
         &self,

@@ -115,14 +115,3 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
 }
-
-impl Config {
-    /// A configuration for tests: a free loopback port on the given database.
-    pub fn for_tests(database_url: impl Into<String>) -> Self {
-        let mut config = Self::parse_from(["order-svc"]);
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.database_url = Some(database_url.into());
-        config.db_pool_size = 16;
-        config
-    }
-}

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use std::str::FromStr;
 
+use lab_common::shutdown::Shutdown;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::repository::STOCK_CHANNEL;
@@ -30,13 +30,13 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Listens until `stop` turns true, keeping `flags` told whether it is connected.
-pub async fn run(database_url: String, flags: SoldOutFlags, mut stop: watch::Receiver<bool>) {
+/// Listens until `stop` is triggered, keeping `flags` told whether it is connected.
+pub async fn run(database_url: String, flags: SoldOutFlags, stop: Shutdown) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         let connected = tokio::select! {
             connected = connect(&database_url) => connected,
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = stop.triggered() => return,
         };
         match connected {
             Ok(listener) => {
@@ -54,7 +54,7 @@ pub async fn run(database_url: String, flags: SoldOutFlags, mut stop: watch::Rec
                              listener is back"
                         );
                     }
-                    _ = stop.wait_for(|stopped| *stopped) => return,
+                    () = stop.triggered() => return,
                 }
             }
             Err(error) => {
@@ -63,7 +63,7 @@ pub async fn run(database_url: String, flags: SoldOutFlags, mut stop: watch::Rec
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = stop.triggered() => return,
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
