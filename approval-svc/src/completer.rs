@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
+use lab_common::shutdown::Shutdown;
 use tracing::Instrument;
 
 use crate::domain::{Challenge, Status};
@@ -66,19 +66,19 @@ impl std::fmt::Debug for CompleterSettings {
     }
 }
 
-/// Runs rounds until `shutdown` is cancelled; the round in progress is finished first, so no
+/// Runs rounds until `shutdown` is triggered; the round in progress is finished first, so no
 /// claimed challenge is abandoned mid-call (its lease would cover it anyway).
-pub async fn run(saga: Arc<Saga>, settings: CompleterSettings, shutdown: CancellationToken) {
+pub async fn run(saga: Arc<Saga>, settings: CompleterSettings, shutdown: Shutdown) {
     tracing::info!(period = ?settings.period, batch = settings.batch, "completer started");
     loop {
         let claimed = round(&saga, &settings).await;
         // A full batch suggests more is due: go again at once, unless stopping.
         if claimed < settings.batch as usize {
             tokio::select! {
-                () = shutdown.cancelled() => break,
+                () = shutdown.triggered() => break,
                 () = tokio::time::sleep(settings.period) => {}
             }
-        } else if shutdown.is_cancelled() {
+        } else if shutdown.is_triggered() {
             break;
         }
     }

@@ -245,24 +245,6 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// A configuration for tests: a free loopback port on the given databases, a completer
-    /// that runs every 100 ms with short leases and retry delays.
-    pub fn for_tests(database_url: impl Into<String>, order_svc_url: impl Into<String>) -> Self {
-        let mut config = Self::parse_from(["approval-svc"]);
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.database_url = Some(database_url.into());
-        config.order_svc_url = vec![order_svc_url.into()];
-        config.db_pool_size = 16;
-        config.lease = Duration::from_secs(3);
-        config.order_call_timeout = Duration::from_secs(2);
-        config.completer_period = Duration::from_millis(100);
-        config.retry_backoff_base = Duration::from_millis(100);
-        config.retry_backoff_cap = Duration::from_millis(500);
-        config.breaker_open_base = Duration::from_millis(300);
-        config.breaker_open_cap = Duration::from_secs(1);
-        config
-    }
-
     /// The resilience stack's settings for the order-svc client.
     pub fn resilience(&self) -> ResilienceConfig {
         ResilienceConfig {
@@ -335,11 +317,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_and_test_config_are_valid() {
+    fn defaults_are_valid() {
         Config::parse_from(["approval-svc"]).validate().unwrap();
-        Config::for_tests("postgres://x/y", "http://127.0.0.1:1")
-            .validate()
-            .unwrap();
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! The challenge and its states, as stored and as sent on the wire.
+//! The challenge, its states, and the saga's vocabulary over them: what a locking transition
+//! found ([`Transition`]) and what an attempt ended with ([`AttemptOutcome`], [`NextStep`]).
+//! The wire forms are in `service::convert`.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lab_common::reason::Reason;
-use lab_common::time::{to_proto, to_proto_opt};
-use lab_proto::approval::v1 as pb;
 use uuid::Uuid;
 
 /// Lifecycle state of a challenge (stored as its UPPER_SNAKE name without prefix).
@@ -55,26 +57,6 @@ impl Status {
         Self::ALL
             .into_iter()
             .find(|status| status.as_str() == value)
-    }
-
-    /// The wire enum.
-    pub fn to_proto(self) -> pb::ChallengeStatus {
-        match self {
-            Self::Pending => pb::ChallengeStatus::Pending,
-            Self::Approving => pb::ChallengeStatus::Approving,
-            Self::Approved => pb::ChallengeStatus::Approved,
-            Self::ApproveFailed => pb::ChallengeStatus::ApproveFailed,
-            Self::Rejected => pb::ChallengeStatus::Rejected,
-            Self::Revoking => pb::ChallengeStatus::Revoking,
-            Self::Revoked => pb::ChallengeStatus::Revoked,
-        }
-    }
-
-    /// From the wire enum; `None` for UNSPECIFIED.
-    pub fn from_proto(status: pb::ChallengeStatus) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|known| known.to_proto() == status)
     }
 }
 
@@ -143,19 +125,6 @@ impl FailureReason {
             Self::OrderServiceUnavailable | Self::CircuitOpen | Self::DeadlineExceeded
         )
     }
-
-    /// The wire enum.
-    pub fn to_proto(self) -> pb::ApprovalFailureReason {
-        match self {
-            Self::OutOfStock => pb::ApprovalFailureReason::OutOfStock,
-            Self::ProductNotFound => pb::ApprovalFailureReason::ProductNotFound,
-            Self::OrderServiceUnavailable => pb::ApprovalFailureReason::OrderServiceUnavailable,
-            Self::CircuitOpen => pb::ApprovalFailureReason::CircuitOpen,
-            Self::DeadlineExceeded => pb::ApprovalFailureReason::DeadlineExceeded,
-            Self::RejectedByOrderService => pb::ApprovalFailureReason::RejectedByOrderService,
-            Self::OrderCancelled => pb::ApprovalFailureReason::OrderCancelled,
-        }
-    }
 }
 
 /// One challenge row.
@@ -216,36 +185,50 @@ impl Challenge {
             .as_deref()
             .and_then(FailureReason::parse)
     }
+}
 
-    /// The wire message.
-    pub fn to_proto(&self) -> pb::Challenge {
-        pb::Challenge {
-            challenge_id: self.challenge_id.to_string(),
-            user_id: self.user_id.to_string(),
-            product_id: self.product_id.to_string(),
-            quantity: self.quantity,
-            title: self.title.clone(),
-            status: self.status().to_proto().into(),
-            failure_reason: self
-                .failure_reason()
-                .map_or(
-                    pb::ApprovalFailureReason::Unspecified,
-                    FailureReason::to_proto,
-                )
-                .into(),
-            failure_message: self.failure_message.clone(),
-            order_id: self.order_id.map(|id| id.to_string()).unwrap_or_default(),
-            idempotency_key: self.idempotency_key.clone().unwrap_or_default(),
-            attempts: self.attempts,
-            approver: self.approver.clone(),
-            dead_lettered: self.dead_lettered,
-            next_attempt_at: to_proto_opt(self.next_attempt_at),
-            created_at: Some(to_proto(self.created_at)),
-            updated_at: Some(to_proto(self.updated_at)),
-            decision_reason: self.decision_reason.clone(),
-            lease_expires_at: to_proto_opt(self.lease_expires_at),
-        }
-    }
+/// What a locking transition found.
+#[derive(Debug)]
+pub enum Transition {
+    /// The transition was applied; the row after it.
+    Applied(Challenge),
+    /// The row was in another state and was left alone; the row as it stands.
+    Unchanged(Challenge),
+    /// No such challenge.
+    Missing,
+}
+
+/// The outcome written by the post-call transaction of an approval attempt.
+#[derive(Debug, Clone)]
+pub enum AttemptOutcome {
+    /// The order exists: APPROVED.
+    Approved {
+        /// The order created (or replayed) for the challenge's key.
+        order_id: Uuid,
+    },
+    /// The order could not be created: APPROVE_FAILED.
+    Failed {
+        /// Why.
+        reason: FailureReason,
+        /// Detail for people.
+        message: String,
+        /// What happens next.
+        next: NextStep,
+        /// Whether the attempt counts against the retry budget: false when the call never left
+        /// the process (refused by the local breaker or load shedding).
+        charged: bool,
+    },
+}
+
+/// What follows a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    /// An automatic retry after this delay.
+    RetryAfter(Duration),
+    /// Automatic retries are used up: a dead letter.
+    DeadLetter,
+    /// A definitive refusal: nothing automatic.
+    Stop,
 }
 
 /// A validated SubmitChallenge request.
@@ -264,15 +247,6 @@ pub struct NewChallenge {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn statuses_round_trip_through_both_spellings() {
-        for status in Status::ALL {
-            assert_eq!(Status::parse(status.as_str()), Some(status));
-            assert_eq!(Status::from_proto(status.to_proto()), Some(status));
-        }
-        assert_eq!(Status::from_proto(pb::ChallengeStatus::Unspecified), None);
-    }
 
     #[test]
     fn only_unknown_outcomes_and_outages_are_transient() {

@@ -10,12 +10,10 @@ use lab_common::status::{internal, unavailable, with_reason};
 use lab_common::validate::Violations;
 use tonic::{Code, Status};
 
-use crate::consistency::CheckError;
-use crate::consistency::scan::ScanError;
 use uuid::Uuid;
 
 use crate::domain::Status as ChallengeStatus;
-use crate::repository::BatchError;
+use crate::repository::attempts::BatchError;
 
 /// The operation refused by [`ApprovalError::WrongState`]; it names the `ErrorInfo.reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,13 +77,17 @@ pub enum ApprovalError {
     Database(#[from] sqlx::Error),
     /// A group-committed write's batch failed (see [`crate::write_batch`]).
     #[error("write batch failed: {0}")]
-    Batch(#[from] crate::repository::BatchError),
+    Batch(#[from] BatchError),
     /// A test failure point made a commit fail (never enabled in production).
     #[error("injected failure: {0}")]
     Injected(&'static str),
-    /// A consistency check could not run or finish.
-    #[error("consistency check failed: {0}")]
-    Check(#[from] crate::consistency::CheckError),
+    /// Another instance's consistency check holds the lock.
+    #[error("another consistency check is running")]
+    CheckBusy,
+    /// order-svc did not answer a consistency check's call (the checker maps its own failures
+    /// here and to [`ApprovalError::Database`]).
+    #[error("consistency check stopped: order-svc: {0}")]
+    CheckUnanswered(Status),
     /// The task driving the request stopped unexpectedly (panic or runtime shutdown).
     #[error("request task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -152,21 +154,18 @@ impl From<ApprovalError> for Status {
                 tracing::error!(%error, "request task failed");
                 internal()
             }
-            ApprovalError::Check(CheckError::Busy) => with_reason(
+            ApprovalError::CheckBusy => with_reason(
                 Code::Aborted,
                 Reason::CheckInProgress,
                 "another consistency check is running; retry",
                 [],
             ),
-            ApprovalError::Check(CheckError::Scan(ScanError::OrderService(status))) => {
+            ApprovalError::CheckUnanswered(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "check stopped");
                 unavailable(
                     Reason::OrderServiceUnavailable,
                     "order-svc did not answer the consistency check; retry",
                 )
-            }
-            ApprovalError::Check(CheckError::Scan(ScanError::Database(error))) => {
-                lab_common::status::database(&error)
             }
         }
     }

@@ -11,12 +11,13 @@
 //! - **Compensation**: a revoke cancels the order (idempotent), then records REVOKED.
 //!
 //! Modules: [`config`] (flags and environment), [`startup`] (the [`Application`]), [`service`]
-//! (gRPC handlers), [`saga`] (the three phases), [`write_batch`] (their writes' group commit),
-//! [`completer`], [`orders`] (the order-svc client
-//! and failure classification), [`repository`] (SQL), [`domain`] (states and rows), [`error`]
-//! (the one error type and its mapping to `tonic::Status`), [`deadline`],
-//! [`failpoints`] (test-only failure points), [`breaker_gate`], [`consistency`] (the checker
-//! that compares both sides, heals and alerts), [`metrics`] (what `/metrics` shows).
+//! (gRPC handlers and the protobuf conversions), [`saga`] (the three phases), [`write_batch`]
+//! (their writes' group commit), [`completer`], [`orders`] (the order-svc client and failure
+//! classification), [`repository`] (SQL), [`domain`] (states, rows and the saga's vocabulary),
+//! [`error`] (the one error type and its mapping to `tonic::Status`), [`deadline`],
+//! [`failpoints`] (test-only failure points), [`breaker_gate`], [`consistency`]
+//! (the checker that compares both sides, heals and alerts), [`metrics`] (what `/metrics`
+//! shows).
 #![forbid(unsafe_code)]
 
 pub mod breaker_gate;

@@ -12,22 +12,21 @@
 //! | `db_pool_connections{pool="approval",state}` | gauge | pool connections `in_use` / `idle` |
 //! | `approval_write_batch_size{write}` | histogram | requests per group-committed transaction of the saga's writes: `start` (intents) or `finish` (outcomes) |
 //!
-//! The checker's `consistency_*` families are recorded in [`crate::consistency`] and described
-//! here with the rest. [`register`] exports every family, described, before the first scrape:
-//! counters at 0 for each known label value, gauges sampled once.
+//! The checker's `consistency_*` families are recorded, described and registered in
+//! [`crate::consistency::metrics`] (this module does not depend on the checker). [`register`]
+//! exports every family of its own, described, before the first scrape: counters at 0 for each
+//! known label value, gauges sampled once.
 
 use std::time::Duration;
 
+use lab_common::shutdown::Shutdown;
 use lab_proto::approval::v1::FILE_DESCRIPTOR_SET;
 use lab_proto::approval::v1::approval_service_server::SERVICE_NAME as APPROVAL_SERVICE;
 use lab_proto::approval::v1::ops_service_server::SERVICE_NAME as OPS_SERVICE;
 use metrics::{Unit, describe_counter, describe_gauge};
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 
-use crate::consistency::{Invariant, store};
-use crate::domain::{FailureReason, Status};
-use crate::repository::AttemptOutcome;
+use crate::domain::{AttemptOutcome, FailureReason, Status};
 
 const APPROVALS: &str = "approval_approvals_total";
 const CHALLENGES: &str = "approval_challenges";
@@ -36,16 +35,11 @@ const DEAD_LETTERS: &str = "approval_dead_letters";
 const COMPLETER_RUNS: &str = "approval_completer_runs_total";
 const COMPLETER_REDRIVES: &str = "approval_completer_redrives_total";
 const POOL_CONNECTIONS: &str = "db_pool_connections";
-const CHECKS: &str = "consistency_checks_total";
-const VIOLATIONS: &str = "consistency_violations";
-const HEALED: &str = "consistency_healed_total";
-const ALERTS: &str = "consistency_alerts_total";
-const LAST_CHECK: &str = "consistency_last_check_timestamp_seconds";
 
 /// Installs the process's recorder (if not yet), describes every family, exports the counters
 /// at 0 for each known label value (the per-RPC ones for every method and code too) and sets
-/// the gauges (sampled once; the last check's time from the checker's watermark), so the first
-/// scrape already shows every family. Call before serving `/metrics`.
+/// the gauges (sampled once), so the first scrape already shows every family. Call before
+/// serving `/metrics`, with [`crate::consistency::metrics::register`].
 pub async fn register(pool: &PgPool) {
     lab_common::metrics_http::prometheus();
     describe();
@@ -59,31 +53,11 @@ pub async fn register(pool: &PgPool) {
     for kind in ["approval", "revoke"] {
         metrics::counter!(COMPLETER_REDRIVES, "kind" => kind).increment(0);
     }
-    for result in ["ok", "error"] {
-        metrics::counter!(CHECKS, "result" => result).increment(0);
-    }
-    for invariant in Invariant::ALL {
-        metrics::counter!(HEALED, "invariant" => invariant.code()).increment(0);
-        // Unknown until this instance checks; a registered gauge starts at 0.
-        let _ = metrics::gauge!(VIOLATIONS, "invariant" => invariant.code());
-    }
-    for action in ["trigger", "resolve"] {
-        metrics::counter!(ALERTS, "action" => action).increment(0);
-    }
     if let Err(error) = lab_common::grpc_metrics::preinitialise(
         &[FILE_DESCRIPTOR_SET],
         &[APPROVAL_SERVICE, OPS_SERVICE],
     ) {
         tracing::warn!(%error, "the embedded descriptor set does not decode");
-    }
-    match store::watermark(pool).await {
-        Ok(last_check) => {
-            metrics::gauge!(LAST_CHECK).set(last_check.map_or(0.0, |at| at.timestamp() as f64))
-        }
-        Err(error) => {
-            let _ = metrics::gauge!(LAST_CHECK);
-            tracing::warn!(%error, "reading the last check's time failed");
-        }
     }
     sample_once(pool).await;
 }
@@ -112,28 +86,6 @@ fn describe() {
     describe_gauge!(
         POOL_CONNECTIONS,
         "Database pool connections, by pool and state (in_use, idle)."
-    );
-    describe_counter!(
-        CHECKS,
-        "Consistency checks run by this instance, by result (ok, error)."
-    );
-    describe_gauge!(
-        VIOLATIONS,
-        "Violations left unhealed by this instance's last consistency check, by invariant."
-    );
-    describe_counter!(
-        HEALED,
-        "Violations the consistency checker healed, by invariant."
-    );
-    describe_counter!(
-        ALERTS,
-        "Consistency alerts sent to the webhooks, by action (trigger, resolve)."
-    );
-    describe_gauge!(
-        LAST_CHECK,
-        Unit::Seconds,
-        "Unix time at which the last consistency check started (this instance's, or at start-up \
-         the last one recorded by any instance; 0 before any)."
     );
 }
 
@@ -167,13 +119,13 @@ pub fn completer_round(approvals: usize, revokes: usize) {
 }
 
 /// Samples the gauges every `interval` until `shutdown`.
-pub async fn sample(pool: PgPool, interval: Duration, shutdown: CancellationToken) {
+pub async fn sample(pool: PgPool, interval: Duration, shutdown: Shutdown) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            () = shutdown.cancelled() => return,
+            () = shutdown.triggered() => return,
         }
         sample_once(&pool).await;
     }

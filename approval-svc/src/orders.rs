@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use lab_common::metadata::{CLIENT_ID, GRPC_PREVIOUS_RPC_ATTEMPTS, IDEMPOTENCY_KEY};
+use lab_common::metadata::{
+    APPROVAL_CLIENT_ID, CLIENT_ID, GRPC_PREVIOUS_RPC_ATTEMPTS, IDEMPOTENCY_KEY,
+};
 use lab_common::reason::Reason;
 use lab_proto::order::v1 as order_pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
@@ -17,9 +19,6 @@ use tonic::{Code, Status};
 use uuid::Uuid;
 
 use crate::domain::{Challenge, FailureReason};
-
-/// The `client-id` this service presents; order-svc scopes idempotency keys to it.
-pub const CLIENT_NAME: &str = "approval-svc";
 
 /// Why the order-svc client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +83,8 @@ pub fn channel(urls: &[String], connect_timeout: Duration) -> Result<OrderEndpoi
 /// and per endpoint: failure detection, per-attempt timeout; p2c balancing among them).
 pub type OrderClient = OrderServiceClient<ResilientChannel<Balanced>>;
 
-/// The two order-svc calls of the saga, each bounded by the budget it is given.
+/// approval-svc's way to order-svc: the saga's two calls, and [`OrderGateway::call`] for any
+/// other, each bounded by the budget it is given.
 #[derive(Debug, Clone)]
 pub struct OrderGateway {
     client: OrderClient,
@@ -92,12 +92,6 @@ pub struct OrderGateway {
 }
 
 impl OrderGateway {
-    /// The generated client over the same resilience stack, for other callers of order-svc
-    /// (the consistency checker) that must share its breaker and budgets.
-    pub fn client(&self) -> OrderClient {
-        self.client.clone()
-    }
-
     /// The resilience stack configured by `config` over a fixed list of endpoints; also
     /// returns the handle of the stack's circuit breaker. Needs a tokio runtime.
     pub fn new(endpoints: OrderEndpoints, config: ResilienceConfig) -> (Self, BreakerHandle) {
@@ -187,8 +181,10 @@ impl OrderGateway {
     }
 
     /// Sends `request` with `client-id` and the budget as `grpc-timeout`, and enforces the
-    /// budget here too, so the caller's deadline holds whatever the stack below does.
-    async fn call<Req, Resp, F, Fut>(
+    /// budget here too, so the caller's deadline holds whatever the stack below does. Every
+    /// call approval-svc makes to order-svc goes through here (the saga's two above, the
+    /// consistency checker's), over the same breaker and budgets.
+    pub async fn call<Req, Resp, F, Fut>(
         &self,
         mut request: tonic::Request<Req>,
         budget: Duration,
@@ -205,7 +201,7 @@ impl OrderGateway {
         }
         request
             .metadata_mut()
-            .insert(CLIENT_ID, MetadataValue::from_static(CLIENT_NAME));
+            .insert(CLIENT_ID, MetadataValue::from_static(APPROVAL_CLIENT_ID));
         request.set_timeout(budget);
         match tokio::time::timeout(budget, send(self.client.clone(), request)).await {
             Ok(result) => result.map(tonic::Response::into_inner),

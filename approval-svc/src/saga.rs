@@ -11,13 +11,12 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::deadline::call_budget;
-use crate::domain::{Challenge, FailureReason, Status};
+use crate::domain::{AttemptOutcome, Challenge, FailureReason, NextStep, Status, Transition};
 use crate::error::{ApprovalError, Operation};
 use crate::failpoints::FailurePoints;
 use crate::orders::{OrderGateway, classify, earlier_attempts, failure_message, never_sent};
-use crate::repository::{
-    self as repo, AttemptOutcome, FinishError, FinishRequest, NextStep, StartRequest, Transition,
-};
+use crate::repository::attempts::{self, FinishError, FinishRequest, StartRequest};
+use crate::repository::challenges;
 use crate::write_batch::{self, WriteBatches};
 
 /// Timing and retry policy of the saga.
@@ -117,7 +116,7 @@ impl Saga {
     }
 
     /// RetryApproval: APPROVE_FAILED (dead-lettered or not) starts an attempt now with the same
-    /// key (a new one after ORDER_CANCELLED, see [`repo::start_attempt`]); APPROVING and
+    /// key (a new one after ORDER_CANCELLED, see [`attempts::start_attempt`]); APPROVING and
     /// APPROVED are returned as they stand.
     pub async fn retry(
         &self,
@@ -179,7 +178,7 @@ impl Saga {
         };
         // An injected failure must fail this write alone: it gets a transaction of its own.
         let written = if self.failure_points.take_approval_commit() {
-            repo::finish_attempt(&self.pool, request, true).await
+            attempts::finish_attempt(&self.pool, request, true).await
         } else {
             self.writes
                 .finish_attempt(request)
@@ -197,7 +196,7 @@ impl Saga {
         reason: &str,
         deadline: Option<Instant>,
     ) -> Result<Challenge, ApprovalError> {
-        match repo::start_revoke(&self.pool, id, reason, self.settings.lease).await? {
+        match challenges::start_revoke(&self.pool, id, reason, self.settings.lease).await? {
             Transition::Applied(challenge) => self.drive_revoke(challenge, deadline).await,
             Transition::Unchanged(challenge) => match challenge.status() {
                 Status::Revoking | Status::Revoked => Ok(challenge),
@@ -239,7 +238,7 @@ impl Saga {
             }
         }
         let fail_commit = self.failure_points.take_revoke_commit();
-        let written = repo::finish_revoke(&self.pool, id, fail_commit).await;
+        let written = challenges::finish_revoke(&self.pool, id, fail_commit).await;
         self.settle(id, written).await
     }
 
@@ -285,7 +284,7 @@ impl Saga {
     /// attempt) is not charged to the retry budget: it is rescheduled and cannot dead-letter the
     /// challenge, so an outage's breaker cycles spend attempts only on calls that reached
     /// order-svc. It still took a fencing token (`attempts`), which stays monotonic; the write
-    /// moves `budget_start` along instead (see [`repo::finish_attempt`]).
+    /// moves `budget_start` along instead (see [`attempts::finish_attempt`]).
     fn failed(&self, challenge: &Challenge, status: &tonic::Status) -> AttemptOutcome {
         let key_sent_before = earlier_attempts(challenge).is_some();
         let reason = classify(status, key_sent_before);
@@ -341,7 +340,7 @@ impl Saga {
     }
 
     async fn current(&self, id: Uuid) -> Result<Challenge, ApprovalError> {
-        repo::get(&self.pool, id)
+        challenges::get(&self.pool, id)
             .await?
             .ok_or(ApprovalError::NotFound(id))
     }

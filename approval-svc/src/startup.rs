@@ -10,14 +10,13 @@ use lab_common::grpc_metrics::GrpcMetricsLayer;
 use lab_common::metrics_http::{self, Readiness};
 use lab_common::postgres::PostgresError;
 use lab_common::service::{self, ServiceDatabase, ServingState};
+use lab_common::shutdown::Shutdown;
 use lab_proto::approval::v1::FILE_DESCRIPTOR_SET;
 use lab_proto::approval::v1::approval_service_server::{
     ApprovalServiceServer, SERVICE_NAME as APPROVAL_SERVICE_NAME,
 };
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 use resilience::BreakerHandle;
 use resilience::backoff::{Backoff, JitterRng};
@@ -179,7 +178,7 @@ impl Application {
         let api = ApprovalApi::new(Arc::clone(&saga), config.max_quantity);
         let checker = Arc::new(Checker::new(
             pool.clone(),
-            saga.orders().client(),
+            saga.orders().clone(),
             Arc::clone(&saga),
             Alerter::new(
                 config.alert_webhook_url.clone(),
@@ -204,7 +203,9 @@ impl Application {
             lab_proto::google_rpc::FILE_DESCRIPTOR_SET,
         ])?;
 
-        let stop_completer = CancellationToken::new();
+        // After the drain the background work stops (the completer finishes its round), then
+        // `/metrics`.
+        let stop_background = Shutdown::new();
         let completer = tokio::spawn(completer::run(
             Arc::clone(&saga),
             CompleterSettings {
@@ -216,21 +217,22 @@ impl Application {
                     Arc::new(move || gate.round_limit())
                 },
             },
-            stop_completer.clone(),
+            stop_background.clone(),
         ));
 
-        let checks = tokio::spawn(Arc::clone(&checker).run_periodically(stop_completer.clone()));
+        let checks = tokio::spawn(Arc::clone(&checker).run_periodically(stop_background.clone()));
         let sampler = tokio::spawn(crate::metrics::sample(
             pool.clone(),
             config.metrics_sample_interval,
-            stop_completer.clone(),
+            stop_background.clone(),
         ));
 
-        let (stop_metrics, metrics_stopped) = watch::channel(false);
+        let stop_metrics = Shutdown::new();
         let readiness = Readiness::default();
         if let Some(metrics_listener) = metrics_listener {
             crate::metrics::register(&pool).await;
-            metrics_http::spawn(metrics_listener, readiness.clone(), metrics_stopped)?;
+            crate::consistency::metrics::register(&pool).await;
+            metrics_http::spawn(metrics_listener, readiness.clone(), stop_metrics.clone())?;
         }
         let serving = ServingState::new(health_reporter, readiness, &[APPROVAL_SERVICE_NAME]);
         serving.serving().await;
@@ -251,11 +253,11 @@ impl Application {
             .serve_with_incoming_shutdown(listener.incoming, serving.clone().drain_on(shutdown));
         let served = serving.bounded(served, config.drain_timeout).await;
 
-        stop_completer.cancel();
+        stop_background.trigger();
         let _ = completer.await;
         let _ = checks.await;
         let _ = sampler.await;
-        let _ = stop_metrics.send(true);
+        stop_metrics.trigger();
         database.close().await;
         tracing::info!("stopped");
         served.map_err(Into::into)

@@ -4,22 +4,28 @@
 //! (one WAL flush under durable settings) per approval. The saga's guarantees are those of the
 //! single writes: each intent is committed before its caller calls order-svc, each outcome is
 //! fenced by `attempts`, and each caller gets exactly its own answer (see
-//! [`repo::start_attempts`] and [`repo::finish_attempts`]).
+//! [`attempts::start_attempts`] and [`attempts::finish_attempts`]).
 //!
-//! No timer: at low load a batch is one request. A failed batch fails each of its requests with
+//! No timer at low load: a batch is then one request; under load a batch waits briefly for the
+//! callers of the previous one ([`DEFAULT_REFILL_WAIT`]). A failed batch fails each of its requests with
 //! the batch's database error; the next batch starts afresh.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use lab_common::batch::GroupCommit;
+use lab_common::batch::{Batching, GroupCommit, Refill};
 use sqlx::PgPool;
 
-use crate::domain::Challenge;
-use crate::repository::{self as repo, BatchError, FinishRequest, StartRequest, Transition};
+use crate::domain::{Challenge, Transition};
+use crate::repository::attempts::{self, BatchError, FinishRequest, StartRequest};
 
 /// Largest batch of one kind: large enough for every caller of a busy instance, small enough
 /// that one statement's arrays stay modest.
 pub const DEFAULT_MAX_BATCH: usize = 256;
+
+/// Under load, how long the next batch of a kind may wait for the callers of the last one
+/// (lab-common's `batch` module says why); never after a batch of one.
+pub const DEFAULT_REFILL_WAIT: Duration = Duration::from_millis(2);
 
 type StartAnswer = Result<Transition, BatchError>;
 type FinishAnswer = Result<Option<Challenge>, BatchError>;
@@ -34,14 +40,20 @@ pub struct WriteBatches {
 impl WriteBatches {
     /// Queues over `pool`, batches of at most `max_batch` requests each.
     pub fn new(pool: PgPool, max_batch: usize) -> Self {
+        let batching = Batching {
+            max_batch,
+            refill: Refill {
+                max_wait: DEFAULT_REFILL_WAIT,
+            },
+        };
         let start_pool = pool.clone();
-        let starts = GroupCommit::new(max_batch, move |requests: Vec<StartRequest>| {
+        let starts = GroupCommit::new(batching, move |requests: Vec<StartRequest>| {
             let pool = start_pool.clone();
             async move {
                 crate::metrics::write_batch("start", requests.len());
                 let written = async {
                     let mut tx = pool.begin().await?;
-                    let transitions = repo::start_attempts(&mut tx, &requests).await?;
+                    let transitions = attempts::start_attempts(&mut tx, &requests).await?;
                     tx.commit().await?;
                     Ok(transitions)
                 }
@@ -49,13 +61,13 @@ impl WriteBatches {
                 answers(written, requests.len())
             }
         });
-        let finishes = GroupCommit::new(max_batch, move |requests: Vec<FinishRequest>| {
+        let finishes = GroupCommit::new(batching, move |requests: Vec<FinishRequest>| {
             let pool = pool.clone();
             async move {
                 crate::metrics::write_batch("finish", requests.len());
                 let written = async {
                     let mut tx = pool.begin().await?;
-                    let rows = repo::finish_attempts(&mut tx, &requests).await?;
+                    let rows = attempts::finish_attempts(&mut tx, &requests).await?;
                     tx.commit().await?;
                     Ok(rows)
                 }
@@ -66,12 +78,12 @@ impl WriteBatches {
         Self { starts, finishes }
     }
 
-    /// [`repo::start_attempt`], committed with whatever other intents arrive meanwhile.
+    /// [`attempts::start_attempt`], committed with whatever other intents arrive meanwhile.
     pub async fn start_attempt(&self, request: StartRequest) -> Result<Transition, BatchError> {
         self.starts.submit(request).await?
     }
 
-    /// [`repo::finish_attempt`] (without a failure point), committed with whatever other
+    /// [`attempts::finish_attempt`] (without a failure point), committed with whatever other
     /// outcomes arrive meanwhile.
     pub async fn finish_attempt(
         &self,

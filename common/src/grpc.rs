@@ -1,6 +1,6 @@
 //! What every tonic server of this project needs around its services: a bound listener that
-//! reports its address, reflection, request ids with a tracing span per call, and a shutdown
-//! signal.
+//! reports its address, reflection, and request ids with a tracing span per call (the shutdown
+//! signal is in [`crate::shutdown`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -184,30 +184,6 @@ pub fn observability() -> ObservabilityLayer {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .into_inner()
-}
-
-/// Resolves when the process receives SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutting down"),
-        () = terminate => tracing::info!(signal = "SIGTERM", "shutting down"),
-    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 //! - [`batch`]: leader/follower group commit (one transaction for the writes that arrive together,
 //!   in one queue or one per key).
 //! - [`alerts`]: alert delivery to Slack-compatible and PagerDuty webhooks, with retries.
-//! - [`grpc`]: binding, reflection, health, request ids and graceful shutdown for tonic servers.
+//! - [`grpc`]: binding, reflection, health and request ids for tonic servers.
+//! - [`shutdown`]: the one shutdown signal of a process's tasks, and SIGINT/SIGTERM.
 //! - [`status`]: `tonic::Status` with `google.rpc` error details (domain `lab`).
 //! - [`reason`]: the typed `ErrorInfo.reason` vocabulary both sides of a call use.
 //! - [`validate`]: input validation that collects `BadRequest` field violations.
@@ -27,6 +28,7 @@ pub mod paging;
 pub mod postgres;
 pub mod reason;
 pub mod service;
+pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod time;

@@ -14,6 +14,9 @@ pub use resilience::metadata::{GRPC_PREVIOUS_RPC_ATTEMPTS, GRPC_TIMEOUT, IDEMPOT
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// Request metadata naming the calling principal; idempotency keys are scoped to it.
 pub const CLIENT_ID: &str = "client-id";
+/// The `client-id` approval-svc presents to order-svc (order-svc scopes its idempotency keys to
+/// it); the checkers look for approval-svc's orders under it.
+pub const APPROVAL_CLIENT_ID: &str = "approval-svc";
 /// Principal assumed when a request carries no `client-id`.
 pub const ANONYMOUS_CLIENT: &str = "anonymous";
 /// Request and response metadata carrying the request id.

@@ -7,12 +7,12 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::shutdown::Shutdown;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::sync::watch;
 use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
@@ -78,11 +78,11 @@ impl Readiness {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` (see [`bind`]) until `stop` turns true.
+/// Serves `/metrics` and `/healthz` on `listener` (see [`bind`]) until `stop` is triggered.
 pub fn spawn(
     listener: tokio::net::TcpListener,
     readiness: Readiness,
-    mut stop: watch::Receiver<bool>,
+    stop: Shutdown,
 ) -> std::io::Result<SocketAddr> {
     let handle = prometheus().clone();
     let app = Router::new()
@@ -123,11 +123,8 @@ pub fn spawn(
         );
     let local_addr = listener.local_addr()?;
     tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stop.wait_for(|stopped| *stopped).await;
-        };
         if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(stop.triggered())
             .await
         {
             tracing::warn!(%error, "metrics endpoint failed");

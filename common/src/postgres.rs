@@ -1,5 +1,6 @@
-//! PostgreSQL for the services and their tests: pools, per-test databases, and a private,
-//! throwaway server started from the machine's own binaries when no `DATABASE_URL` is given.
+//! PostgreSQL for the services, drills and tests: pools, scratch databases (one per drill run or
+//! test), and a private, throwaway server started from the machine's own binaries when no
+//! `DATABASE_URL` is given.
 //!
 //! The throwaway server lives in a temporary directory, listens on a free loopback port with
 //! trust authentication, and is stopped (and its directory removed) when the
@@ -91,34 +92,37 @@ pub async fn create_database(admin_url: &str, database: &str) -> Result<String, 
     Ok(with_database(admin_url, database))
 }
 
-/// Prefix of the databases [`fresh_test_database`] makes; the rest of the name is a UUID v7, so
-/// it carries its creation time.
-pub const TEST_DATABASE_PREFIX: &str = "lab_test_";
+/// Prefix of the databases [`scratch_database`] makes; the rest of the name is a UUID v7, so it
+/// carries its creation time. It reads `test` because tests made them first: keeping the
+/// prefix keeps the sweep finding the ones already on long-lived servers.
+pub const SCRATCH_DATABASE_PREFIX: &str = "lab_test_";
 
-/// Test databases older than this are dropped by a later test process on the same server.
-pub const STALE_TEST_DATABASE_AGE: Duration = Duration::from_secs(60 * 60);
+/// Scratch databases older than this are dropped by a later process on the same server.
+pub const STALE_SCRATCH_DATABASE_AGE: Duration = Duration::from_secs(60 * 60);
 
-/// A fresh, empty database for one test, on the server named by `DATABASE_URL` or, when that is
-/// unset, on a throwaway server shared by the whole test process.
+/// A fresh, empty database for one run of something that needs its own schema and data: a
+/// drill's or a scenario's cluster (`lab drill`), or one test. It lives on the server named by
+/// `DATABASE_URL` or, when that is unset, on a throwaway server shared by the whole process.
 ///
-/// Tests never drop their database (a failed one is worth a look), so on a long-lived server
-/// they pile up: one session's runs filled a disk with 1 500 of them. The first call of each
-/// test process therefore drops the stale ones ([`drop_stale_test_databases`]).
-pub async fn fresh_test_database() -> Result<String, PostgresError> {
+/// Scratch databases are never dropped by their maker (a failed run's is worth a look), so on a
+/// long-lived server they pile up: one session's runs filled a disk with 1 500 of them. The first
+/// call of each process therefore drops the stale ones ([`drop_stale_scratch_databases`]).
+pub async fn scratch_database() -> Result<String, PostgresError> {
     static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let admin_url = test_server_url()?;
+    let admin_url = scratch_server_url()?;
     if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst)
-        && let Err(error) = drop_stale_test_databases(&admin_url, STALE_TEST_DATABASE_AGE).await
+        && let Err(error) =
+            drop_stale_scratch_databases(&admin_url, STALE_SCRATCH_DATABASE_AGE).await
     {
-        tracing::warn!(%error, "dropping stale test databases failed");
+        tracing::warn!(%error, "dropping stale scratch databases failed");
     }
-    let name = format!("{TEST_DATABASE_PREFIX}{}", uuid::Uuid::now_v7().simple());
+    let name = format!("{SCRATCH_DATABASE_PREFIX}{}", uuid::Uuid::now_v7().simple());
     create_database(&admin_url, &name).await
 }
 
-/// Drops the test databases on `admin_url`'s server created more than `older_than` ago that
+/// Drops the scratch databases on `admin_url`'s server created more than `older_than` ago that
 /// nobody is connected to; returns how many went. Names that do not carry a time are left.
-pub async fn drop_stale_test_databases(
+pub async fn drop_stale_scratch_databases(
     admin_url: &str,
     older_than: Duration,
 ) -> Result<u64, PostgresError> {
@@ -128,14 +132,14 @@ pub async fn drop_stale_test_databases(
          WHERE starts_with(datname, $1)
            AND datname NOT IN (SELECT datname FROM pg_stat_activity WHERE datname IS NOT NULL)",
     )
-    .bind(TEST_DATABASE_PREFIX)
+    .bind(SCRATCH_DATABASE_PREFIX)
     .fetch_all(&mut connection)
     .await?;
     let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
     let horizon_ms = now_ms.saturating_sub(u64::try_from(older_than.as_millis()).unwrap_or(0));
     let mut dropped = 0;
     for name in names {
-        if !test_database_created_before(&name, horizon_ms) {
+        if !scratch_database_created_before(&name, horizon_ms) {
             continue;
         }
         let quoted = name.replace('"', "\"\"");
@@ -153,10 +157,10 @@ pub async fn drop_stale_test_databases(
     Ok(dropped)
 }
 
-/// Whether a test database's name says it was created before `horizon_ms` (Unix milliseconds):
+/// Whether a scratch database's name says it was created before `horizon_ms` (Unix milliseconds):
 /// a UUID v7's first 48 bits are its creation time.
-fn test_database_created_before(name: &str, horizon_ms: u64) -> bool {
-    name.strip_prefix(TEST_DATABASE_PREFIX)
+fn scratch_database_created_before(name: &str, horizon_ms: u64) -> bool {
+    name.strip_prefix(SCRATCH_DATABASE_PREFIX)
         .and_then(|id| uuid::Uuid::try_parse(id).ok())
         .and_then(|id| id.get_timestamp())
         .map(|timestamp| {
@@ -166,12 +170,12 @@ fn test_database_created_before(name: &str, horizon_ms: u64) -> bool {
         .is_some_and(|created_ms| created_ms < horizon_ms)
 }
 
-fn test_server_url() -> Result<String, PostgresError> {
+fn scratch_server_url() -> Result<String, PostgresError> {
     if let Ok(url) = std::env::var("DATABASE_URL") {
         return Ok(url);
     }
     static SERVER: OnceLock<Result<ThrowawayPostgres, String>> = OnceLock::new();
-    // Starting blocks for a second or two, once per test process; the watchdog stops the server
+    // Starting blocks for a second or two, once per process; the watchdog stops the server
     // when the process exits, since statics are never dropped.
     match SERVER.get_or_init(|| ThrowawayPostgres::start().map_err(|error| error.to_string())) {
         Ok(server) => Ok(server.admin_url()),
@@ -374,16 +378,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_test_database_name_carries_its_creation_time() {
+    fn a_scratch_database_name_carries_its_creation_time() {
         let now_ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
-        let fresh = format!("{TEST_DATABASE_PREFIX}{}", uuid::Uuid::now_v7().simple());
-        assert!(!test_database_created_before(&fresh, now_ms - 60_000));
-        assert!(test_database_created_before(&fresh, now_ms + 60_000));
-        assert!(!test_database_created_before(
+        let fresh = format!("{SCRATCH_DATABASE_PREFIX}{}", uuid::Uuid::now_v7().simple());
+        assert!(!scratch_database_created_before(&fresh, now_ms - 60_000));
+        assert!(scratch_database_created_before(&fresh, now_ms + 60_000));
+        assert!(!scratch_database_created_before(
             "lab_test_not_a_uuid",
             u64::MAX
         ));
-        assert!(!test_database_created_before("postgres", u64::MAX));
+        assert!(!scratch_database_created_before("postgres", u64::MAX));
     }
 
     #[test]

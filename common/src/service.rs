@@ -3,12 +3,10 @@
 //! and layers, the drain on shutdown, and the exit code.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -17,6 +15,7 @@ use tower::layer::util::{Identity, Stack};
 use crate::grpc::{ObservabilityLayer, observability};
 use crate::metrics_http::Readiness;
 use crate::postgres::{PostgresError, ThrowawayPostgres, connect, create_database};
+use crate::shutdown::Shutdown;
 
 /// A service's migrated database and, when no URL was configured, the private server it lives
 /// on (kept for the life of the service; [`ServiceDatabase::close`] stops it).
@@ -88,7 +87,7 @@ pub struct ServingState {
     health: HealthReporter,
     readiness: Readiness,
     services: &'static [&'static str],
-    draining: Arc<watch::Sender<bool>>,
+    draining: Shutdown,
 }
 
 impl ServingState {
@@ -102,7 +101,7 @@ impl ServingState {
             health,
             readiness,
             services,
-            draining: Arc::new(watch::Sender::new(false)),
+            draining: Shutdown::new(),
         }
     }
 
@@ -123,7 +122,7 @@ impl ServingState {
         shutdown.await;
         self.readiness.set(false);
         self.set(ServingStatus::NotServing).await;
-        self.draining.send_replace(true);
+        self.draining.trigger();
         tracing::info!("draining in-flight calls");
     }
 
@@ -137,10 +136,9 @@ impl ServingState {
         drain_timeout: Duration,
     ) -> Result<(), E> {
         let mut serve = std::pin::pin!(serve);
-        let mut draining = self.draining.subscribe();
         tokio::select! {
             served = &mut serve => return served,
-            _ = draining.wait_for(|draining| *draining) => {}
+            () = self.draining.triggered() => {}
         }
         match tokio::time::timeout(drain_timeout, serve).await {
             Ok(served) => served,

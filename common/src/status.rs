@@ -146,7 +146,7 @@ mod tests {
     /// database's message.
     #[tokio::test]
     async fn database_errors_from_a_real_server_map_by_sqlstate() {
-        let url = crate::postgres::fresh_test_database().await.unwrap();
+        let url = crate::postgres::scratch_database().await.unwrap();
         let pool = crate::postgres::connect(&url, 1).await.unwrap();
         let table = [
             // connection exceptions
@@ -265,7 +265,7 @@ mod tests {
     /// 25006 as a failover produces it: a write in a read-only transaction.
     #[tokio::test]
     async fn a_write_in_a_read_only_transaction_is_unavailable() {
-        let url = crate::postgres::fresh_test_database().await.unwrap();
+        let url = crate::postgres::scratch_database().await.unwrap();
         let pool = crate::postgres::connect(&url, 1).await.unwrap();
         let mut connection = pool.acquire().await.unwrap();
         sqlx::query("SET default_transaction_read_only = on")

@@ -33,7 +33,7 @@ async fn starts_serves_and_stops() {
 /// Test databases older than the horizon are dropped; a fresh one, and one in use, are kept.
 #[tokio::test]
 async fn stale_test_databases_are_dropped_and_fresh_or_busy_ones_kept() {
-    use lab_common::postgres::{TEST_DATABASE_PREFIX, drop_stale_test_databases};
+    use lab_common::postgres::{SCRATCH_DATABASE_PREFIX, drop_stale_scratch_databases};
     use std::time::Duration;
 
     let server = tokio::task::spawn_blocking(ThrowawayPostgres::start)
@@ -46,7 +46,7 @@ async fn stale_test_databases_are_dropped_and_fresh_or_busy_ones_kept() {
         u64::try_from(chrono::Utc::now().timestamp()).unwrap() - 7200,
         0,
     );
-    let name = |id: uuid::Uuid| format!("{TEST_DATABASE_PREFIX}{}", id.simple());
+    let name = |id: uuid::Uuid| format!("{SCRATCH_DATABASE_PREFIX}{}", id.simple());
     let stale = name(uuid::Uuid::new_v7(two_hours_ago));
     let busy = name(uuid::Uuid::new_v7(two_hours_ago));
     let fresh = name(uuid::Uuid::now_v7());
@@ -58,7 +58,7 @@ async fn stale_test_databases_are_dropped_and_fresh_or_busy_ones_kept() {
         .unwrap();
     sqlx::query("SELECT 1").execute(&holding).await.unwrap();
 
-    let dropped = drop_stale_test_databases(&admin, Duration::from_secs(3600))
+    let dropped = drop_stale_scratch_databases(&admin, Duration::from_secs(3600))
         .await
         .unwrap();
 
@@ -66,7 +66,7 @@ async fn stale_test_databases_are_dropped_and_fresh_or_busy_ones_kept() {
     let left: Vec<String> = sqlx::query_scalar(
         "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY datname",
     )
-    .bind(TEST_DATABASE_PREFIX)
+    .bind(SCRATCH_DATABASE_PREFIX)
     .fetch_all(&admin_pool)
     .await
     .unwrap();

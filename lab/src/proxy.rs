@@ -42,7 +42,7 @@ pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             seed: args.seed,
             initial_fault: args.fault,
         },
-        lab_common::grpc::shutdown_signal(),
+        lab_common::shutdown::signal(),
     )
     .await?;
     Ok(ExitCode::SUCCESS)

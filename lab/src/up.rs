@@ -13,12 +13,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use lab_common::postgres::{ThrowawayPostgres, create_database};
+use lab_common::shutdown::Shutdown;
 use lab_common::telemetry::LogFormat;
 use lab_proto::approval::v1 as approval_pb;
 use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use lab_proto::order::v1 as order_pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 /// Options of `lab up`.
@@ -104,10 +104,7 @@ pub async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode
     let order_db = create_database(&admin_url, "lab_order").await?;
     let approval_db = create_database(&admin_url, "lab_approval").await?;
 
-    let (stop, stopped) = watch::channel(false);
-    let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
+    let stop = Shutdown::new();
 
     let log_format = log_format_flag(log_format);
     let (order_listens, approval_listens) = instance_addrs(
@@ -133,9 +130,7 @@ pub async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode
             .await
             .with_context(|| format!("starting order-svc on {listen}"))?;
         order_addrs.push(order.local_addr());
-        order_tasks.push(tokio::spawn(
-            order.run_until(until_stopped(stopped.clone())),
-        ));
+        order_tasks.push(tokio::spawn(order.run_until(stop.triggered())));
     }
     let order_urls = order_addrs
         .iter()
@@ -161,9 +156,7 @@ pub async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode
             .await
             .with_context(|| format!("starting approval-svc on {listen}"))?;
         approval_addrs.push(approval.local_addr());
-        approval_tasks.push(tokio::spawn(
-            approval.run_until(until_stopped(stopped.clone())),
-        ));
+        approval_tasks.push(tokio::spawn(approval.run_until(stop.triggered())));
     }
 
     let demo = if args.no_seed {
@@ -181,8 +174,8 @@ pub async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode
     };
     print_welcome(&order_addrs, &approval_addrs, demo.as_ref());
 
-    lab_common::grpc::shutdown_signal().await;
-    let _ = stop.send(true);
+    lab_common::shutdown::signal().await;
+    stop.trigger();
     // approval-svc first would be nicer for in-flight approvals, but both drain their own
     // in-flight calls, and the completer rolls forward anything cut short.
     for task in approval_tasks {

@@ -52,6 +52,14 @@ pub struct Config {
     #[arg(long, env = "ORDER_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub order_batch_max: u16,
 
+    /// Under load, how long a product's next batch may wait for the callers of the last one
+    /// (they send their next requests a moment after their answers; without waiting the first
+    /// of them goes alone and every round costs two commits). Never more than half the last
+    /// batch's time in the database, and never after a batch of one, so low load never waits.
+    /// 0 turns it off.
+    #[arg(long, env = "ORDER_BATCH_REFILL_WAIT", default_value = "2ms", value_parser = humantime::parse_duration)]
+    pub order_batch_refill_wait: Duration,
+
     /// Answer OUT_OF_STOCK from memory for a product this instance saw sold out, until a
     /// Restock or CancelOrder of it commits (heard through LISTEN/NOTIFY). Only first attempts
     /// (no `grpc-previous-rpc-attempts`, or 0) are answered so; `false` sends every CreateOrder
@@ -154,15 +162,6 @@ impl Config {
             });
         }
         Ok(())
-    }
-
-    /// A configuration for tests: a free loopback port on the given database.
-    pub fn for_tests(database_url: impl Into<String>) -> Self {
-        let mut config = Self::parse_from(["order-svc"]);
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.database_url = Some(database_url.into());
-        config.db_pool_size = 16;
-        config
     }
 }
 

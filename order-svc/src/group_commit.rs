@@ -32,15 +32,15 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Batches of at most `max_batch` requests (at least 1) on `pool`; keys' claims are kept for
-    /// `retention`; a batch that leaves a product at stock 0 tells `sold_out`.
+    /// Batches shaped by `batching` on `pool`; keys' claims are kept for `retention`; a batch
+    /// that leaves a product at stock 0 tells `sold_out`.
     pub fn new(
         pool: PgPool,
         retention: Duration,
-        max_batch: usize,
+        batching: batch::Batching,
         sold_out: SoldOutFlags,
     ) -> Self {
-        let batches = batch::GroupCommit::keyed(max_batch, move |product_id, requests| {
+        let batches = batch::GroupCommit::keyed(batching, move |product_id, requests| {
             settle(
                 pool.clone(),
                 retention,

@@ -9,9 +9,7 @@ async fn main() -> std::process::ExitCode {
     lab_common::telemetry::init(config.log_format);
     let result = async {
         let application = Application::build(config).await?;
-        application
-            .run_until(lab_common::grpc::shutdown_signal())
-            .await
+        application.run_until(lab_common::shutdown::signal()).await
     }
     .await;
     lab_common::service::exit_code("order-svc", result)

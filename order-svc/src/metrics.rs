@@ -27,8 +27,8 @@ use std::time::Duration;
 use lab_proto::order::v1::{FILE_DESCRIPTOR_SET, order_service_server::SERVICE_NAME};
 use metrics::{describe_counter, describe_gauge};
 
+use lab_common::shutdown::Shutdown;
 use sqlx::PgPool;
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::error::OrderError;
@@ -201,18 +201,13 @@ pub fn keys_reaped(count: u64) {
 
 /// Samples the gauges every `interval` until `stop`: pool usage, and the stock of the
 /// `hot_products` most recently changed products (a bounded label set).
-pub async fn sample(
-    pool: PgPool,
-    interval: Duration,
-    hot_products: i64,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn sample(pool: PgPool, interval: Duration, hot_products: i64, stop: Shutdown) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = stop.triggered() => return,
         }
         sample_once(&pool, hot_products).await;
     }

@@ -2,20 +2,20 @@
 
 use std::time::Duration;
 
+use lab_common::shutdown::Shutdown;
 use sqlx::PgPool;
-use tokio::sync::watch;
 
 const BATCH: i64 = 1_000;
 
-/// Deletes expired keys every `interval` until `stop` turns true. Runs in every instance: the
+/// Deletes expired keys every `interval` until `stop` is triggered. Runs in every instance: the
 /// `SKIP LOCKED` delete lets several reapers share the work without blocking each other.
-pub async fn run(pool: PgPool, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(pool: PgPool, interval: Duration, stop: Shutdown) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = stop.triggered() => return,
         }
         loop {
             match crate::repository::reap_expired_keys(&pool, BATCH).await {

@@ -8,6 +8,7 @@ use lab_common::grpc_metrics::GrpcMetricsLayer;
 use lab_common::metrics_http::{self, Readiness};
 use lab_common::postgres::PostgresError;
 use lab_common::service::{self, ServiceDatabase, ServingState};
+use lab_common::shutdown::Shutdown;
 use lab_proto::order::v1::FILE_DESCRIPTOR_SET;
 use lab_proto::order::v1::order_service_server::{
     OrderServiceServer, SERVICE_NAME as ORDER_SERVICE_NAME,
@@ -15,7 +16,6 @@ use lab_proto::order::v1::order_service_server::{
 use resilience::{FaultHandle, FaultLayer};
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::domain::Limits;
@@ -24,6 +24,7 @@ use crate::reaper;
 use crate::service::OrderApi;
 use crate::sold_out::SoldOutFlags;
 use crate::stock_listener;
+use lab_common::batch::{Batching, Refill};
 
 /// The shop's schema, applied at start-up (also usable with `sqlx migrate run`).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations/order");
@@ -88,7 +89,12 @@ impl Application {
         let orders = GroupCommit::new(
             database.pool.clone(),
             config.idempotency_retention,
-            usize::from(config.order_batch_max),
+            Batching {
+                max_batch: usize::from(config.order_batch_max),
+                refill: Refill {
+                    max_wait: config.order_batch_refill_wait,
+                },
+            },
             sold_out.clone(),
         );
         Ok(Self {
@@ -173,28 +179,30 @@ impl Application {
         if metrics_listener.is_some() {
             crate::metrics::register(&pool, config.stock_metrics_products).await;
         }
-        let (stop_background, stopped) = watch::channel(false);
+        // Stopped once the drain is over, not at the signal: calls in flight until then still
+        // get the sold-out listener and the metrics endpoint.
+        let stop_background = Shutdown::new();
         let reaper = tokio::spawn(reaper::run(
             pool.clone(),
             config.reaper_interval,
-            stopped.clone(),
+            stop_background.clone(),
         ));
         let sampler = tokio::spawn(crate::metrics::sample(
             pool.clone(),
             config.metrics_sample_interval,
             config.stock_metrics_products,
-            stopped.clone(),
+            stop_background.clone(),
         ));
         let listener_task = config.sold_out_fast_path.then(|| {
             tokio::spawn(stock_listener::run(
                 database.url.clone(),
                 sold_out.clone(),
-                stopped.clone(),
+                stop_background.clone(),
             ))
         });
         let readiness = Readiness::default();
         if let Some(metrics_listener) = metrics_listener {
-            metrics_http::spawn(metrics_listener, readiness.clone(), stopped)?;
+            metrics_http::spawn(metrics_listener, readiness.clone(), stop_background.clone())?;
         }
         let serving = ServingState::new(health_reporter, readiness, &[ORDER_SERVICE_NAME]);
         serving.serving().await;
@@ -215,7 +223,7 @@ impl Application {
         // keep a drained instance alive past its drain timeout.
         let served = serving.bounded(served, config.drain_timeout).await;
 
-        let _ = stop_background.send(true);
+        stop_background.trigger();
         let _ = reaper.await;
         if let Some(listener_task) = listener_task {
             let _ = listener_task.await;

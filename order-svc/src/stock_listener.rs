@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use std::str::FromStr;
 
+use lab_common::shutdown::Shutdown;
 use resilience::backoff::Backoff;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::repository::STOCK_CHANNEL;
@@ -31,14 +31,14 @@ const PING_TIMEOUT: Duration = Duration::from_secs(1);
 /// listener per instance: nothing to spread out).
 const RECONNECT: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
 
-/// Listens until `stop` turns true, keeping `flags` told whether it is connected.
-pub async fn run(database_url: String, flags: SoldOutFlags, mut stop: watch::Receiver<bool>) {
+/// Listens until `stop` is triggered, keeping `flags` told whether it is connected.
+pub async fn run(database_url: String, flags: SoldOutFlags, stop: Shutdown) {
     // Failed attempts since the last connection that listened.
     let mut failures = 0u32;
     loop {
         let connected = tokio::select! {
             connected = connect(&database_url) => connected,
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = stop.triggered() => return,
         };
         match connected {
             Ok(listener) => {
@@ -56,7 +56,7 @@ pub async fn run(database_url: String, flags: SoldOutFlags, mut stop: watch::Rec
                              listener is back"
                         );
                     }
-                    _ = stop.wait_for(|stopped| *stopped) => return,
+                    () = stop.triggered() => return,
                 }
             }
             Err(error) => {
@@ -68,7 +68,7 @@ pub async fn run(database_url: String, flags: SoldOutFlags, mut stop: watch::Rec
         let backoff = RECONNECT.ceiling(failures);
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = stop.triggered() => return,
         }
     }
 }

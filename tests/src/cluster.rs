@@ -7,7 +7,7 @@
 //!                  PostgreSQL (db A)                  PostgreSQL (db B)
 //! ```
 //!
-//! Databases come from `lab_common::postgres::fresh_test_database` (a new database on
+//! Databases come from `lab_common::postgres::scratch_database` (a new database on
 //! `DATABASE_URL`'s server, or on a throwaway server when it is unset).
 //!
 //! Several instances of each service ([`ClusterOptions::order_instances`],
@@ -163,8 +163,8 @@ impl Cluster {
     /// Starts order-svc, the proxy and approval-svc, each service on a fresh database (and as
     /// many instances of each as asked, one after the other so that migrations never race).
     pub async fn start(options: ClusterOptions) -> Result<Self, ClusterError> {
-        let order_db = lab_common::postgres::fresh_test_database().await?;
-        let approval_db = lab_common::postgres::fresh_test_database().await?;
+        let order_db = lab_common::postgres::scratch_database().await?;
+        let approval_db = lab_common::postgres::scratch_database().await?;
         let order_env: Vec<(&str, &str)> = options
             .order_env
             .iter()

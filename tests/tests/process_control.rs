@@ -12,7 +12,7 @@ use lab_testkit::process::{Binary, ServiceProcess, terminate_connections};
 
 #[tokio::test]
 async fn start_kill_restart_terminate() {
-    let database = lab_common::postgres::fresh_test_database().await.unwrap();
+    let database = lab_common::postgres::scratch_database().await.unwrap();
     let mut shop = ServiceProcess::start(Binary::OrderSvc, &database, &[])
         .await
         .expect("order-svc starts");

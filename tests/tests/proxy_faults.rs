@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tonic::Code;
 
 async fn shop() -> ServiceProcess {
-    let url = lab_common::postgres::fresh_test_database()
+    let url = lab_common::postgres::scratch_database()
         .await
         .expect("a fresh database");
     ServiceProcess::start(Binary::OrderSvc, &url, &[])

@@ -34,8 +34,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lab_common::alerts::Alerter;
+use lab_common::shutdown::Shutdown;
 use sqlx::PgPool;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use lock::CheckLock;
@@ -43,7 +43,8 @@ pub use report::{Invariant, Report, Violation};
 use scan::{Scan, ScanError};
 use shop::{PAGE, Shop};
 
-use crate::orders::OrderClient;
+use crate::error::ApprovalError;
+use crate::orders::OrderGateway;
 use crate::saga::Saga;
 
 /// How the checker runs.
@@ -83,6 +84,18 @@ impl From<sqlx::Error> for CheckError {
     }
 }
 
+/// The checker says what its failures mean to a caller, so the service's error type needs to
+/// know nothing of the checker's internals (and does not import this module).
+impl From<CheckError> for ApprovalError {
+    fn from(error: CheckError) -> Self {
+        match error {
+            CheckError::Busy => Self::CheckBusy,
+            CheckError::Scan(ScanError::OrderService(status)) => Self::CheckUnanswered(status),
+            CheckError::Scan(ScanError::Database(error)) => Self::Database(error),
+        }
+    }
+}
+
 /// The checker of one instance.
 pub struct Checker {
     pool: PgPool,
@@ -93,10 +106,10 @@ pub struct Checker {
 }
 
 impl Checker {
-    /// A checker over approval-svc's `pool` and the `orders` client.
+    /// A checker over approval-svc's `pool` and the `orders` gateway.
     pub fn new(
         pool: PgPool,
-        orders: OrderClient,
+        orders: OrderGateway,
         saga: Arc<Saga>,
         alerter: Alerter,
         settings: CheckerSettings,
@@ -111,7 +124,7 @@ impl Checker {
     }
 
     /// Runs incremental checks every interval until `shutdown`.
-    pub async fn run_periodically(self: Arc<Self>, shutdown: CancellationToken) {
+    pub async fn run_periodically(self: Arc<Self>, shutdown: Shutdown) {
         let Some(interval) = self.settings.interval else {
             return;
         };
@@ -121,7 +134,7 @@ impl Checker {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                () = shutdown.cancelled() => return,
+                () = shutdown.triggered() => return,
             }
             match self.check(CheckOptions::default(), Duration::ZERO).await {
                 Ok(report) => tracing::info!(

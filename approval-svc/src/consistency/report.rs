@@ -1,11 +1,9 @@
-//! What a consistency check found, and its protobuf form.
+//! What a consistency check found (its protobuf form is in `service::convert`).
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use lab_common::time::to_proto;
-use lab_proto::approval::v1 as pb;
 use uuid::Uuid;
 
 /// The invariants of `shared/DESIGN.md`.
@@ -47,17 +45,6 @@ impl Invariant {
         Self::NothingStuck,
         Self::NothingLost,
     ];
-
-    fn to_proto(self) -> pb::Invariant {
-        match self {
-            Self::NoOversell => pb::Invariant::NoOversell,
-            Self::OneOrderPerKey => pb::Invariant::OneOrderPerKey,
-            Self::ApprovedHasOrder => pb::Invariant::ApprovedHasOrder,
-            Self::NoGhostOrder => pb::Invariant::NoGhostOrder,
-            Self::NothingStuck => pb::Invariant::NothingStuck,
-            Self::NothingLost => pb::Invariant::NothingLost,
-        }
-    }
 }
 
 /// One problem found.
@@ -156,33 +143,5 @@ impl Report {
     /// Violations left.
     pub fn unhealed(&self) -> usize {
         self.violations.len() - self.healed()
-    }
-
-    /// The protobuf form, for OpsService.
-    pub fn to_proto(&self) -> pb::ConsistencyReport {
-        pb::ConsistencyReport {
-            started_at: Some(to_proto(self.started_at)),
-            duration_ms: i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX),
-            full: self.full,
-            challenges_checked: self.challenges_checked,
-            orders_checked: self.orders_checked,
-            products_checked: self.products_checked,
-            violations: self
-                .violations
-                .iter()
-                .map(|v| pb::Violation {
-                    invariant: v.invariant.to_proto().into(),
-                    challenge_id: v.challenge_id.map(|id| id.to_string()).unwrap_or_default(),
-                    order_id: v.order_id.map(|id| id.to_string()).unwrap_or_default(),
-                    product_id: v.product_id.map(|id| id.to_string()).unwrap_or_default(),
-                    detail: v.detail.clone(),
-                    healed: v.healed,
-                    action: v.action.clone(),
-                })
-                .collect(),
-            healed: self.healed() as i64,
-            unhealed: self.unhealed() as i64,
-            alerts_sent: self.alerts_sent,
-        }
     }
 }

@@ -1,15 +1,15 @@
-//! The checker's side of order-svc: every call it makes, through its public RPCs only, each
-//! with approval-svc's `client-id` (order-svc scopes keys to it) and a bounded deadline, and
-//! the paging of its listings.
+//! The checker's side of order-svc: every call it makes, through its public RPCs only and the
+//! saga's [`OrderGateway::call`] (approval-svc's `client-id`, which order-svc scopes keys to,
+//! and a bounded deadline), and the paging of its listings.
 
 use std::time::Duration;
 
-use lab_common::metadata::CLIENT_ID;
+use lab_common::metadata::APPROVAL_CLIENT_ID;
 use lab_proto::order::v1 as order_pb;
 use tonic::{Code, Status};
 use uuid::Uuid;
 
-use crate::orders::{CLIENT_NAME, OrderClient};
+use crate::orders::{OrderClient, OrderGateway};
 
 /// Page size of every listing the checker makes.
 pub const PAGE: i32 = 500;
@@ -36,18 +36,7 @@ impl<T> Page<T> {
 /// order-svc as the checker sees it.
 #[derive(Clone)]
 pub struct Shop {
-    orders: OrderClient,
-}
-
-/// A request as approval-svc sends it.
-fn request<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        CLIENT_ID,
-        tonic::metadata::MetadataValue::from_static(CLIENT_NAME),
-    );
-    request.set_timeout(CALL_TIMEOUT);
-    request
+    orders: OrderGateway,
 }
 
 /// NOT_FOUND is an answer (`None`), every other failure an error.
@@ -60,33 +49,47 @@ fn found<T>(answer: Result<T, Status>) -> Result<Option<T>, Status> {
 }
 
 impl Shop {
-    /// Calls through `orders` (the saga's client: the same breaker and budgets).
-    pub fn new(orders: OrderClient) -> Self {
+    /// Calls through `orders` (the saga's gateway: the same breaker, budgets and `client-id`).
+    pub fn new(orders: OrderGateway) -> Self {
         Self { orders }
+    }
+
+    /// Sends `message` as approval-svc does ([`OrderGateway::call`]), bounded by the checker's
+    /// call timeout.
+    async fn call<Req, Resp, F, Fut>(&self, message: Req, send: F) -> Result<Resp, Status>
+    where
+        F: FnOnce(OrderClient, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.orders
+            .call(tonic::Request::new(message), CALL_TIMEOUT, send)
+            .await
     }
 
     /// An order by id.
     pub async fn order(&self, order_id: Uuid) -> Result<Option<order_pb::Order>, Status> {
+        let request = order_pb::GetOrderRequest {
+            order_id: order_id.to_string(),
+        };
         let answer = self
-            .orders
-            .clone()
-            .get_order(request(order_pb::GetOrderRequest {
-                order_id: order_id.to_string(),
-            }))
+            .call(request, |mut client, request| async move {
+                client.get_order(request).await
+            })
             .await;
-        Ok(found(answer)?.and_then(|response| response.into_inner().order))
+        Ok(found(answer)?.and_then(|response| response.order))
     }
 
     /// The order holding one of approval-svc's idempotency keys.
     pub async fn order_by_key(&self, key: &str) -> Result<Option<order_pb::Order>, Status> {
+        let request = order_pb::LookupOrderRequest {
+            idempotency_key: key.to_owned(),
+        };
         let answer = self
-            .orders
-            .clone()
-            .lookup_order(request(order_pb::LookupOrderRequest {
-                idempotency_key: key.to_owned(),
-            }))
+            .call(request, |mut client, request| async move {
+                client.lookup_order(request).await
+            })
             .await;
-        Ok(found(answer)?.and_then(|response| response.into_inner().order))
+        Ok(found(answer)?.and_then(|response| response.order))
     }
 
     /// A product's stock counters and CREATED orders from one snapshot (I1 is judged from it:
@@ -95,26 +98,28 @@ impl Shop {
         &self,
         product_id: Uuid,
     ) -> Result<Option<order_pb::ProductLedger>, Status> {
+        let request = order_pb::GetProductLedgerRequest {
+            product_id: product_id.to_string(),
+        };
         let answer = self
-            .orders
-            .clone()
-            .get_product_ledger(request(order_pb::GetProductLedgerRequest {
-                product_id: product_id.to_string(),
-            }))
+            .call(request, |mut client, request| async move {
+                client.get_product_ledger(request).await
+            })
             .await;
-        Ok(found(answer)?.and_then(|response| response.into_inner().ledger))
+        Ok(found(answer)?.and_then(|response| response.ledger))
     }
 
     /// Cancels an order (compensation); idempotent on order-svc's side.
     pub async fn cancel(&self, order_id: Uuid) -> Result<(), Status> {
-        self.orders
-            .clone()
-            .cancel_order(request(order_pb::CancelOrderRequest {
-                order_id: order_id.to_string(),
-                reason: COMPENSATION_REASON.to_owned(),
-            }))
-            .await
-            .map(drop)
+        let request = order_pb::CancelOrderRequest {
+            order_id: order_id.to_string(),
+            reason: COMPENSATION_REASON.to_owned(),
+        };
+        self.call(request, |mut client, request| async move {
+            client.cancel_order(request).await
+        })
+        .await
+        .map(drop)
     }
 
     /// One page of approval-svc's CREATED orders created at or after `since` (all when
@@ -124,33 +129,33 @@ impl Shop {
         since: Option<chrono::DateTime<chrono::Utc>>,
         page_token: String,
     ) -> Result<Page<order_pb::Order>, Status> {
+        let request = order_pb::ListOrdersRequest {
+            client_id: APPROVAL_CLIENT_ID.to_owned(),
+            status: order_pb::OrderStatus::Created.into(),
+            created_after: since.map(lab_common::time::to_proto),
+            page_size: PAGE,
+            page_token,
+            ..Default::default()
+        };
         let page = self
-            .orders
-            .clone()
-            .list_orders(request(order_pb::ListOrdersRequest {
-                client_id: CLIENT_NAME.to_owned(),
-                status: order_pb::OrderStatus::Created.into(),
-                created_after: since.map(lab_common::time::to_proto),
-                page_size: PAGE,
-                page_token,
-                ..Default::default()
-            }))
-            .await?
-            .into_inner();
+            .call(request, |mut client, request| async move {
+                client.list_orders(request).await
+            })
+            .await?;
         Ok(Page::new(page.orders, page.next_page_token))
     }
 
     /// One page of product ids.
     pub async fn product_ids(&self, page_token: String) -> Result<Page<Uuid>, Status> {
+        let request = order_pb::ListProductsRequest {
+            page_size: PAGE,
+            page_token,
+        };
         let page = self
-            .orders
-            .clone()
-            .list_products(request(order_pb::ListProductsRequest {
-                page_size: PAGE,
-                page_token,
-            }))
-            .await?
-            .into_inner();
+            .call(request, |mut client, request| async move {
+                client.list_products(request).await
+            })
+            .await?;
         let ids = page
             .products
             .iter()

@@ -11,41 +11,7 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::challenges::Transition;
-use crate::domain::{Challenge, FailureReason, Status};
-
-/// The outcome written by the post-call transaction of an approval attempt.
-#[derive(Debug, Clone)]
-pub enum AttemptOutcome {
-    /// The order exists: APPROVED.
-    Approved {
-        /// The order created (or replayed) for the challenge's key.
-        order_id: Uuid,
-    },
-    /// The order could not be created: APPROVE_FAILED.
-    Failed {
-        /// Why.
-        reason: FailureReason,
-        /// Detail for people.
-        message: String,
-        /// What happens next.
-        next: NextStep,
-        /// Whether the attempt counts against the retry budget: false when the call never left
-        /// the process (refused by the local breaker or load shedding).
-        charged: bool,
-    },
-}
-
-/// What follows a failed attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NextStep {
-    /// An automatic retry after this delay.
-    RetryAfter(Duration),
-    /// Automatic retries are used up: a dead letter.
-    DeadLetter,
-    /// A definitive refusal: nothing automatic.
-    Stop,
-}
+use crate::domain::{AttemptOutcome, Challenge, FailureReason, NextStep, Status, Transition};
 
 /// Phase 1 of one approval attempt (see [`start_attempt`]).
 #[derive(Debug, Clone)]

@@ -7,22 +7,11 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::attempts::FinishError;
-use crate::domain::{Challenge, NewChallenge, Status};
+use crate::domain::{Challenge, NewChallenge, Status, Transition};
 
 /// The smallest UUID: `challenge_id > it` keeps the keyset condition index-friendly on the first
 /// page, where `$n IS NULL OR …` would not be.
 const NIL: Uuid = Uuid::nil();
-
-/// What a locking transition found.
-#[derive(Debug)]
-pub enum Transition {
-    /// The transition was applied; the row after it.
-    Applied(Challenge),
-    /// The row was in another state and was left alone; the row as it stands.
-    Unchanged(Challenge),
-    /// No such challenge.
-    Missing,
-}
 
 /// Inserts a PENDING challenge.
 pub async fn insert(pool: &PgPool, id: Uuid, new: &NewChallenge) -> sqlx::Result<Challenge> {

@@ -6,6 +6,3 @@
 pub mod attempts;
 pub mod challenges;
 pub mod completer;
-
-pub use attempts::*;
-pub use challenges::*;

@@ -4,6 +4,7 @@
 //! deadline, dropped connection) the handler future is dropped, but the saga still writes its
 //! outcome, so an order created by the call is never left to the completer alone.
 
+mod convert;
 pub mod ops;
 pub mod parse;
 
@@ -20,7 +21,7 @@ use uuid::Uuid;
 use crate::deadline::caller_deadline;
 use crate::domain::{Challenge, Status as ChallengeStatus};
 use crate::error::{ApprovalError, Operation};
-use crate::repository as repo;
+use crate::repository::challenges;
 use crate::saga::Saga;
 
 /// The service implementation.
@@ -44,7 +45,7 @@ impl ApprovalApi {
         let new = parse::submit(&request, self.max_quantity)?;
         let id = Uuid::now_v7();
         tracing::Span::current().record("challenge_id", tracing::field::display(id));
-        let challenge = repo::insert(self.saga.pool(), id, &new).await?;
+        let challenge = challenges::insert(self.saga.pool(), id, &new).await?;
         tracing::info!("challenge submitted");
         Ok(challenge)
     }
@@ -52,7 +53,7 @@ impl ApprovalApi {
     #[tracing::instrument(skip_all, fields(challenge_id = %request.challenge_id))]
     async fn get(&self, request: pb::GetChallengeRequest) -> Result<Challenge, ApprovalError> {
         let id = parse::challenge_id(&request.challenge_id)?;
-        repo::get(self.saga.pool(), id)
+        challenges::get(self.saga.pool(), id)
             .await?
             .ok_or(ApprovalError::NotFound(id))
     }
@@ -63,10 +64,10 @@ impl ApprovalApi {
         request: pb::ListChallengesRequest,
     ) -> Result<pb::ListChallengesResponse, ApprovalError> {
         let (status, page) = parse::list(&request)?;
-        let rows = repo::list(self.saga.pool(), status, &page).await?;
+        let rows = challenges::list(self.saga.pool(), status, &page).await?;
         let (rows, next_page_token) = page.finish(rows, |row| row.challenge_id);
         Ok(pb::ListChallengesResponse {
-            challenges: rows.iter().map(Challenge::to_proto).collect(),
+            challenges: rows.into_iter().map(Into::into).collect(),
             next_page_token,
         })
     }
@@ -88,11 +89,13 @@ impl ApprovalApi {
         request: pb::RejectChallengeRequest,
     ) -> Result<Challenge, ApprovalError> {
         let (id, approver, reason) = parse::reject(&request)?;
-        if let Some(challenge) = repo::reject(self.saga.pool(), id, &approver, &reason).await? {
+        if let Some(challenge) =
+            challenges::reject(self.saga.pool(), id, &approver, &reason).await?
+        {
             tracing::info!("challenge rejected");
             return Ok(challenge);
         }
-        match repo::get(self.saga.pool(), id).await? {
+        match challenges::get(self.saga.pool(), id).await? {
             None => Err(ApprovalError::NotFound(id)),
             // A repeated reject finds its own result: return it, as for any duplicate.
             Some(challenge) if challenge.status() == ChallengeStatus::Rejected => Ok(challenge),
@@ -132,10 +135,10 @@ impl ApprovalApi {
         request: pb::ListDeadLettersRequest,
     ) -> Result<pb::ListDeadLettersResponse, ApprovalError> {
         let page = parse::page(request.page_size, &request.page_token)?;
-        let rows = repo::list_dead_letters(self.saga.pool(), &page).await?;
+        let rows = challenges::list_dead_letters(self.saga.pool(), &page).await?;
         let (rows, next_page_token) = page.finish(rows, |row| row.challenge_id);
         Ok(pb::ListDeadLettersResponse {
-            challenges: rows.iter().map(Challenge::to_proto).collect(),
+            challenges: rows.into_iter().map(Into::into).collect(),
             next_page_token,
         })
     }
@@ -146,11 +149,11 @@ impl ApprovalApi {
         request: pb::RequeueDeadLetterRequest,
     ) -> Result<Challenge, ApprovalError> {
         let id = parse::challenge_id(&request.challenge_id)?;
-        if let Some(challenge) = repo::requeue(self.saga.pool(), id).await? {
+        if let Some(challenge) = challenges::requeue(self.saga.pool(), id).await? {
             tracing::info!("dead letter requeued");
             return Ok(challenge);
         }
-        match repo::get(self.saga.pool(), id).await? {
+        match challenges::get(self.saga.pool(), id).await? {
             None => Err(ApprovalError::NotFound(id)),
             Some(challenge) => Err(ApprovalError::WrongState {
                 id,
@@ -181,7 +184,7 @@ impl ApprovalService for ApprovalApi {
     ) -> Result<Response<pb::SubmitChallengeResponse>, Status> {
         respond(self.submit(request.into_inner()).await.map(|challenge| {
             pb::SubmitChallengeResponse {
-                challenge: Some(challenge.to_proto()),
+                challenge: Some(challenge.into()),
             }
         }))
     }
@@ -194,7 +197,7 @@ impl ApprovalService for ApprovalApi {
             self.get(request.into_inner())
                 .await
                 .map(|challenge| pb::GetChallengeResponse {
-                    challenge: Some(challenge.to_proto()),
+                    challenge: Some(challenge.into()),
                 }),
         )
     }
@@ -214,7 +217,7 @@ impl ApprovalService for ApprovalApi {
             self.approve(request)
                 .await
                 .map(|challenge| pb::ApproveChallengeResponse {
-                    challenge: Some(challenge.to_proto()),
+                    challenge: Some(challenge.into()),
                 }),
         )
     }
@@ -225,7 +228,7 @@ impl ApprovalService for ApprovalApi {
     ) -> Result<Response<pb::RejectChallengeResponse>, Status> {
         respond(self.reject(request.into_inner()).await.map(|challenge| {
             pb::RejectChallengeResponse {
-                challenge: Some(challenge.to_proto()),
+                challenge: Some(challenge.into()),
             }
         }))
     }
@@ -238,7 +241,7 @@ impl ApprovalService for ApprovalApi {
             self.retry(request)
                 .await
                 .map(|challenge| pb::RetryApprovalResponse {
-                    challenge: Some(challenge.to_proto()),
+                    challenge: Some(challenge.into()),
                 }),
         )
     }
@@ -251,7 +254,7 @@ impl ApprovalService for ApprovalApi {
             self.revoke(request)
                 .await
                 .map(|challenge| pb::RevokeApprovalResponse {
-                    challenge: Some(challenge.to_proto()),
+                    challenge: Some(challenge.into()),
                 }),
         )
     }
@@ -269,7 +272,7 @@ impl ApprovalService for ApprovalApi {
     ) -> Result<Response<pb::RequeueDeadLetterResponse>, Status> {
         respond(self.requeue(request.into_inner()).await.map(|challenge| {
             pb::RequeueDeadLetterResponse {
-                challenge: Some(challenge.to_proto()),
+                challenge: Some(challenge.into()),
             }
         }))
     }

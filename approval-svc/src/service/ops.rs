@@ -96,7 +96,7 @@ impl OpsService for OpsApi {
             "consistency check done"
         );
         Ok(Response::new(pb::RunConsistencyCheckResponse {
-            report: Some(report.to_proto()),
+            report: Some((&report).into()),
         }))
     }
 

@@ -77,7 +77,7 @@ pub fn list(
     let status = pb::ChallengeStatus::try_from(request.status).ok();
     violations.known_enum("status", status.is_some());
     let page = PageRequest::parse(request.page_size, &request.page_token, &mut violations);
-    finish(status, violations).map(|status| (Status::from_proto(status), page))
+    finish(status, violations).map(|status| (super::convert::status_from_proto(status), page))
 }
 
 /// ListDeadLetters: the page.

@@ -1,7 +1,6 @@
 //! Concurrency of approvals: duplicates and the stock race.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use lab_proto::approval::v1 as apb;
 use tokio::sync::Barrier;
@@ -47,7 +46,7 @@ async fn fifty_concurrent_approvals_create_exactly_one_order() {
             );
         }
 
-        let settled = settled(&approval, Duration::from_secs(20)).await;
+        let settled = settled(&approval, SETTLE).await;
         assert_eq!(settled.len(), 1);
         assert_eq!(status(&settled[0]), apb::ChallengeStatus::Approved);
         assert_eq!(settled[0].attempts, 1, "duplicates never start an attempt");
@@ -99,7 +98,7 @@ async fn three_hundred_approvals_on_stock_one_hundred() {
             task.await.unwrap().expect("every approval answers OK");
         }
 
-        let challenges = settled(&approval, Duration::from_secs(60)).await;
+        let challenges = settled(&approval, SETTLE_LONG).await;
         let approved = challenges
             .iter()
             .filter(|c| status(c) == apb::ChallengeStatus::Approved)

@@ -330,7 +330,7 @@ async fn the_periodic_check_heals_without_being_asked() {
         let approval = ApprovalSvc::start(config).await;
         let product = order.product(3).await;
         let ghost = ghost_order(&order, &product.product_id).await;
-        eventually(Duration::from_secs(20), "the ghost order is cancelled", || {
+        eventually(SETTLE, "the ghost order is cancelled", || {
             let order = &order;
             let order_id = ghost.order_id.clone();
             async move { order_status(order, &order_id).await == opb::OrderStatus::Cancelled as i32 }

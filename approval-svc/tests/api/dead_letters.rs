@@ -1,8 +1,6 @@
 //! The retry schedule's end: dead letters, listed, requeued or retried by hand; and listing by
 //! status with paging.
 
-use std::time::Duration;
-
 use approval_svc::config::RateTrigger;
 use lab_proto::approval::v1 as apb;
 
@@ -28,7 +26,7 @@ async fn dead_letters_are_listed_requeued_and_retried() {
             assert_eq!(status(&failed), apb::ChallengeStatus::ApproveFailed);
         }
         // One automatic retry each (max_attempts = 2), then the dead-letter queue.
-        eventually(Duration::from_secs(20), "two dead letters", || async {
+        eventually(SETTLE, "two dead letters", || async {
             let mut client = approval.client().await;
             let page = client
                 .list_dead_letters(apb::ListDeadLettersRequest::default())
@@ -74,11 +72,9 @@ async fn dead_letters_are_listed_requeued_and_retried() {
         assert_eq!(status(&retried), apb::ChallengeStatus::Approved);
         assert_eq!(retried.attempts, 3);
 
-        eventually(
-            Duration::from_secs(20),
-            "the requeued one approved",
-            || async { status(&approval.get(&first).await) == apb::ChallengeStatus::Approved },
-        )
+        eventually(SETTLE, "the requeued one approved", || async {
+            status(&approval.get(&first).await) == apb::ChallengeStatus::Approved
+        })
         .await;
         let empty = client
             .list_dead_letters(apb::ListDeadLettersRequest::default())

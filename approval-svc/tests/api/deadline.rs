@@ -47,14 +47,9 @@ async fn approval_answers_within_the_callers_deadline_when_order_svc_hangs() {
         );
 
         faults.clear();
-        eventually(
-            Duration::from_secs(20),
-            "the automatic retry to approve",
-            || async {
-                status(&approval.get(&challenge.challenge_id).await)
-                    == apb::ChallengeStatus::Approved
-            },
-        )
+        eventually(SETTLE, "the automatic retry to approve", || async {
+            status(&approval.get(&challenge.challenge_id).await) == apb::ChallengeStatus::Approved
+        })
         .await;
         // The delayed attempt may still complete on order-svc's side: the key makes it the
         // same order.

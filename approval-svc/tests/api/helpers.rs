@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use approval_svc::{Application, Config, FailurePoints};
+use clap::Parser;
 use lab_proto::approval::v1 as apb;
 use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use lab_proto::order::v1 as opb;
@@ -19,6 +20,13 @@ use uuid::Uuid;
 
 /// Upper bound of every test.
 pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a test waits for the completer (every 100 ms in [`ApprovalSvc::config`]) or the
+/// checker to finish what it started.
+pub const SETTLE: Duration = Duration::from_secs(20);
+/// [`SETTLE`] after an outage, or for many challenges at once.
+pub const SETTLE_LONG: Duration = Duration::from_secs(60);
+/// How often [`eventually`] polls.
+pub const POLL: Duration = Duration::from_millis(50);
 
 /// Tests share the machine: ordinary ones run side by side (read), heavy or timing-sensitive
 /// ones run alone (write), so a < 50 ms assertion never measures another test's load.
@@ -48,9 +56,18 @@ async fn run_bounded<F: Future<Output = ()>>(test: F) {
 
 /// A fresh, empty database for one service of one test.
 pub async fn fresh_database() -> String {
-    lab_common::postgres::fresh_test_database()
+    lab_common::postgres::scratch_database()
         .await
         .expect("a fresh test database")
+}
+
+/// order-svc's test configuration: a free loopback port on `database_url`.
+pub fn order_config(database_url: impl Into<String>) -> order_svc::Config {
+    let mut config = order_svc::Config::parse_from(["order-svc"]);
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.database_url = Some(database_url.into());
+    config.db_pool_size = 16;
+    config
 }
 
 /// A loopback address nothing listens on (bound, then released).
@@ -76,7 +93,7 @@ pub struct OrderSvc {
 impl OrderSvc {
     /// Starts order-svc on a fresh database and a free port.
     pub async fn start() -> Self {
-        Self::start_with(order_svc::Config::for_tests(fresh_database().await)).await
+        Self::start_with(order_config(fresh_database().await)).await
     }
 
     /// Starts order-svc with `config`.
@@ -219,9 +236,22 @@ pub struct ApprovalSvc {
 }
 
 impl ApprovalSvc {
-    /// The test configuration on a database, calling `order_svc_url`.
+    /// The test configuration on a database, calling `order_svc_url`: a free loopback port, a
+    /// completer that runs every 100 ms with short leases and retry delays.
     pub fn config(database_url: &str, order_svc_url: &str) -> Config {
-        Config::for_tests(database_url, order_svc_url)
+        let mut config = Config::parse_from(["approval-svc"]);
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.database_url = Some(database_url.into());
+        config.order_svc_url = vec![order_svc_url.into()];
+        config.db_pool_size = 16;
+        config.lease = Duration::from_secs(3);
+        config.order_call_timeout = Duration::from_secs(2);
+        config.completer_period = Duration::from_millis(100);
+        config.retry_backoff_base = Duration::from_millis(100);
+        config.retry_backoff_cap = Duration::from_millis(500);
+        config.breaker_open_base = Duration::from_millis(300);
+        config.breaker_open_cap = Duration::from_secs(1);
+        config
     }
 
     /// Starts approval-svc with `config`.
@@ -356,7 +386,7 @@ pub fn failure(challenge: &apb::Challenge) -> apb::ApprovalFailureReason {
     apb::ApprovalFailureReason::try_from(challenge.failure_reason).unwrap()
 }
 
-/// Polls `condition` every 50 ms until it holds; panics after `within`.
+/// Polls `condition` every [`POLL`] until it holds; panics after `within`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
@@ -368,7 +398,7 @@ where
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 
@@ -474,4 +504,11 @@ pub async fn assert_invariants(order: &OrderSvc, approval: &ApprovalSvc, product
         violations.is_empty(),
         "invariants violated: {violations:#?}"
     );
+}
+
+#[test]
+fn the_test_configuration_is_valid() {
+    ApprovalSvc::config("postgres://x/y", "http://127.0.0.1:1")
+        .validate()
+        .unwrap();
 }

@@ -21,7 +21,7 @@ async fn stopping_one_of_three_order_instances_mid_load_fails_no_approval() {
         let database = first.database_url.clone();
         let mut fleet = vec![first];
         for _ in 0..2 {
-            fleet.push(OrderSvc::start_with(order_svc::Config::for_tests(database.clone())).await);
+            fleet.push(OrderSvc::start_with(order_config(database.clone())).await);
         }
         let urls: Vec<String> = fleet.iter().map(OrderSvc::url).collect();
         let mut config = ApprovalSvc::config(&fresh_database().await, &urls[0]);

@@ -71,17 +71,13 @@ async fn outage_fails_fast_then_recovers_automatically() {
         );
 
         order.restart().await;
-        eventually(
-            Duration::from_secs(60),
-            "every challenge APPROVED",
-            || async {
-                approval
-                    .all()
-                    .await
-                    .iter()
-                    .all(|c| status(c) == apb::ChallengeStatus::Approved)
-            },
-        )
+        eventually(SETTLE_LONG, "every challenge APPROVED", || async {
+            approval
+                .all()
+                .await
+                .iter()
+                .all(|c| status(c) == apb::ChallengeStatus::Approved)
+        })
         .await;
         let challenges = settled(&approval, Duration::from_secs(30)).await;
         assert!(challenges.iter().all(|c| !c.dead_lettered));

@@ -32,14 +32,9 @@ async fn failed_post_call_commit_is_rolled_forward_by_the_completer() {
         assert_eq!(orders.len(), 1);
         assert_eq!(orders[0].idempotency_key, answered.idempotency_key);
 
-        eventually(
-            Duration::from_secs(20),
-            "the completer to approve",
-            || async {
-                status(&approval.get(&challenge.challenge_id).await)
-                    == apb::ChallengeStatus::Approved
-            },
-        )
+        eventually(SETTLE, "the completer to approve", || async {
+            status(&approval.get(&challenge.challenge_id).await) == apb::ChallengeStatus::Approved
+        })
         .await;
         let done = approval.get(&challenge.challenge_id).await;
         assert_eq!(
@@ -101,7 +96,7 @@ async fn two_instances_never_process_a_challenge_twice() {
             instances.push(start.await.unwrap());
         }
 
-        let challenges = settled(&instances[0], Duration::from_secs(60)).await;
+        let challenges = settled(&instances[0], SETTLE_LONG).await;
         assert_eq!(challenges.len(), 40);
         for challenge in &challenges {
             assert_eq!(
@@ -154,14 +149,9 @@ async fn lost_response_is_settled_by_a_retry_with_the_same_key() {
             "the work was committed, only the answer was lost"
         );
 
-        eventually(
-            Duration::from_secs(20),
-            "the automatic retry to approve",
-            || async {
-                status(&approval.get(&challenge.challenge_id).await)
-                    == apb::ChallengeStatus::Approved
-            },
-        )
+        eventually(SETTLE, "the automatic retry to approve", || async {
+            status(&approval.get(&challenge.challenge_id).await) == apb::ChallengeStatus::Approved
+        })
         .await;
         let done = approval.get(&challenge.challenge_id).await;
         assert_eq!(

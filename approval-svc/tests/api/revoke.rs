@@ -1,8 +1,6 @@
 //! Compensation: revoking an approval returns the stock exactly once, even across a crash
 //! between the cancel and the final write.
 
-use std::time::Duration;
-
 use lab_proto::approval::v1 as apb;
 
 use crate::helpers::*;
@@ -69,14 +67,9 @@ async fn crash_between_cancel_and_final_write_is_finished_by_the_completer() {
         assert_eq!(status(&answered), apb::ChallengeStatus::Revoking);
         assert_eq!(order.get_product(&product.product_id).await.stock, 10);
 
-        eventually(
-            Duration::from_secs(20),
-            "the completer to finish",
-            || async {
-                status(&approval.get(&challenge.challenge_id).await)
-                    == apb::ChallengeStatus::Revoked
-            },
-        )
+        eventually(SETTLE, "the completer to finish", || async {
+            status(&approval.get(&challenge.challenge_id).await) == apb::ChallengeStatus::Revoked
+        })
         .await;
         assert_eq!(
             order.get_product(&product.product_id).await.stock,

@@ -159,7 +159,7 @@ async fn the_completer_records_a_cancelled_replay_as_order_cancelled() {
         config.check_interval = Duration::ZERO;
         let completing = ApprovalSvc::start(config).await;
         eventually(
-            Duration::from_secs(20),
+            SETTLE,
             "the completer to re-drive the requeued challenge",
             || async {
                 let now = completing.get(&id).await;

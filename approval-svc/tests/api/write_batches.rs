@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use approval_svc::domain::{Challenge, FailureReason, NewChallenge, Status};
-use approval_svc::error::ApprovalError;
-use approval_svc::repository::{
-    self as repo, AttemptOutcome, BatchError, FinishRequest, NextStep, StartRequest, Transition,
+use approval_svc::domain::{
+    AttemptOutcome, Challenge, FailureReason, NewChallenge, NextStep, Status, Transition,
 };
+use approval_svc::error::ApprovalError;
+use approval_svc::repository::attempts::{self, BatchError, FinishRequest, StartRequest};
+use approval_svc::repository::challenges;
 use approval_svc::write_batch::WriteBatches;
 use lab_proto::approval::v1 as apb;
 use sqlx::PgPool;
@@ -226,7 +227,7 @@ async fn pending(pool: &PgPool) -> Uuid {
         quantity: 1,
         title: "ran a marathon".into(),
     };
-    repo::insert(pool, id, &new).await.unwrap();
+    challenges::insert(pool, id, &new).await.unwrap();
     id
 }
 
@@ -265,7 +266,7 @@ async fn a_start_batch_decides_each_request_as_single_writes_would() {
             start(second, &[Status::Pending]),
         ];
         let mut tx = pool.begin().await.unwrap();
-        let transitions = repo::start_attempts(&mut tx, &requests).await.unwrap();
+        let transitions = attempts::start_attempts(&mut tx, &requests).await.unwrap();
         tx.commit().await.unwrap();
 
         let seen: Vec<_> = transitions
@@ -314,7 +315,7 @@ async fn a_finish_batch_is_fenced_by_attempts() {
             pending(&pool).await,
         );
         for id in [approved, failed, stale] {
-            let started = repo::start_attempt(&pool, start(id, &[Status::Pending]))
+            let started = attempts::start_attempt(&pool, start(id, &[Status::Pending]))
                 .await
                 .unwrap();
             assert!(matches!(started, Transition::Applied(_)), "{started:?}");
@@ -339,7 +340,7 @@ async fn a_finish_batch_is_fenced_by_attempts() {
             finish(Uuid::now_v7(), 1, AttemptOutcome::Approved { order_id }),
         ];
         let mut tx = pool.begin().await.unwrap();
-        let written = repo::finish_attempts(&mut tx, &requests).await.unwrap();
+        let written = attempts::finish_attempts(&mut tx, &requests).await.unwrap();
         tx.commit().await.unwrap();
 
         let seen: Vec<_> = written
@@ -371,7 +372,7 @@ async fn a_finish_batch_is_fenced_by_attempts() {
             failed_row.budget_start, 1,
             "an uncharged attempt moves the budget"
         );
-        let stale_row = repo::get(&pool, stale).await.unwrap().unwrap();
+        let stale_row = challenges::get(&pool, stale).await.unwrap().unwrap();
         assert_eq!(
             stale_row.status(),
             Status::Approving,
@@ -401,7 +402,7 @@ async fn a_failed_batch_fails_its_callers_and_the_next_batch_works() {
             "no database message in a status: {status:?}"
         );
         assert_eq!(
-            repo::get(&pool, id).await.unwrap().unwrap().status(),
+            challenges::get(&pool, id).await.unwrap().unwrap().status(),
             Status::Pending,
             "the failed batch wrote nothing"
         );

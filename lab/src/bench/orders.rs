@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use clap::Parser;
+use lab_common::shutdown::Shutdown;
 use lab_proto::order::v1 as pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
-use tokio::sync::watch;
 use tonic::transport::Channel;
 
 use super::calls::create_orders;
@@ -147,7 +147,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 /// An in-process order-svc on its own database, dropped when it stops.
 struct LocalShop {
     addr: SocketAddr,
-    stop: watch::Sender<bool>,
+    stop: Shutdown,
     task: tokio::task::JoinHandle<Result<(), order_svc::startup::StartupError>>,
     server: Server,
 }
@@ -156,15 +156,23 @@ impl LocalShop {
     async fn start(database_url: Option<&str>) -> anyhow::Result<Self> {
         let server = Server::open(database_url, database_url.is_none()).await?;
         let url = server.fresh_database("orders").await?;
-        let mut config = order_svc::Config::for_tests(url);
-        config.db_pool_size = 32;
-        config.max_concurrent_requests = 4096;
+        // As the command line would have it: a free loopback port on the fresh database, with
+        // room for the benchmark's connections and calls.
+        let config = order_svc::Config::try_parse_from([
+            "order-svc",
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+            "--db-pool-size",
+            "32",
+            "--max-concurrent-requests",
+            "4096",
+        ])?;
         let app = order_svc::Application::build(config).await?;
         let addr = app.local_addr();
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(app.run_until(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        }));
+        let stop = Shutdown::new();
+        let task = tokio::spawn(app.run_until(stop.triggered()));
         Ok(Self {
             addr,
             stop,
@@ -174,7 +182,7 @@ impl LocalShop {
     }
 
     async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.trigger();
         let _ = self.task.await;
         if let Err(error) = self.server.close().await {
             eprintln!("lab: warning: dropping the benchmark's database: {error:#}");

@@ -48,8 +48,7 @@ pub use self::evaluate::evaluate;
 use self::read::{clients, read_challenges, read_ledgers, read_orders, read_products};
 pub use self::report::{Invariant, Outcome, Report, Violation};
 
-/// The `client-id` approval-svc presents to order-svc.
-pub const APPROVAL_CLIENT_ID: &str = "approval-svc";
+pub use lab_common::metadata::APPROVAL_CLIENT_ID;
 
 /// Offending ids kept per invariant in [`Report`] (the counts are always complete).
 const KEPT_VIOLATIONS: usize = 1_000;

@@ -1,15 +1,48 @@
-//! A real order-svc on loopback against a fresh PostgreSQL database, per test.
-#![allow(dead_code)]
+//! A real order-svc on loopback against a fresh PostgreSQL database, per test; the timings
+//! every test waits with; and the machine the tests share.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
+use clap::Parser;
 use lab_proto::order::v1 as pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use order_svc::{Application, Config};
 use sqlx::PgPool;
-use tokio::sync::oneshot;
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, oneshot};
 use tonic::transport::Channel;
 use uuid::Uuid;
+
+/// How long a test waits for what should happen soon (a listener connecting, calls queueing,
+/// the reaper's next round) before it fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// How often a test polls in-memory state (flags, queues) while it waits.
+pub const POLL: Duration = Duration::from_millis(2);
+/// How often a test polls the database while it waits.
+pub const DB_POLL: Duration = Duration::from_millis(5);
+
+/// Tests share the machine: ordinary ones run side by side (read); the few that assert a
+/// latency in milliseconds run alone (write), so they never measure another test's load.
+static MACHINE: RwLock<()> = RwLock::const_new(());
+
+/// Held by an ordinary test for its whole run.
+pub async fn shared() -> RwLockReadGuard<'static, ()> {
+    MACHINE.read().await
+}
+
+/// Held by a latency-asserting test for its whole run: no other test runs meanwhile.
+pub async fn alone() -> RwLockWriteGuard<'static, ()> {
+    MACHINE.write().await
+}
+
+/// order-svc's test configuration: a free loopback port on `database_url`.
+pub fn config(database_url: impl Into<String>) -> Config {
+    let mut config = Config::parse_from(["order-svc"]);
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    config.database_url = Some(database_url.into());
+    config.db_pool_size = 16;
+    config
+}
 
 /// A running shop and what tests need to poke it.
 pub struct TestShop {
@@ -35,7 +68,7 @@ impl TestShop {
         if std::env::var_os("RUST_LOG").is_some() {
             lab_common::telemetry::init(lab_common::telemetry::LogFormat::Pretty);
         }
-        let url = lab_common::postgres::fresh_test_database()
+        let url = lab_common::postgres::scratch_database()
             .await
             .expect("a fresh test database");
         Self::spawn_on(url, customize).await
@@ -43,7 +76,7 @@ impl TestShop {
 
     /// Another instance on the database at `url` (e.g. a second one beside `shop.database_url`).
     pub async fn spawn_on(url: String, customize: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config::for_tests(url);
+        let mut config = config(url);
         customize(&mut config);
         let application = Application::build(config).await.expect("order-svc builds");
         let addr = application.local_addr();
@@ -175,16 +208,12 @@ pub async fn try_connect(
     Ok(OrderServiceClient::new(channel))
 }
 
-/// Waits until `condition` holds, polling every few milliseconds, for at most `within`.
-pub async fn eventually(
-    within: std::time::Duration,
-    what: &str,
-    mut condition: impl FnMut() -> bool,
-) {
+/// Waits until `condition` holds, polling every [`POLL`], for at most `within`.
+pub async fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
     while !condition() {
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        tokio::time::sleep(POLL).await;
     }
 }
 

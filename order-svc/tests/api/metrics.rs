@@ -1,13 +1,12 @@
 //! `/metrics` parses as Prometheus text and its counters move with the traffic; `/healthz`
 //! reports readiness.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::{TestShop, order_request, retried_order_request};
 use prometheus_parse::{Sample, Scrape, Value};
 use uuid::Uuid;
+
+use crate::helpers::{TestShop, WAIT, eventually, order_request, retried_order_request, shared};
 
 async fn scrape(addr: SocketAddr) -> Vec<Sample> {
     let body = reqwest::get(format!("http://{addr}/metrics"))
@@ -37,6 +36,7 @@ fn counter(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[tokio::test]
 async fn counters_move_with_the_traffic() {
+    let _machine = shared().await;
     let shop = TestShop::spawn_with(|config| {
         config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.metrics_sample_interval = std::time::Duration::from_millis(50);
@@ -50,10 +50,7 @@ async fn counters_move_with_the_traffic() {
 
     // A flag set while the listener connects would be dropped by its connecting.
     let flags = shop.sold_out.clone();
-    common::eventually(std::time::Duration::from_secs(10), "listening", || {
-        flags.is_listening()
-    })
-    .await;
+    eventually(WAIT, "listening", || flags.is_listening()).await;
     // The recorder is process-wide and other tests run in parallel: compare before and after.
     let before = scrape(metrics_addr).await;
     // Two units: the key reuse and the first refusal happen while the product is not sold out
@@ -154,6 +151,7 @@ async fn counters_move_with_the_traffic() {
 /// The families issue 11 added are described (HELP) and exist before their first event.
 #[tokio::test]
 async fn the_group_commit_and_sold_out_families_have_help_text() {
+    let _machine = shared().await;
     let shop = TestShop::spawn_with(|config| {
         config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     })

@@ -2,19 +2,19 @@
 //! product than its limit, checked with the stock under the product's row lock, whatever the
 //! concurrency and the instance; a refusal writes nothing; a cancel frees the units.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{TestShop, order_request, reason};
 use lab_proto::order::v1 as pb;
 use tokio::sync::Barrier;
 use tonic::Code;
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
+use crate::helpers::{TestShop, order_request, reason, shared};
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_calls_of_one_customer_take_exactly_the_limit() {
+    let _machine = shared().await;
     let first = TestShop::spawn().await;
     let second = TestShop::spawn_on(first.database_url.clone(), |_| {}).await;
     const LIMIT: i32 = 3;
@@ -128,6 +128,7 @@ async fn twenty_concurrent_calls_of_one_customer_take_exactly_the_limit() {
 
 #[tokio::test]
 async fn a_negative_limit_is_invalid_and_zero_means_unlimited() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let status = shop
         .client

@@ -1,17 +1,17 @@
 //! Many buyers at once, on real connections, released together by a barrier.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{TestShop, order_request, reason};
 use lab_proto::order::v1 as pb;
 use tokio::sync::Barrier;
 use tonic::Code;
 use uuid::Uuid;
 
+use crate::helpers::{TestShop, order_request, reason, shared};
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_buyers_never_oversell_fifty_units() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(50).await;
     let barrier = Arc::new(Barrier::new(200));
@@ -56,6 +56,7 @@ async fn two_hundred_buyers_never_oversell_fifty_units() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_hundred_calls_with_one_key_make_one_order() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(1_000).await;
     let customer = Uuid::now_v7();
@@ -100,6 +101,7 @@ async fn one_hundred_calls_with_one_key_make_one_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_cancels_return_the_stock_once() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(10).await;
     let order = shop

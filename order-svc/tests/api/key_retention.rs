@@ -3,16 +3,15 @@
 //! replays it, a different request under that key is refused, and no interleaving ever creates a
 //! second order for the pair.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{TestShop, order_request, reason};
 use lab_proto::order::v1 as pb;
 use tokio::sync::Barrier;
 use tonic::Code;
 use uuid::Uuid;
+
+use crate::helpers::{DB_POLL, TestShop, WAIT, order_request, reason, shared};
 
 /// Deletes the claim of `key`, exactly what the reaper does once it has expired.
 async fn forget_key(shop: &TestShop, key: &str) {
@@ -35,6 +34,7 @@ async fn orders_holding(shop: &TestShop, key: &str) -> i64 {
 
 #[tokio::test]
 async fn a_retry_after_the_reaper_replays_the_order() {
+    let _machine = shared().await;
     let shop = TestShop::spawn_with(|config| {
         config.idempotency_retention = Duration::from_millis(300);
         config.reaper_interval = Duration::from_millis(100);
@@ -52,10 +52,10 @@ async fn a_retry_after_the_reaper_replays_the_order() {
         .unwrap();
 
     // The real reaper, not a simulation: wait for it to delete the expired claim.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + WAIT;
     while shop.table_counts().await.2 != 0 {
         assert!(tokio::time::Instant::now() < deadline, "key never reaped");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(DB_POLL).await;
     }
 
     let late = client
@@ -78,6 +78,7 @@ async fn a_retry_after_the_reaper_replays_the_order() {
 
 #[tokio::test]
 async fn a_cancelled_order_still_holds_its_key_after_retention() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(5).await;
     let customer = Uuid::now_v7();
@@ -114,6 +115,7 @@ async fn a_cancelled_order_still_holds_its_key_after_retention() {
 
 #[tokio::test]
 async fn a_different_request_after_retention_is_refused_and_writes_nothing() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(5).await;
     let other_product = shop.create_product(5).await;
@@ -143,6 +145,7 @@ async fn a_different_request_after_retention_is_refused_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_late_retries_at_once_make_no_second_order() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(100).await;
     let customer = Uuid::now_v7();
@@ -208,6 +211,7 @@ async fn many_late_retries_at_once_make_no_second_order() {
 /// retry replays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_unique_index_is_a_retryable_backstop() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(5).await;
     let product_id = Uuid::parse_str(&product.product_id).unwrap();
@@ -234,7 +238,7 @@ async fn the_unique_index_is_a_retryable_backstop() {
     let racing = tokio::spawn(async move { client.create_order(request).await });
 
     // CreateOrder has claimed the key (no claim existed) and now waits for the row lock.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity
@@ -251,7 +255,7 @@ async fn the_unique_index_is_a_retryable_backstop() {
             tokio::time::Instant::now() < deadline,
             "CreateOrder never blocked"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(DB_POLL).await;
     }
     writer.commit().await.unwrap();
 

@@ -1,14 +1,14 @@
 //! Fault injection through configuration: off unless configured, and "drop the response after
 //! the work committed" really commits, so the client's retry with the same key replays.
 
-mod common;
-
-use common::{TestShop, order_request};
 use tonic::Code;
 use uuid::Uuid;
 
+use crate::helpers::{TestShop, order_request, shared};
+
 #[tokio::test]
 async fn a_dropped_response_still_committed_and_the_retry_replays_it() {
+    let _machine = shared().await;
     let shop = TestShop::spawn_with(|config| {
         config.faults = Some("CreateOrder:drop_response".parse().unwrap());
     })
@@ -53,6 +53,7 @@ async fn a_dropped_response_still_committed_and_the_retry_replays_it() {
 
 #[tokio::test]
 async fn no_faults_unless_configured_whatever_the_request_says() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(5).await;
     let mut request = order_request(&product.product_id, 1, Uuid::now_v7(), "plain");

@@ -1,16 +1,16 @@
 //! The CreateOrder idempotency rules of the public contract, one by one.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestShop, order_request, reason};
 use lab_proto::order::v1 as pb;
 use tonic::Code;
 use uuid::Uuid;
 
+use crate::helpers::{DB_POLL, TestShop, WAIT, order_request, reason, shared};
+
 #[tokio::test]
 async fn same_key_same_request_replays_the_order() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(5).await;
     let customer = Uuid::now_v7();
@@ -35,6 +35,7 @@ async fn same_key_same_request_replays_the_order() {
 
 #[tokio::test]
 async fn same_key_different_request_is_refused_and_writes_nothing() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(5).await;
     let customer = Uuid::now_v7();
@@ -59,6 +60,7 @@ async fn same_key_different_request_is_refused_and_writes_nothing() {
 
 #[tokio::test]
 async fn out_of_stock_does_not_consume_the_key() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(1).await;
     let customer = Uuid::now_v7();
@@ -96,6 +98,7 @@ async fn out_of_stock_does_not_consume_the_key() {
 
 #[tokio::test]
 async fn unknown_product_does_not_consume_the_key() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let mut client = shop.client.clone();
     let status = client
@@ -115,6 +118,7 @@ async fn unknown_product_does_not_consume_the_key() {
 
 #[tokio::test]
 async fn keys_are_scoped_to_the_client_id_and_lookup_finds_them() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(5).await;
     let customer = Uuid::now_v7();
@@ -173,6 +177,7 @@ async fn keys_are_scoped_to_the_client_id_and_lookup_finds_them() {
 
 #[tokio::test]
 async fn the_reaper_frees_expired_keys() {
+    let _machine = shared().await;
     let shop = TestShop::spawn_with(|config| {
         config.idempotency_retention = Duration::from_millis(200);
         config.reaper_interval = Duration::from_millis(100);
@@ -189,7 +194,7 @@ async fn the_reaper_frees_expired_keys() {
         ))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (_, orders, keys) = shop.table_counts().await;
         if keys == 0 {
@@ -197,7 +202,7 @@ async fn the_reaper_frees_expired_keys() {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "key never reaped");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(DB_POLL).await;
     }
     shop.stop().await;
 }

@@ -1,8 +1,5 @@
 //! Bad input, per RPC: the documented code with BadRequest details, and nothing written.
 
-mod common;
-
-use common::{TestShop, order_request};
 use futures::future::BoxFuture;
 use lab_proto::order::v1 as pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
@@ -10,6 +7,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 use uuid::Uuid;
+
+use crate::helpers::{TestShop, order_request, shared};
 
 type Call = Box<dyn FnOnce(OrderServiceClient<Channel>) -> BoxFuture<'static, Result<(), Status>>>;
 
@@ -387,6 +386,7 @@ fn cases(product_id: String, order_id: String) -> Vec<Case> {
 
 #[tokio::test]
 async fn every_bad_request_gets_its_code_and_writes_nothing() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(3).await;
     let order = shop
@@ -444,6 +444,7 @@ async fn every_bad_request_gets_its_code_and_writes_nothing() {
 
 #[tokio::test]
 async fn oversized_messages_are_refused() {
+    let _machine = shared().await;
     let shop = TestShop::spawn_with(|config| config.max_message_bytes = 1024).await;
     let status = shop
         .client

@@ -1,15 +1,15 @@
 //! Graceful shutdown: once told to stop, the server refuses new connections but finishes the
 //! calls already in flight.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TestShop, order_request};
 use uuid::Uuid;
+
+use crate::helpers::{TestShop, WAIT, order_request, shared, try_connect};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_calls_finish_after_the_shutdown_signal() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(5).await;
     let product_uuid = Uuid::parse_str(&product.product_id).unwrap();
@@ -39,19 +39,19 @@ async fn in_flight_calls_finish_after_the_shutdown_signal() {
         !stopping.is_finished(),
         "the server waits for the in-flight call"
     );
-    let refused = tokio::time::timeout(Duration::from_secs(2), common::try_connect(addr)).await;
+    let refused = tokio::time::timeout(Duration::from_secs(2), try_connect(addr)).await;
     assert!(
         !matches!(refused, Ok(Ok(_))),
         "a draining server accepts no new connections"
     );
 
     blocker.rollback().await.unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(10), in_flight)
+    let response = tokio::time::timeout(WAIT, in_flight)
         .await
         .expect("in-flight call finishes")
         .unwrap();
     assert!(response.is_ok(), "in-flight call succeeded: {response:?}");
-    tokio::time::timeout(Duration::from_secs(10), stopping)
+    tokio::time::timeout(WAIT, stopping)
         .await
         .expect("server stops after draining")
         .unwrap();

@@ -2,17 +2,15 @@
 //! previous batch is in the database settle together, each with its own answer, across
 //! instances, without overselling or underselling.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
-use common::{TestShop, eventually, order_request, reason};
 use lab_proto::order::v1 as pb;
 use tokio::sync::Barrier;
 use tonic::Code;
 use uuid::Uuid;
+
+use crate::helpers::{DB_POLL, TestShop, WAIT, eventually, order_request, reason, shared};
 
 /// Many buyers on two instances of one database, quantities 1 and 2, demand four times the
 /// stock. Every unit is either taken or left, and no request was refused that the stock left at
@@ -20,6 +18,7 @@ use uuid::Uuid;
 /// final stock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn mixed_quantities_on_two_instances_neither_oversell_nor_undersell() {
+    let _machine = shared().await;
     let first = TestShop::spawn().await;
     let second = TestShop::spawn_on(first.database_url.clone(), |_| {}).await;
     const STOCK: i64 = 100;
@@ -113,7 +112,7 @@ async fn blocked_batch(
     let mut client = shop.new_client().await;
     let request = order_request(product_id, 1, Uuid::now_v7(), "blocked-batch");
     let task = tokio::spawn(async move { client.create_order(request).await });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity
@@ -130,7 +129,7 @@ async fn blocked_batch(
             tokio::time::Instant::now() < deadline,
             "the first batch never blocked"
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(DB_POLL).await;
     }
 }
 
@@ -138,6 +137,7 @@ async fn blocked_batch(
 /// other forty-nine (no ABORTED, no second order).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_key_many_times_in_one_batch_makes_one_order() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(10).await;
     let product_id = Uuid::parse_str(&product.product_id).unwrap();
@@ -158,7 +158,7 @@ async fn one_key_many_times_in_one_batch_makes_one_order() {
         }));
     }
     let group_commit = shop.group_commit.clone();
-    eventually(Duration::from_secs(10), "all calls queued", || {
+    eventually(WAIT, "all calls queued", || {
         group_commit.waiting(product_id) == CALLS
     })
     .await;
@@ -191,6 +191,7 @@ async fn one_key_many_times_in_one_batch_makes_one_order() {
 /// answer, the bad ones write nothing and keep their keys free, the good ones are created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_requests_inside_a_batch_fail_only_themselves() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(1 + 1 + 5).await;
     let product_id = Uuid::parse_str(&product.product_id).unwrap();
@@ -221,7 +222,7 @@ async fn bad_requests_inside_a_batch_fail_only_themselves() {
             async move { client.create_order(request).await },
         ));
         let group_commit = shop.group_commit.clone();
-        eventually(Duration::from_secs(10), "the request queued", || {
+        eventually(WAIT, "the request queued", || {
             group_commit.waiting(product_id) == position + 1
         })
         .await;
@@ -262,6 +263,7 @@ async fn bad_requests_inside_a_batch_fail_only_themselves() {
 /// of another product goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unknown_product_fails_alone() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(20).await;
     let unknown = Uuid::now_v7().to_string();
@@ -306,7 +308,7 @@ async fn an_unknown_product_fails_alone() {
 /// Waits until a batch waits for a lock in the database, then cancels its statement (SQLSTATE
 /// 57014, as a statement timeout would).
 async fn cancel_the_blocked_batch(shop: &TestShop) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let cancelled: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM (
@@ -322,7 +324,7 @@ async fn cancel_the_blocked_batch(shop: &TestShop) {
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "no batch blocked");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(DB_POLL).await;
     }
 }
 
@@ -331,6 +333,7 @@ async fn cancel_the_blocked_batch(shop: &TestShop) {
 /// next batch is served as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failed_batch_fails_its_requests_with_the_mapped_status_only() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(10).await;
     let product_id = Uuid::parse_str(&product.product_id).unwrap();
@@ -350,7 +353,7 @@ async fn a_failed_batch_fails_its_requests_with_the_mapped_status_only() {
         ));
     }
     let group_commit = shop.group_commit.clone();
-    eventually(Duration::from_secs(10), "five requests queued", || {
+    eventually(WAIT, "five requests queued", || {
         group_commit.waiting(product_id) == 5
     })
     .await;

@@ -1,9 +1,6 @@
 //! What grpcurl and load balancers rely on: reflection (v1 and v1alpha), health, request ids,
 //! paging.
 
-mod common;
-
-use common::{TestShop, order_request};
 use lab_proto::order::v1 as pb;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -12,6 +9,8 @@ use tonic_health::pb::health_client::HealthClient;
 use tonic_reflection::pb::v1 as reflection_v1;
 use tonic_reflection::pb::v1alpha as reflection_v1alpha;
 use uuid::Uuid;
+
+use crate::helpers::{TestShop, order_request, shared};
 
 async fn channel(shop: &TestShop) -> Channel {
     Channel::from_shared(format!("http://{}", shop.addr))
@@ -23,6 +22,7 @@ async fn channel(shop: &TestShop) -> Channel {
 
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_list_the_services_and_describe_the_rpcs() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let channel = channel(&shop).await;
 
@@ -92,6 +92,7 @@ async fn reflection_v1_and_v1alpha_list_the_services_and_describe_the_rpcs() {
 
 #[tokio::test]
 async fn health_answers_serving() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let mut health = HealthClient::new(channel(&shop).await);
     for service in ["", "lab.order.v1.OrderService"] {
@@ -110,6 +111,7 @@ async fn health_answers_serving() {
 
 #[tokio::test]
 async fn request_ids_are_echoed_or_made() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let mut client = shop.client.clone();
     let mut request = tonic::Request::new(pb::ListProductsRequest::default());
@@ -137,6 +139,7 @@ async fn request_ids_are_echoed_or_made() {
 
 #[tokio::test]
 async fn list_orders_pages_through_everything_once_and_filters() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(20).await;
     let other = shop.create_product(20).await;

@@ -2,24 +2,20 @@
 //! attempts from memory; a restock or cancel committed anywhere reopens sales on every instance
 //! within 100 ms; a retry always reaches the database, so it replays an existing order.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{TestShop, eventually, order_request, reason, retried_order_request};
 use lab_proto::order::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt;
 use uuid::Uuid;
 
+use crate::helpers::{
+    POLL, TestShop, WAIT, alone, eventually, order_request, reason, retried_order_request, shared,
+};
+
 async fn listening(shop: &TestShop) {
     let flags = shop.sold_out.clone();
-    eventually(
-        Duration::from_secs(10),
-        "the stock listener connects",
-        || flags.is_listening(),
-    )
-    .await;
+    eventually(WAIT, "the stock listener connects", || flags.is_listening()).await;
 }
 
 /// Holds the product's row lock: a CreateOrder that reaches the database now waits, so one that
@@ -39,6 +35,7 @@ async fn hold_row_lock(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restock_on_one_instance_reopens_sales_on_another_within_100_ms() {
+    let _machine = alone().await;
     let first = TestShop::spawn().await;
     let second = TestShop::spawn_on(first.database_url.clone(), |_| {}).await;
     listening(&first).await;
@@ -110,7 +107,7 @@ async fn a_restock_on_one_instance_reopens_sales_on_another_within_100_ms() {
             restocked.elapsed() < Duration::from_millis(100),
             "the second instance still refuses 100 ms after the restock"
         );
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(POLL).await;
     }
     second.assert_no_oversell(&product.product_id).await;
     second.stop().await;
@@ -119,6 +116,7 @@ async fn a_restock_on_one_instance_reopens_sales_on_another_within_100_ms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_on_one_instance_reopens_sales_on_another() {
+    let _machine = alone().await;
     let first = TestShop::spawn().await;
     let second = TestShop::spawn_on(first.database_url.clone(), |_| {}).await;
     listening(&first).await;
@@ -164,6 +162,7 @@ async fn a_cancel_on_one_instance_reopens_sales_on_another() {
 /// (other than 0) always reaches the database and replays the order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_of_a_key_holding_an_order_replays_it_despite_the_flag() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     listening(&shop).await;
     let product = shop.create_product(1).await;
@@ -218,6 +217,7 @@ async fn a_retry_of_a_key_holding_an_order_replays_it_despite_the_flag() {
 /// expire quickly, and the listener comes back on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_listener_connection_drops_the_flags_and_reconnects() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     listening(&shop).await;
     let product = shop.create_product(1).await;
@@ -249,9 +249,6 @@ async fn a_lost_listener_connection_drops_the_flags_and_reconnects() {
         !flags.is_sold_out(product_id),
         "flags go with the connection"
     );
-    eventually(Duration::from_secs(10), "the listener reconnects", || {
-        flags.is_listening()
-    })
-    .await;
+    eventually(WAIT, "the listener reconnects", || flags.is_listening()).await;
     shop.stop().await;
 }

@@ -1,13 +1,12 @@
 //! GetProductLedger: a product's counters and its CREATED orders from one snapshot, so that
 //! initial_stock + restocked - stock = created_quantity can be judged without a race.
 
-mod common;
-
-use common::{TestShop, order_request, reason};
 use lab_proto::order::v1 as pb;
 use tonic::Code;
 use tonic_types::StatusExt;
 use uuid::Uuid;
+
+use crate::helpers::{TestShop, order_request, reason, shared};
 
 async fn ledger(shop: &TestShop, product_id: &str) -> pb::ProductLedger {
     shop.client
@@ -35,6 +34,7 @@ fn numbers(ledger: &pb::ProductLedger) -> (i64, i64, i64, i64, i64) {
 
 #[tokio::test]
 async fn the_ledger_follows_creates_a_cancel_and_a_restock() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let product = shop.create_product(10).await;
     let other = shop.create_product(7).await;
@@ -126,6 +126,7 @@ async fn the_ledger_follows_creates_a_cancel_and_a_restock() {
 
 #[tokio::test]
 async fn an_unknown_product_is_not_found_with_error_info() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     let missing = Uuid::now_v7().to_string();
     let status = shop
@@ -149,6 +150,7 @@ async fn an_unknown_product_is_not_found_with_error_info() {
 
 #[tokio::test]
 async fn a_malformed_id_is_invalid_argument_with_bad_request() {
+    let _machine = shared().await;
     let shop = TestShop::spawn().await;
     for malformed in ["", "not-a-uuid", "01234567-89ab-cdef-0123-456789abcdeg"] {
         let status = shop
