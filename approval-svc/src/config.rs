@@ -136,7 +136,7 @@ pub struct Config {
     #[arg(long, env = "RETRY_BACKOFF_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub retry_backoff_base: Duration,
 
-    /// Largest automatic retry delay.
+    /// Largest automatic retry delay (at least `--retry-backoff-base`).
     #[arg(long, env = "RETRY_BACKOFF_CAP", default_value = "5m", value_parser = humantime::parse_duration)]
     pub retry_backoff_cap: Duration,
 
@@ -176,7 +176,8 @@ pub struct Config {
     #[arg(long, env = "BREAKER_OPEN_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
     pub breaker_open_base: Duration,
 
-    /// Longest ejection, and longest open period of the circuit breaker.
+    /// Longest ejection, and longest open period of the circuit breaker (at least
+    /// `--breaker-open-base`).
     #[arg(long, env = "BREAKER_OPEN_CAP", default_value = "30s", value_parser = humantime::parse_duration)]
     pub breaker_open_cap: Duration,
 

@@ -1,9 +1,9 @@
 //! The statuses this crate produces and the failure classification the layers share.
 //!
-//! Each layer that refuses calls makes its status in its own `error` module
-//! ([`crate::breaker::error`], [`crate::shed::error`], [`crate::deadline::error`],
-//! [`crate::timeout::error`], [`crate::retry::error`]); they are re-exported here, next to the
-//! reason vocabulary and the classification every layer reads.
+//! The statuses the layers make when they refuse a call ([`circuit_open`], [`load_shed`],
+//! [`deadline_exceeded`], [`attempt_timeout`]) and the retry layer's [`stop`] reasons are
+//! re-exported here from one leaf module, next to the reason vocabulary and the classification
+//! every layer reads.
 //!
 //! To tell why a call failed, read the `ErrorInfo` reason:
 //!
@@ -16,105 +16,19 @@
 //! assert_eq!(status.code(), tonic::Code::Unavailable);
 //! ```
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::BoxError;
+pub use crate::status::{DOMAIN, reason, reason_of, with_reason};
+pub(crate) use crate::status::{LocalKind, local_kind};
 
-/// `ErrorInfo.domain` of every status made here (the project's domain, API.md).
-pub const DOMAIN: &str = "lab";
-
-/// `ErrorInfo.reason` values of the statuses made here.
-pub mod reason {
-    /// UNAVAILABLE: the circuit breaker is open (or half-open with every probe slot taken).
-    pub const CIRCUIT_OPEN: &str = "CIRCUIT_OPEN";
-    /// RESOURCE_EXHAUSTED: too many attempts in flight; shed locally, never sent.
-    pub const LOAD_SHED: &str = "LOAD_SHED";
-    /// DEADLINE_EXCEEDED: the logical call's overall budget is spent.
-    pub const DEADLINE_EXCEEDED: &str = "DEADLINE_EXCEEDED";
-    /// DEADLINE_EXCEEDED: one attempt hit the per-attempt timeout (retryable).
-    pub const ATTEMPT_TIMEOUT: &str = "ATTEMPT_TIMEOUT";
-    /// Any code: a fault injected on purpose by [`crate::fault`].
-    pub const FAULT_INJECTED: &str = "FAULT_INJECTED";
-}
-
-/// The `ErrorInfo` reason of `status` when its domain is [`DOMAIN`].
-pub fn reason_of(status: &Status) -> Option<String> {
-    status
-        .get_details_error_info()
-        .filter(|info| info.domain == DOMAIN)
-        .map(|info| info.reason)
-}
-
-/// Builds a status with an `ErrorInfo` detail: domain [`DOMAIN`], `reason` (one of [`reason`]
-/// here; the services' own are `lab_common::reason::Reason`) and `metadata`. The one status
-/// builder of the workspace: lab-common re-exports it.
-pub fn with_reason<'a>(
-    code: Code,
-    reason: impl AsRef<str>,
-    message: impl Into<String>,
-    metadata: impl IntoIterator<Item = (&'a str, String)>,
-) -> Status {
-    let metadata: HashMap<String, String> = metadata
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect();
-    Status::with_error_details(
-        code,
-        message,
-        ErrorDetails::with_error_info(reason.as_ref(), DOMAIN, metadata),
-    )
-}
-
-pub use crate::breaker::error::{circuit_open, is_circuit_open};
-pub use crate::deadline::error::deadline_exceeded;
-pub use crate::retry::error::{RETRY_STOP_KEY, stop};
-pub use crate::shed::error::load_shed;
-pub use crate::timeout::error::attempt_timeout;
-
-/// Which local layer refused a call without sending it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LocalKind {
-    CircuitOpen,
-    LoadShed,
-}
-
-/// Marks a status as made here for a request that never left the process. It rides in the
-/// status' `source()`, which never crosses the wire, so a remote server can't forge it.
-#[derive(Debug)]
-struct Local {
-    kind: LocalKind,
-    status: Status,
-}
-
-impl fmt::Display for Local {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.status, f)
-    }
-}
-
-impl StdError for Local {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&self.status)
-    }
-}
-
-pub(crate) fn local(kind: LocalKind, status: Status) -> Status {
-    // `from_error` finds the status in the source chain, copies code, message, details and
-    // metadata, and keeps the `Local` wrapper as the new status' source.
-    Status::from_error(Box::new(Local { kind, status }))
-}
-
-pub(crate) fn local_kind(status: &Status) -> Option<LocalKind> {
-    status
-        .source()
-        .and_then(|source| source.downcast_ref::<Local>())
-        .map(|local| local.kind)
-}
+pub use crate::status::{
+    RETRY_STOP_KEY, attempt_timeout, circuit_open, deadline_exceeded, is_circuit_open, load_shed,
+    stop,
+};
 
 /// Marks the final status of a call one of whose earlier attempts may have reached the
 /// server's application code (it was not [`surely_unsent`]): whatever the last attempt

@@ -86,6 +86,7 @@ pub mod instrument;
 pub mod metadata;
 pub mod retry;
 pub mod shed;
+mod status;
 mod telemetry;
 pub mod timeout;
 pub mod unary;

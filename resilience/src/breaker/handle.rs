@@ -7,83 +7,10 @@ use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 
-use super::state::{Machine, Outcome, Ticket};
+use super::state::{BreakerState, BreakerStats, Machine, Outcome, Ticket, Transition};
 use crate::backoff::JitterRng;
 use crate::config::BreakerConfig;
 use crate::telemetry;
-
-/// The breaker's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum BreakerState {
-    /// Calls flow; outcomes are counted.
-    Closed,
-    /// Calls fail at once with `CIRCUIT_OPEN` until the open period ends.
-    Open,
-    /// A bounded number of probe calls decide between closing and re-opening.
-    HalfOpen,
-    /// Opened by hand ([`BreakerHandle::force_open`]); stays open until [`BreakerHandle::reset`].
-    ForcedOpen,
-}
-
-impl BreakerState {
-    /// The value of the `resilience_breaker_state` gauge.
-    pub fn gauge_value(self) -> f64 {
-        match self {
-            Self::Closed => 0.0,
-            Self::Open => 1.0,
-            Self::HalfOpen => 2.0,
-            Self::ForcedOpen => 3.0,
-        }
-    }
-
-    /// Lower-case name, as used in the `to` metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Closed => "closed",
-            Self::Open => "open",
-            Self::HalfOpen => "half_open",
-            Self::ForcedOpen => "forced_open",
-        }
-    }
-}
-
-impl fmt::Display for BreakerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One state change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
-    /// The state left.
-    pub from: BreakerState,
-    /// The state entered.
-    pub to: BreakerState,
-    /// How long the breaker stays open, when `to` is [`BreakerState::Open`].
-    pub open_for: Option<Duration>,
-}
-
-/// Counters since the breaker was built.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BreakerStats {
-    /// Admitted calls whose server answered.
-    pub successes: u64,
-    /// Admitted calls that failed server-side.
-    pub failures: u64,
-    /// Admitted calls whose outcome said nothing about the server.
-    pub ignored: u64,
-    /// Calls failed fast with `CIRCUIT_OPEN`.
-    pub rejections: u64,
-    /// Transitions into open (including forced open).
-    pub opened: u64,
-    /// Transitions into half-open.
-    pub half_opened: u64,
-    /// Transitions into closed.
-    pub closed: u64,
-    /// Half-open probes in flight now.
-    pub probes_in_flight: u32,
-}
 
 struct Metrics {
     state: metrics::Gauge,

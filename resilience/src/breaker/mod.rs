@@ -21,7 +21,6 @@
 //! [`BreakerHandle`], which reads the state and counters, streams transitions, and can force the
 //! breaker open or reset it.
 
-pub mod error;
 mod future;
 mod handle;
 mod layer;
@@ -36,11 +35,12 @@ use tower::Service;
 
 pub use self::future::ResponseFuture;
 pub(crate) use self::future::outcome;
+pub use self::handle::BreakerHandle;
 pub(crate) use self::handle::Shared as BreakerShared;
-pub use self::handle::{BreakerHandle, BreakerState, BreakerStats, Transition};
 use self::handle::{Permit, Shared};
 pub use self::layer::CircuitBreakerLayer;
 pub(crate) use self::state::Outcome;
+pub use self::state::{BreakerState, BreakerStats, Transition};
 use crate::BoxError;
 
 /// Fails calls fast while its breaker is open.
@@ -103,7 +103,7 @@ where
             .expect("poll_ready must be called before call")
         {
             Some(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
-            None => ResponseFuture::rejected(error::circuit_open(self.shared.client())),
+            None => ResponseFuture::rejected(crate::status::circuit_open(self.shared.client())),
         }
     }
 }

@@ -7,9 +7,9 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tonic::Code;
 
-use super::error::deadline_exceeded;
 use crate::BoxError;
 use crate::errors::code_of;
+use crate::status::deadline_exceeded;
 
 pin_project! {
     /// Response future of [`super::Deadline`].

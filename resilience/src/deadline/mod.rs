@@ -8,7 +8,6 @@
 //! remaining budget as `grpc-timeout`. When the budget is spent the call fails with
 //! DEADLINE_EXCEEDED, reason `DEADLINE_EXCEEDED`, whatever the inner layers were doing.
 
-pub mod error;
 mod future;
 mod layer;
 

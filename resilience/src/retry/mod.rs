@@ -35,7 +35,6 @@
 //!
 //! [`CallDeadline`]: crate::deadline::CallDeadline
 
-pub mod error;
 mod future;
 mod layer;
 mod policy;

@@ -11,7 +11,6 @@ use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 
 use super::RetryStats;
-use super::error::{RETRY_STOP_KEY, stop};
 use crate::BoxError;
 use crate::backoff::{Backoff, JitterRng};
 use crate::config::RetryConfig;
@@ -20,6 +19,7 @@ use crate::errors::{LocalKind, code_of, is_retryable_code, local_kind, status_of
 use crate::metadata::{
     GRPC_PREVIOUS_RPC_ATTEMPTS, IDEMPOTENCY_KEY, Pushback, error_status_in, pushback,
 };
+use crate::status::{RETRY_STOP_KEY, stop};
 use crate::telemetry;
 
 /// The buffered request body, kept in the request's extensions so every attempt can be rebuilt.

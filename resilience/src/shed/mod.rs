@@ -7,7 +7,6 @@
 //! Ready and `call` sheds, so nothing queues here. A shed attempt never left the process, so the
 //! retry policy may retry it even without an idempotency key, and the breaker ignores it.
 
-pub mod error;
 mod future;
 mod layer;
 
@@ -82,7 +81,7 @@ where
             None => {
                 self.shed.increment(1);
                 tracing::debug!(limit = self.limit, "load shed");
-                ResponseFuture::shed(error::load_shed(self.limit))
+                ResponseFuture::shed(crate::status::load_shed(self.limit))
             }
         }
     }

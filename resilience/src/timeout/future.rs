@@ -7,10 +7,10 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tonic::Code;
 
-use super::error::attempt_timeout;
 use crate::BoxError;
-use crate::deadline::error::deadline_exceeded;
 use crate::errors::code_of;
+use crate::status::attempt_timeout;
+use crate::status::deadline_exceeded;
 
 pin_project! {
     /// Response future of [`super::AttemptTimeout`].

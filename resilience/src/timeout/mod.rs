@@ -9,7 +9,6 @@
 //! answer an expired `grpc-timeout` with CANCELLED, which would race our own attempt timer and
 //! turn a retryable timeout into a non-retryable code. The per-attempt cut is the client's call.
 
-pub mod error;
 mod future;
 mod layer;
 
