@@ -11,6 +11,11 @@
 //!   proxy: what every scenario starts from.
 //! - [`load`]: bounded, seeded load (products, challenges, concurrent approvals) with tallied
 //!   outcomes, and the one-line [`load::Summary`] each scenario prints.
+//! - [`sampler`]: samples a running drill every 250 ms (outcomes, latency, the resilience
+//!   counters of every approval-svc, breaker state, stock, challenges by state, dead letters);
+//!   a failed read keeps the previous value.
+//! - [`report`]: the drill report: `report.json`, and `report.html`, one self-contained page
+//!   with the verdicts, the configuration and a plot per quantity, fault windows shaded.
 #![forbid(unsafe_code)]
 
 pub mod check;
@@ -19,3 +24,5 @@ pub mod load;
 pub mod metrics;
 pub mod process;
 pub mod proxy;
+pub mod report;
+pub mod sampler;
