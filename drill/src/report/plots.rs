@@ -309,14 +309,9 @@ fn scaled(axis: Axis, segments: &Segments) -> Segments {
 
 /// Whole decades around the data (1 ms to 1 s without data).
 fn log_range<'a>(series: impl IntoIterator<Item = &'a Segments>) -> (f64, f64) {
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for &(_, v) in series.into_iter().flatten().flatten() {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
-    if !(lo.is_finite() && hi.is_finite()) {
+    let Some((lo, hi)) = series::extent(series) else {
         return (0.0, 3.0);
-    }
+    };
     let (lo, hi) = (lo.floor(), hi.ceil());
     (lo, if hi > lo { hi } else { lo + 1.0 })
 }

@@ -86,20 +86,25 @@ pub(super) fn labels<'a>(
 /// The y range covering every point, never empty and never NaN: `[0, 1]` without data, and a
 /// little headroom above the largest value so a line does not run along the frame.
 pub(super) fn y_range<'a>(series: impl IntoIterator<Item = &'a Segments>) -> (f64, f64) {
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for &(_, v) in series.into_iter().flatten().flatten() {
-        lo = lo.min(v);
-        hi = hi.max(v);
-    }
-    if !(lo.is_finite() && hi.is_finite()) {
+    let Some((lo, hi)) = extent(series) else {
         return (0.0, 1.0);
-    }
+    };
     let lo = lo.min(0.0);
     let span = hi - lo;
     if span <= f64::EPSILON {
         return (lo, lo + 1.0);
     }
     (lo, hi + span * 0.08)
+}
+
+/// The smallest and the largest value over every point; `None` without a finite point.
+pub(super) fn extent<'a>(series: impl IntoIterator<Item = &'a Segments>) -> Option<(f64, f64)> {
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for &(_, v) in series.into_iter().flatten().flatten() {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    (lo.is_finite() && hi.is_finite()).then_some((lo, hi))
 }
 
 fn push_finite(points: &mut Vec<(f64, f64)>, t: f64, v: f64) {
