@@ -406,8 +406,7 @@ mod tests {
         for caller in callers {
             caller.await.unwrap();
         }
-        let sent = sent.lock().unwrap().clone();
-        sent
+        sent.lock().unwrap().clone()
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use lab_testkit::check::{CheckOptions, check, check_settled};
+use lab_drill::check::{CheckOptions, check, check_settled};
 
 /// Options of `lab check`.
 #[derive(Debug, Parser)]

@@ -1,11 +1,11 @@
 //! `lab proxy`: the TCP fault proxy for drills, between approval-svc and order-svc, with a
-//! line-based admin port to change the fault while it runs (see `lab_testkit::proxy`).
+//! line-based admin port to change the fault while it runs (see `lab_drill::proxy`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lab_testkit::proxy::{Fault, ProxyOptions, run_proxy};
+use lab_drill::proxy::{Fault, ProxyOptions, run_proxy};
 
 /// Options of `lab proxy`.
 #[derive(Debug, Parser)]

@@ -1,21 +1,4 @@
-//! Fault-injection tooling for concurrency-lab, reusable by operators and by the scenario suite
-//! in `tests/tests/`.
-//!
-//! - [`proxy`]: a TCP fault proxy (latency, black hole, resets, cuts, lost responses,
-//!   UNAVAILABLE answers, refused connections), controllable while running, with an admin port.
-//! - [`process`]: start the release binaries, `kill -9`, restart on the same address and
-//!   database, SIGTERM; terminate a database's connections.
-//! - [`metrics`]: a minimal `/metrics` scraper for the resilience stack's counters.
-//! - [`check`]: the I1–I6 invariant checker over both services' public RPCs.
-//! - [`cluster`]: both services as release processes on fresh databases, order-svc behind the
-//!   proxy: what every scenario starts from.
-//! - [`load`]: bounded, seeded load (products, challenges, concurrent approvals) with tallied
-//!   outcomes, and the one-line [`load::Summary`] each scenario prints.
+//! The cross-service scenario suite lives in `tests/`: each file there is a scenario run by the
+//! drill engine of [`lab_drill`] against the release binaries. This library is empty; it exists
+//! because a Cargo package needs a target besides its tests.
 #![forbid(unsafe_code)]
-
-pub mod check;
-pub mod cluster;
-pub mod load;
-pub mod metrics;
-pub mod process;
-pub mod proxy;

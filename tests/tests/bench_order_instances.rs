@@ -1,5 +1,5 @@
 //! Issue 10's benchmark (ignored by default; run one test at a time with
-//! `cargo test -p lab-testkit --test bench_order_instances -- --ignored --test-threads 1
+//! `cargo test -p lab-scenarios --test bench_order_instances -- --ignored --test-threads 1
 //! --nocapture`): an unpaced flood of approvals through one approval-svc by 64 concurrent
 //! callers, each test bounded by its approval count and a 10 s deadline per call.
 //!
@@ -15,8 +15,8 @@ mod common;
 
 use std::time::Duration;
 
-use lab_testkit::cluster::ClusterOptions;
-use lab_testkit::load::{Summary, approve_all, create_product, submit_challenges};
+use lab_drill::cluster::ClusterOptions;
+use lab_drill::load::{Summary, approve_all, create_product, submit_challenges};
 use tokio::time::Instant;
 
 const CALLERS: usize = 64;

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use lab_testkit::check::CheckOptions;
-use lab_testkit::cluster::{Cluster, ClusterOptions};
-use lab_testkit::load::{Summary, approve_all, create_product, product, submit_challenges};
+use lab_drill::check::CheckOptions;
+use lab_drill::cluster::{Cluster, ClusterOptions};
+use lab_drill::load::{Summary, approve_all, create_product, product, submit_challenges};
 use tokio::time::Instant;
 
 const SEED: u64 = 1;

@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use lab_testkit::cluster::ClusterOptions;
-use lab_testkit::load::{Summary, approve_all, create_product, product, submit_challenges};
+use lab_drill::cluster::ClusterOptions;
+use lab_drill::load::{Summary, approve_all, create_product, product, submit_challenges};
 use tokio::time::Instant;
 
 const SEED: u64 = 2;

@@ -14,9 +14,9 @@ mod common;
 
 use std::time::Duration;
 
-use lab_testkit::cluster::ClusterOptions;
-use lab_testkit::load::{Summary, approve_all, create_product, submit_challenges};
-use lab_testkit::proxy::Fault;
+use lab_drill::cluster::ClusterOptions;
+use lab_drill::load::{Summary, approve_all, create_product, submit_challenges};
+use lab_drill::proxy::Fault;
 use tokio::time::Instant;
 
 const SEED: u64 = 5;
@@ -87,7 +87,7 @@ async fn lost_replies_after_commit_leave_one_order_per_challenge() {
 
 /// Answers are OK and any failure is transient (retried automatically), never an error nor a
 /// final refusal such as OUT_OF_STOCK.
-fn summary_check(outcomes: &lab_testkit::load::Outcomes) {
+fn summary_check(outcomes: &lab_drill::load::Outcomes) {
     assert_eq!(outcomes.starting_with("error/"), 0, "{outcomes}");
     assert_eq!(
         outcomes.starting_with("APPROVE_FAILED/"),

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use lab_testkit::cluster::ClusterOptions;
-use lab_testkit::load::{
+use lab_drill::cluster::ClusterOptions;
+use lab_drill::load::{
     Summary, approve_paced, create_product, product, submit_challenges, wait_for_progress,
 };
 use tokio::time::Instant;

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use lab_testkit::check::{CheckOptions, check};
-use lab_testkit::cluster::ClusterOptions;
-use lab_testkit::load::{
+use lab_drill::check::{CheckOptions, check};
+use lab_drill::cluster::ClusterOptions;
+use lab_drill::load::{
     Summary, approve_paced, create_product, list_challenges, submit_challenges, wait_for_progress,
 };
-use lab_testkit::proxy::Fault;
+use lab_drill::proxy::Fault;
 use tokio::time::Instant;
 
 const SEED: u64 = 8;

@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use lab_testkit::cluster::ClusterOptions;
-use lab_testkit::load::{
+use lab_drill::cluster::ClusterOptions;
+use lab_drill::load::{
     Summary, approve_paced, create_product, submit_challenges, wait_for_progress,
 };
-use lab_testkit::process::terminate_connections;
+use lab_drill::process::terminate_connections;
 use tokio::time::Instant;
 
 const SEED: u64 = 9;

@@ -9,9 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use lab_testkit::cluster::ClusterOptions;
-use lab_testkit::load::{Summary, approve_paced, create_product, submit_challenges};
-use lab_testkit::proxy::Fault;
+use lab_drill::cluster::ClusterOptions;
+use lab_drill::load::{Summary, approve_paced, create_product, submit_challenges};
+use lab_drill::proxy::Fault;
 use tokio::time::Instant;
 
 const SEED: u64 = 10;

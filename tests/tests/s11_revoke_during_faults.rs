@@ -12,12 +12,10 @@ mod common;
 
 use std::time::Duration;
 
+use lab_drill::cluster::ClusterOptions;
+use lab_drill::load::{Outcomes, Summary, approve_all, create_product, product, submit_challenges};
+use lab_drill::proxy::Fault;
 use lab_proto::approval::v1 as pb;
-use lab_testkit::cluster::ClusterOptions;
-use lab_testkit::load::{
-    Outcomes, Summary, approve_all, create_product, product, submit_challenges,
-};
-use lab_testkit::proxy::Fault;
 use tokio::time::Instant;
 
 const SEED: u64 = 11;

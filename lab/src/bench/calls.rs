@@ -108,9 +108,9 @@ fn order_error_label(status: &tonic::Status) -> String {
         Some(reason) if reason == "OUT_OF_STOCK" => reason,
         Some(reason) => format!(
             "error/{}/{reason}",
-            lab_testkit::load::code_name(status.code())
+            lab_drill::load::code_name(status.code())
         ),
-        None => format!("error/{}", lab_testkit::load::code_name(status.code())),
+        None => format!("error/{}", lab_drill::load::code_name(status.code())),
     }
 }
 
@@ -148,7 +148,7 @@ pub async fn submit_challenges(
                         "SUBMITTED".to_owned()
                     }
                     Ok(None) => "error/NO_CHALLENGE".to_owned(),
-                    Err(status) => lab_testkit::load::outcome_label(&Err(status)),
+                    Err(status) => lab_drill::load::outcome_label(&Err(status)),
                 }
             }
         },
@@ -190,7 +190,7 @@ pub async fn approve(
                         .challenge
                         .ok_or_else(|| tonic::Status::internal("no challenge in the answer"))
                 });
-            lab_testkit::load::outcome_label(&result)
+            lab_drill::load::outcome_label(&result)
         }
     })
     .await

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lab_testkit::load::Outcomes;
+use lab_drill::load::Outcomes;
 use tokio::sync::Barrier;
 use tokio::time::Instant;
 

@@ -161,7 +161,7 @@ impl Service {
 
 fn listening_addr_in(log: &Path) -> Option<SocketAddr> {
     let text = std::fs::read_to_string(log).ok()?;
-    text.lines().find_map(lab_testkit::process::listening_addr)
+    text.lines().find_map(lab_drill::process::listening_addr)
 }
 
 fn tail(log: &Path, lines: usize) -> String {

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use lab_drill::check::{CheckOptions, Report};
+use lab_drill::cluster::{Cluster, ClusterOptions};
+use lab_drill::load::{ApproveRun, Summary, approve_all, dead_letters};
 use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
-use lab_testkit::check::{CheckOptions, Report};
-use lab_testkit::cluster::{Cluster, ClusterOptions};
-use lab_testkit::load::{ApproveRun, Summary, approve_all, dead_letters};
 use tonic::transport::Channel;
 
 /// Starts a cluster or fails the test with the reason.

@@ -3,8 +3,8 @@
 //! connections mid-load.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), lab_testkit::process::ProcessError> {
-//! use lab_testkit::process::{Binary, ServiceProcess};
+//! # async fn demo() -> Result<(), lab_drill::process::ProcessError> {
+//! use lab_drill::process::{Binary, ServiceProcess};
 //!
 //! let database_url = "postgres://postgres@127.0.0.1:5432/shop";
 //! let mut shop = ServiceProcess::start(Binary::OrderSvc, database_url, &[]).await?;

@@ -2,8 +2,8 @@
 //! `shared/DESIGN.md`) with counts and the offending ids.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), lab_testkit::check::CheckError> {
-//! use lab_testkit::check::{CheckOptions, check};
+//! # async fn demo() -> Result<(), lab_drill::check::CheckError> {
+//! use lab_drill::check::{CheckOptions, check};
 //!
 //! let report = check("http://127.0.0.1:50052", "http://127.0.0.1:50051", &CheckOptions::default()).await?;
 //! println!("{report}");

@@ -2,7 +2,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use lab_testkit::proxy::{Fault, Proxy};
+//! use lab_drill::proxy::{Fault, Proxy};
 //! use std::time::Duration;
 //!
 //! let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), "127.0.0.1:50051").await?;
