@@ -149,6 +149,12 @@ pub struct Config {
     #[arg(long, env = "POST_CALL_MARGIN", default_value = "250ms", value_parser = humantime::parse_duration)]
     pub post_call_margin: Duration,
 
+    /// Under load, how long the next group-committed batch of intents (or of outcomes) may wait
+    /// for the callers of the last one; never after a batch of one, never more than half the
+    /// last batch's time in the database. 0 turns it off.
+    #[arg(long, env = "WRITE_BATCH_REFILL_WAIT", default_value = "2ms", value_parser = humantime::parse_duration)]
+    pub write_batch_refill_wait: Duration,
+
     /// Timeout of one attempt of an order-svc call.
     #[arg(long, env = "ORDER_ATTEMPT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub order_attempt_timeout: Duration,

@@ -38,6 +38,8 @@ pub struct SagaSettings {
     pub backoff: Backoff,
     /// Where the retry delays' jitter is drawn: the thread RNG in production, seeded in tests.
     pub jitter: JitterRng,
+    /// How long a batch of the attempts' writes may wait for the callers of the last one.
+    pub write_refill_wait: Duration,
 }
 
 /// Runs approvals and revokes against the database and order-svc.
@@ -61,7 +63,11 @@ impl Saga {
         failure_points: FailurePoints,
     ) -> Self {
         Self {
-            writes: WriteBatches::new(pool.clone(), write_batch::DEFAULT_MAX_BATCH),
+            writes: WriteBatches::new(
+                pool.clone(),
+                write_batch::DEFAULT_MAX_BATCH,
+                settings.write_refill_wait,
+            ),
             pool,
             orders,
             settings,
@@ -384,6 +390,7 @@ mod tests {
                 cap: Duration::from_secs(1),
             },
             jitter: JitterRng::seed_from_u64(15),
+            write_refill_wait: Duration::ZERO,
         };
         Saga::new(pool, orders, settings, FailurePoints::default())
     }

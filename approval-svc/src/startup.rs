@@ -114,6 +114,7 @@ impl Application {
                     cap: config.retry_backoff_cap,
                 },
                 jitter: JitterRng::thread(),
+                write_refill_wait: config.write_batch_refill_wait,
             },
             config.failure_points.clone(),
         ));

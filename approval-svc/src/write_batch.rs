@@ -7,7 +7,8 @@
 //! [`attempts::start_attempts`] and [`attempts::finish_attempts`]).
 //!
 //! No timer at low load: a batch is then one request; under load a batch waits briefly for the
-//! callers of the previous one ([`DEFAULT_REFILL_WAIT`]). A failed batch fails each of its requests with
+//! callers of the previous one (`--write-batch-refill-wait`; lab-common's `batch` module says
+//! why). A failed batch fails each of its requests with
 //! the batch's database error; the next batch starts afresh.
 
 use std::sync::Arc;
@@ -23,9 +24,6 @@ use crate::repository::attempts::{self, BatchError, FinishRequest, StartRequest}
 /// that one statement's arrays stay modest.
 pub const DEFAULT_MAX_BATCH: usize = 256;
 
-/// Under load, how long the next batch of a kind may wait for the callers of the last one
-/// (lab-common's `batch` module says why); never after a batch of one.
-pub const DEFAULT_REFILL_WAIT: Duration = Duration::from_millis(2);
 
 type StartAnswer = Result<Transition, BatchError>;
 type FinishAnswer = Result<Option<Challenge>, BatchError>;
@@ -38,12 +36,13 @@ pub struct WriteBatches {
 }
 
 impl WriteBatches {
-    /// Queues over `pool`, batches of at most `max_batch` requests each.
-    pub fn new(pool: PgPool, max_batch: usize) -> Self {
+    /// Queues over `pool`, batches of at most `max_batch` requests each, refilled under load for
+    /// at most `refill_wait`.
+    pub fn new(pool: PgPool, max_batch: usize, refill_wait: Duration) -> Self {
         let batching = Batching {
             max_batch,
             refill: Refill {
-                max_wait: DEFAULT_REFILL_WAIT,
+                max_wait: refill_wait,
             },
         };
         let start_pool = pool.clone();

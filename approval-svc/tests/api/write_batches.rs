@@ -389,7 +389,7 @@ async fn a_failed_batch_fails_its_callers_and_the_next_batch_works() {
     bounded(async {
         let pool = migrated_pool().await;
         let id = pending(&pool).await;
-        let batches = WriteBatches::new(pool.clone(), 16);
+        let batches = WriteBatches::new(pool.clone(), 16, Duration::ZERO);
         // A lease past the end of time: PostgreSQL refuses the timestamp.
         let mut overflowing = start(id, &[Status::Pending]);
         overflowing.lease = Duration::MAX;
