@@ -24,7 +24,6 @@ use crate::repository::attempts::{self, BatchError, FinishRequest, StartRequest}
 /// that one statement's arrays stay modest.
 pub const DEFAULT_MAX_BATCH: usize = 256;
 
-
 type StartAnswer = Result<Transition, BatchError>;
 type FinishAnswer = Result<Option<Challenge>, BatchError>;
 
