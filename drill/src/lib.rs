@@ -11,11 +11,20 @@
 //!   proxy: what every scenario starts from.
 //! - [`load`]: bounded, seeded load (products, challenges, concurrent approvals) with tallied
 //!   outcomes, and the one-line [`load::Summary`] each scenario prints.
+//! - [`engine`]: the one scenario engine: a [`engine::Scenario`] (cluster, workload, fault
+//!   timeline, settling, expectations) run to a [`engine::DrillOutcome`] by [`engine::run`].
+//! - [`scenarios`]: the built-in drills of `lab drill` and the TOML timeline file format.
+//! - [`sampler`] and [`report`]: the 250 ms time series of a drill and its `report.json` /
+//!   `report.html`.
 #![forbid(unsafe_code)]
 
 pub mod check;
 pub mod cluster;
+pub mod engine;
 pub mod load;
 pub mod metrics;
 pub mod process;
 pub mod proxy;
+pub mod report;
+pub mod sampler;
+pub mod scenarios;

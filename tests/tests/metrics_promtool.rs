@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use lab_proto::approval::v1 as apb;
-use lab_proto::approval::v1::ops_service_client::OpsServiceClient;
 use lab_drill::cluster::{Cluster, ClusterOptions, lazy_channel};
 use lab_drill::load::{approve_all, create_product, submit_challenges};
 use lab_drill::metrics::{self, Metrics, PromtoolError, promtool_findings};
 use lab_drill::process::{ServiceProcess, workspace_root};
+use lab_proto::approval::v1 as apb;
+use lab_proto::approval::v1::ops_service_client::OpsServiceClient;
 
 /// The README section whose table this test holds both services to.
 const TABLE_HEADING: &str = "### Metric families, from the first scrape";

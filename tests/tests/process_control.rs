@@ -5,10 +5,10 @@
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use lab_proto::order::v1 as pb;
-use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use lab_drill::cluster::lazy_channel;
 use lab_drill::process::{Binary, ServiceProcess, terminate_connections};
+use lab_proto::order::v1 as pb;
+use lab_proto::order::v1::order_service_client::OrderServiceClient;
 
 #[tokio::test]
 async fn start_kill_restart_terminate() {

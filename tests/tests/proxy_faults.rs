@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use lab_proto::order::v1 as pb;
-use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use lab_drill::cluster::lazy_channel;
 use lab_drill::process::{Binary, ServiceProcess};
 use lab_drill::proxy::{Fault, Proxy};
+use lab_proto::order::v1 as pb;
+use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 use tonic::Code;
