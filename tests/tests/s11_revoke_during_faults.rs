@@ -139,7 +139,7 @@ async fn revoke_during_faults_restores_stock_exactly_once() {
         .figure("revoking_during_faults", during.challenges("REVOKING"))
         .figure("cancelled_during_faults", during.orders("CANCELLED"))
         .figure(
-            "stock",
+            "stock_path",
             format!("{STOCK}->{}->{}", revokes.stock_approved, after.stock),
         )
         .figure("revoked", outcome.report.challenges("REVOKED"));
