@@ -339,8 +339,8 @@ impl ServiceProcess {
         }
     }
 
-    /// Starts the service again on the same address and database (after [`Self::kill`] or
-    /// [`Self::terminate`]); kills it first if it still runs.
+    /// Starts the service again on the same address, `/metrics` address and database (after
+    /// [`Self::kill`] or [`Self::terminate`]); kills it first if it still runs.
     pub async fn restart(&mut self) -> Result<(), ProcessError> {
         if self.child.is_some() {
             self.kill().await?;
@@ -381,6 +381,15 @@ impl ServiceProcess {
             .kill_on_drop(true);
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
+        }
+        // A restart serves /metrics where the first start did (like its gRPC address), so a
+        // scraper that started with the drill keeps reading it.
+        let previous_metrics = *self
+            .metrics_addr
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(addr) = previous_metrics {
+            command.env("METRICS_ADDR", addr.to_string());
         }
         let mut child = command
             .spawn()
