@@ -25,10 +25,7 @@ fn scenario() -> Scenario {
         .workload(Workload::new(
             CHALLENGES,
             CHALLENGES as i64,
-            Pacing::Paced {
-                per_second: RATE,
-                max_in_flight: MAX_IN_FLIGHT,
-            },
+            Pacing::paced(RATE, MAX_IN_FLIGHT),
         ))
         .before_load(Action::proxy(Fault::Latency {
             base: Duration::from_millis(200),

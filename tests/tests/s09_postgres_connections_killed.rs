@@ -22,10 +22,7 @@ fn scenario() -> Scenario {
         .workload(Workload::new(
             CHALLENGES,
             CHALLENGES as i64,
-            Pacing::Paced {
-                per_second: RATE,
-                max_in_flight: MAX_IN_FLIGHT,
-            },
+            Pacing::paced(RATE, MAX_IN_FLIGHT),
         ))
         .settle(Settle {
             resend_errored: Some(32),

@@ -21,15 +21,8 @@ const STORM: Duration = Duration::from_secs(5);
 fn scenario() -> Scenario {
     Scenario::new("s10", "s10 retry storm", SEED)
         .workload(
-            Workload::new(
-                CHALLENGES,
-                CHALLENGES as i64,
-                Pacing::Paced {
-                    per_second: RATE,
-                    max_in_flight: 64,
-                },
-            )
-            .deadline(Duration::from_secs(5)),
+            Workload::new(CHALLENGES, CHALLENGES as i64, Pacing::paced(RATE, 64))
+                .deadline(Duration::from_secs(5)),
         )
         .at(At::Time(STORM_STARTS), Action::counters("storm_start"))
         .at(

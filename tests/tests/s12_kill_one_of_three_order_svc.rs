@@ -29,10 +29,7 @@ fn scenario() -> Scenario {
         .workload(Workload::new(
             CHALLENGES,
             STOCK,
-            Pacing::Paced {
-                per_second: RATE,
-                max_in_flight: MAX_IN_FLIGHT,
-            },
+            Pacing::paced(RATE, MAX_IN_FLIGHT),
         ))
         .at(
             At::Answers(KILL_AT),

@@ -84,10 +84,7 @@ fn scenario(seen: Arc<Mutex<Option<Takeover>>>) -> Scenario {
             Workload::new(
                 CHALLENGES,
                 CHALLENGES as i64,
-                Pacing::Paced {
-                    per_second: 2.0 * RATE_PER_INSTANCE,
-                    max_in_flight: MAX_IN_FLIGHT,
-                },
+                Pacing::paced(2.0 * RATE_PER_INSTANCE, MAX_IN_FLIGHT),
             )
             .spread(),
         )

@@ -213,6 +213,16 @@ pub enum Pacing {
     Custom(Hook),
 }
 
+impl Pacing {
+    /// [`Pacing::Paced`]: `per_second` calls a second, at most `max_in_flight` at once.
+    pub fn paced(per_second: f64, max_in_flight: usize) -> Self {
+        Self::Paced {
+            per_second,
+            max_in_flight,
+        }
+    }
+}
+
 impl fmt::Debug for Pacing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -182,10 +182,7 @@ pub fn from_toml(text: &str, params: &Params) -> Result<Scenario, FileError> {
         }],
         challenges,
         quantity: file.workload.quantity.unwrap_or(1),
-        pacing: Pacing::Paced {
-            per_second: params.rate(),
-            max_in_flight: file.workload.max_in_flight.unwrap_or(64),
-        },
+        pacing: Pacing::paced(params.rate(), file.workload.max_in_flight.unwrap_or(64)),
         deadline: duration_of(&file.workload.deadline, Duration::from_secs(10))?,
         ..Workload::default()
     };

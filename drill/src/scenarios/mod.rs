@@ -180,10 +180,7 @@ fn base(name: &str, title: &str, params: &Params, order_instances: usize) -> Sce
         .workload(Workload::new(
             challenges,
             stock,
-            Pacing::Paced {
-                per_second: params.rate(),
-                max_in_flight: 64,
-            },
+            Pacing::paced(params.rate(), 64),
         ))
         .settle(Settle {
             resend_errored: Some(32),
