@@ -87,7 +87,15 @@ pub async fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
         scenario.workload.challenges,
         lab_drill::process::bin_dir().display()
     );
-    let outcome = match run(&scenario, &options).await {
+    // Ctrl-C drops the drill, and with it every service it started (they are killed on drop;
+    // a signal that ended this process would leave them running).
+    let result = tokio::select! {
+        result = run(&scenario, &options) => result,
+        _ = tokio::signal::ctrl_c() => {
+            return could_not_run(&args, &scenario.name, "interrupted (Ctrl-C)");
+        }
+    };
+    let outcome = match result {
         Ok(outcome) => outcome,
         Err(error) => return could_not_run(&args, &scenario.name, &error.to_string()),
     };
