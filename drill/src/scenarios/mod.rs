@@ -2,7 +2,7 @@
 //! timeline file ([`from_toml`]).
 //!
 //! Each built-in is sized by [`Params`]: the load runs `rate × duration` approvals paced at
-//! `rate`, on one product whose stock is 90 % of them (so the end state has both APPROVED and
+//! `rate` (spread over the approval-svc instances when there are several), on one product whose stock is 90 % of them (so the end state has both APPROVED and
 //! OUT_OF_STOCK challenges), and its faults fall at fixed fractions of the duration. After the
 //! load the approvals that got an error are re-sent once, as callers do, and the system is let
 //! settle with no operator's help; each built-in expects nothing dead-lettered and the exact end
@@ -171,17 +171,17 @@ fn base(name: &str, title: &str, params: &Params, order_instances: usize) -> Sce
     let challenges = params.challenges();
     let stock = (challenges as i64 * 9 / 10).max(1);
     let seed = params.seed.unwrap_or(42);
+    let approval_instances = params.approval_instances.unwrap_or(1);
+    let mut workload = Workload::new(challenges, stock, Pacing::paced(params.rate(), 64));
+    // Callers reach every approval-svc replica, as behind a balancer.
+    workload.spread = approval_instances > 1;
     Scenario::new(name, title, seed)
         .cluster(
             ClusterOptions::default()
                 .order_instances(order_instances)
-                .approval_instances(params.approval_instances.unwrap_or(1)),
+                .approval_instances(approval_instances),
         )
-        .workload(Workload::new(
-            challenges,
-            stock,
-            Pacing::paced(params.rate(), 64),
-        ))
+        .workload(workload)
         .settle(Settle {
             resend_errored: Some(32),
             pause: Duration::from_secs(2),
