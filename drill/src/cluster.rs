@@ -233,6 +233,11 @@ impl Cluster {
         }
     }
 
+    /// Every approval-svc instance, 0 first.
+    pub fn approvals(&self) -> impl Iterator<Item = &ServiceProcess> {
+        std::iter::once(&self.approval).chain(&self.more_approvals)
+    }
+
     /// Every order-svc instance's URL, comma-separated (what approval-svc was given, unless a
     /// proxy stands in front of the one instance).
     pub fn order_urls(&self) -> String {

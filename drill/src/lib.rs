@@ -11,6 +11,9 @@
 //!   proxy: what every scenario starts from.
 //! - [`load`]: bounded, seeded load (products, challenges, concurrent approvals) with tallied
 //!   outcomes, and the one-line [`load::Summary`] each scenario prints.
+//! - [`engine`]: the one scenario engine: a [`engine::Scenario`] (cluster, workload, fault
+//!   timeline, settling, expectations) run to a [`engine::DrillOutcome`] by [`engine::run`].
+//! - [`scenarios`]: the built-in drills of `lab drill` and the TOML timeline file format.
 //! - [`sampler`]: samples a running drill every 250 ms (outcomes, latency, the resilience
 //!   counters of every approval-svc, breaker state, stock, challenges by state, dead letters);
 //!   a failed read keeps the previous value.
@@ -20,9 +23,11 @@
 
 pub mod check;
 pub mod cluster;
+pub mod engine;
 pub mod load;
 pub mod metrics;
 pub mod process;
 pub mod proxy;
 pub mod report;
 pub mod sampler;
+pub mod scenarios;

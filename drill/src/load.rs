@@ -23,6 +23,7 @@ use tonic::transport::Channel;
 
 use crate::metrics::ResilienceCounts;
 use crate::proxy::ProxyStats;
+use crate::sampler::LiveTally;
 
 /// Counts of outcomes by label, e.g. `APPROVED`, `APPROVE_FAILED/OUT_OF_STOCK`,
 /// `error/UNAVAILABLE`.
@@ -258,17 +259,17 @@ impl ApproveRun {
 
 /// Calls ApproveChallenge once per id, `concurrency` at a time, each with `deadline` as its
 /// `grpc-timeout` (enforced here too, plus 1 s of slack, so a hung call cannot stall the run).
-/// `progress`, when given, counts finished calls (for fault timing).
+/// `watch`, when given, sees every answer as it comes (for fault timing and sampling).
 pub async fn approve_all(
     approval: &ApprovalServiceClient<Channel>,
     ids: &[String],
     concurrency: usize,
     deadline: Duration,
-    progress: Option<Arc<AtomicU64>>,
+    watch: Option<Watch>,
 ) -> ApproveRun {
     let started = Instant::now();
     let results: Vec<Timed> = futures::stream::iter(ids.iter().cloned())
-        .map(|id| timed_approval(approval.clone(), id, deadline, progress.clone()))
+        .map(|id| timed_approval(approval.clone(), id, deadline, watch.clone()))
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
@@ -284,7 +285,7 @@ pub async fn approve_paced(
     per_second: f64,
     max_in_flight: usize,
     deadline: Duration,
-    progress: Option<Arc<AtomicU64>>,
+    watch: Option<Watch>,
 ) -> ApproveRun {
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second.max(0.001)));
@@ -296,7 +297,7 @@ pub async fn approve_paced(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        let call = timed_approval(approval.clone(), id, deadline, progress.clone());
+        let call = timed_approval(approval.clone(), id, deadline, watch.clone());
         calls.spawn(async move {
             let result = call.await;
             drop(slot);
@@ -323,14 +324,48 @@ async fn timed_approval(
     client: ApprovalServiceClient<Channel>,
     id: String,
     deadline: Duration,
-    progress: Option<Arc<AtomicU64>>,
+    watch: Option<Watch>,
 ) -> Timed {
     let began = Instant::now();
     let result = approve_one(client, &id, "admin", deadline).await;
-    if let Some(progress) = progress {
-        progress.fetch_add(1, Ordering::Relaxed);
+    let latency = began.elapsed();
+    if let Some(watch) = watch {
+        watch.saw(&result, latency);
     }
-    (id, result, began.elapsed())
+    (id, result, latency)
+}
+
+/// Who sees a run's answers as they come: counters of answers (fault timelines wait on them)
+/// and the drill's live tally (its sampler plots it). Clones share everything.
+#[derive(Debug, Clone, Default)]
+pub struct Watch {
+    /// Answers so far.
+    pub answered: Arc<AtomicU64>,
+    /// A second counter (e.g. the answers of one instance, next to every answer's).
+    pub also: Option<Arc<AtomicU64>>,
+    /// Where each answer is recorded by outcome label and latency.
+    pub tally: Option<LiveTally>,
+}
+
+impl Watch {
+    /// A watch that only counts, on `answered`.
+    pub fn counting(answered: Arc<AtomicU64>) -> Self {
+        Self {
+            answered,
+            ..Self::default()
+        }
+    }
+
+    /// Records one answer.
+    pub fn saw(&self, result: &Result<approval_pb::Challenge, tonic::Status>, latency: Duration) {
+        if let Some(tally) = &self.tally {
+            tally.record(&outcome_label(result), latency);
+        }
+        self.answered.fetch_add(1, Ordering::Relaxed);
+        if let Some(also) = &self.also {
+            also.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn tally(results: Vec<Timed>, elapsed: Duration) -> ApproveRun {

@@ -14,7 +14,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Binaries come from `$LAB_BIN_DIR` when set (nothing is built), otherwise from the workspace's
+//! Binaries come from `$LAB_BIN_DIR` when set, or from the running program's directory when both
+//! services are there (`lab drill`; nothing is built either way), otherwise from the workspace's
 //! `target/release` (or `$CARGO_TARGET_DIR/release`) after one `cargo build --release -p <pkg>`
 //! per binary and process, which is a no-op when they are fresh.
 
@@ -100,11 +101,15 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Where the release binaries are: `$LAB_BIN_DIR`, else `$CARGO_TARGET_DIR/release`, else the
+/// Where the release binaries are: `$LAB_BIN_DIR`, else the running program's directory when
+/// both services are there (an installed `lab`), else `$CARGO_TARGET_DIR/release`, else the
 /// workspace's `target/release`.
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("LAB_BIN_DIR") {
         return PathBuf::from(dir);
+    }
+    if let Some(dir) = beside_this_program() {
+        return dir;
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -119,6 +124,16 @@ pub fn bin_dir() -> PathBuf {
     target.join("release")
 }
 
+/// The running program's directory when both service binaries are in it (`lab` next to
+/// `order-svc` and `approval-svc`, as `cargo build --release` and an install leave them).
+fn beside_this_program() -> Option<PathBuf> {
+    let dir = std::env::current_exe().ok()?.parent()?.to_path_buf();
+    [Binary::OrderSvc, Binary::ApprovalSvc]
+        .iter()
+        .all(|binary| dir.join(binary.name()).is_file())
+        .then_some(dir)
+}
+
 /// The path of `binary`, built first (once per process, both services in one `cargo build`)
 /// unless `$LAB_BIN_DIR` is set. Blocking: call it from `spawn_blocking` or before the runtime is
 /// busy; [`ServiceProcess::start`] does.
@@ -129,7 +144,7 @@ pub fn bin_dir() -> PathBuf {
 pub fn ensure_built(binary: Binary) -> Result<PathBuf, ProcessError> {
     static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
     let path = bin_dir().join(binary.name());
-    if std::env::var_os("LAB_BIN_DIR").is_some() {
+    if std::env::var_os("LAB_BIN_DIR").is_some() || beside_this_program().is_some() {
         return Ok(path);
     }
     let built = BUILT.get_or_init(|| {
@@ -324,8 +339,8 @@ impl ServiceProcess {
         }
     }
 
-    /// Starts the service again on the same address and database (after [`Self::kill`] or
-    /// [`Self::terminate`]); kills it first if it still runs.
+    /// Starts the service again on the same address, `/metrics` address and database (after
+    /// [`Self::kill`] or [`Self::terminate`]); kills it first if it still runs.
     pub async fn restart(&mut self) -> Result<(), ProcessError> {
         if self.child.is_some() {
             self.kill().await?;
@@ -366,6 +381,15 @@ impl ServiceProcess {
             .kill_on_drop(true);
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
+        }
+        // A restart serves /metrics where the first start did (like its gRPC address), so a
+        // scraper that started with the drill keeps reading it.
+        let previous_metrics = *self
+            .metrics_addr
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(addr) = previous_metrics {
+            command.env("METRICS_ADDR", addr.to_string());
         }
         let mut child = command
             .spawn()

@@ -4,12 +4,15 @@
 //!   instances of each).
 //! - `lab check`: invariants I1–I6 across both services, through their public RPCs.
 //! - `lab proxy`: the TCP fault proxy for drills.
+//! - `lab drill`: a fault drill (built-in scenario or TOML timeline) with a report and a
+//!   verdict on I1–I6.
 //! - `lab bench flash-sale`: the flash-sale benchmark against a bare gRPC ceiling (issue 11);
 //!   `lab bench orders`: a hot-item load test of order-svc.
 #![forbid(unsafe_code)]
 
 mod bench;
 mod check;
+mod drill;
 mod proxy;
 mod up;
 
@@ -43,6 +46,10 @@ enum Command {
     Check(check::CheckArgs),
     /// Run the TCP fault proxy between approval-svc and order-svc, for drills.
     Proxy(proxy::ProxyArgs),
+    /// Run a fault drill: start the services, drive approvals, apply the scenario's faults,
+    /// settle, check I1-I6, write DIR/report.html and DIR/report.json; exit 0 when every
+    /// invariant holds, 1 when one is broken, 2 when the drill could not run.
+    Drill(drill::DrillArgs),
     /// Benchmarks (bounded load tests that check invariants at the end).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -57,6 +64,7 @@ async fn main() -> std::process::ExitCode {
         Command::Bench(command) => bench::run(command).await,
         Command::Check(args) => check::run(args).await,
         Command::Proxy(args) => proxy::run(args).await,
+        Command::Drill(args) => drill::run_drill(args).await,
     };
     match result {
         Ok(code) => code,

@@ -13,11 +13,18 @@ use lab_proto::order::v1::order_service_client::OrderServiceClient;
 #[tokio::test]
 async fn start_kill_restart_terminate() {
     let database = lab_common::postgres::scratch_database().await.unwrap();
-    let mut shop = ServiceProcess::start(Binary::OrderSvc, &database, &[])
-        .await
-        .expect("order-svc starts");
+    let mut shop = ServiceProcess::start(
+        Binary::OrderSvc,
+        &database,
+        &[("METRICS_ADDR", "127.0.0.1:0")],
+    )
+    .await
+    .expect("order-svc starts");
     let addr = shop.addr();
     assert_ne!(addr.port(), 0, "the chosen port is read from the log");
+    let metrics = shop
+        .metrics_addr()
+        .expect("the /metrics address is read from the log");
     let mut client = OrderServiceClient::new(lazy_channel(&shop.url()));
     let product = client
         .create_product(pb::CreateProductRequest {
@@ -36,9 +43,17 @@ async fn start_kill_restart_terminate() {
     assert_eq!(killed.signal(), Some(9), "{killed:?}");
     assert!(!shop.is_running());
 
-    // Restart: same address, same database, the data is still there.
+    // Restart: same address (and /metrics address), same database, the data is still there.
     shop.restart().await.expect("order-svc restarts");
     assert_eq!(shop.addr(), addr);
+    // The metrics line may follow `listening on` by a moment.
+    for _ in 0..50 {
+        if shop.metrics_addr().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(shop.metrics_addr(), Some(metrics));
     assert_eq!(shop.starts(), 2);
     let mut client = OrderServiceClient::new(lazy_channel(&shop.url()));
     let read = client

@@ -6,47 +6,42 @@ mod common;
 
 use std::time::Duration;
 
-use lab_drill::cluster::ClusterOptions;
-use lab_drill::load::{Summary, approve_all, create_product, product, submit_challenges};
-use tokio::time::Instant;
+use lab_drill::engine::{Pacing, Scenario, Settle, Workload};
 
 const SEED: u64 = 2;
 const CHALLENGES: usize = 300;
 const STOCK: i64 = 50;
 const CONCURRENCY: usize = 32;
 
+fn scenario() -> Scenario {
+    Scenario::new("s02", "s02 stock contention", SEED)
+        .workload(
+            Workload::new(
+                CHALLENGES,
+                STOCK,
+                Pacing::Concurrent {
+                    concurrency: CONCURRENCY,
+                },
+            )
+            .submit_concurrency(16),
+        )
+        .settle(Settle {
+            timeout: Duration::from_secs(15),
+            ..Settle::default()
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stock_contention_on_one_hot_product_never_oversells() {
-    let started = Instant::now();
-    let cluster = common::start(ClusterOptions::default().seed(SEED)).await;
-    let mut order = cluster.order_client();
-    let approval = cluster.approval_client();
-    let hot = create_product(&mut order, "hot item", STOCK).await.unwrap();
-    let ids = submit_challenges(&approval, &hot.product_id, CHALLENGES, 1, 16, SEED)
-        .await
-        .unwrap();
-
-    let run = approve_all(&approval, &ids, CONCURRENCY, Duration::from_secs(10), None).await;
-    let report = common::settled(
-        &cluster,
-        &common::accepted(&run.accepted),
-        Duration::from_secs(15),
-    )
-    .await;
-    let stock = product(&mut order, &hot.product_id).await.unwrap().stock;
-
-    let mut summary = Summary::new("s02 stock contention");
-    summary.requests = ids.len() as u64;
-    summary.outcomes = run.outcomes.clone();
-    summary
+    let mut outcome = common::drill(scenario()).await;
+    let p99 = outcome.run.latency_quantile(0.99);
+    outcome
+        .summary
         .figure("stock_before", STOCK)
-        .figure("stock_after", stock)
-        .figure("orders", report.orders("CREATED"))
-        .figure("dead_letters", report.dead_lettered)
-        .figure("p99", format!("{:?}", run.latency_quantile(0.99)))
-        .figure("violations", report.violation_count());
-    common::finish(&cluster, &mut summary, started.elapsed()).await;
+        .figure("p99", format!("{p99:?}"));
+    common::finish(&outcome);
 
+    let (run, report) = (&outcome.run, &outcome.report);
     assert_eq!(run.outcomes.starting_with("error/"), 0, "{}", run.outcomes);
     assert_eq!(
         run.outcomes.get("APPROVED"),
@@ -60,7 +55,7 @@ async fn stock_contention_on_one_hot_product_never_oversells() {
         "{}",
         run.outcomes
     );
-    assert_eq!(stock, 0);
+    assert_eq!(outcome.stock(), 0);
     assert!(report.is_settled(), "{report}");
     assert_eq!(report.orders("CREATED"), STOCK as usize);
     assert_eq!(

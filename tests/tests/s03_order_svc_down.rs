@@ -4,41 +4,49 @@
 //! order-svc comes back on the same port the breaker closes, new approvals succeed and the
 //! failed ones are rolled forward by automatic retries alone (nothing dead-lettered, nothing
 //! requeued, no consistency check healing), with I1–I6 holding.
+//!
+//! The load comes in phases around the outage (warm-up, outage, recovery probe, fresh calls):
+//! a custom workload of the drill engine.
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lab_drill::cluster::ClusterOptions;
-use lab_drill::load::{Summary, approve_all, create_product, submit_challenges};
+use lab_drill::engine::{
+    Action, Drill, DrillError, Hook, Pacing, Scenario, Service, Settle, Workload,
+};
+use lab_drill::load::{ApproveRun, approve_all};
+use lab_drill::metrics::ResilienceCounts;
+use lab_drill::proxy::ProxyStats;
 use tokio::time::Instant;
 
 const SEED: u64 = 3;
 const WARM_UP: usize = 5;
 const DURING_OUTAGE: usize = 60;
 const AFTER_RECOVERY: usize = 5;
+const CHALLENGES: usize = WARM_UP + DURING_OUTAGE + AFTER_RECOVERY;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn order_svc_down_fails_fast_opens_the_breaker_and_recovers() {
-    let started = Instant::now();
-    let mut cluster = common::start(ClusterOptions::default().seed(SEED)).await;
-    let mut order = cluster.order_client();
-    let approval = cluster.approval_client();
-    let reward = create_product(&mut order, "reward", 1_000).await.unwrap();
-    let ids = submit_challenges(
-        &approval,
-        &reward.product_id,
-        WARM_UP + DURING_OUTAGE + AFTER_RECOVERY,
-        1,
-        16,
-        SEED,
-    )
-    .await
-    .unwrap();
+/// What the phases saw.
+struct Phases {
+    down: ApproveRun,
+    before: ProxyStats,
+    during: ProxyStats,
+    counts_down: ResilienceCounts,
+    recovery: Duration,
+    fresh: ApproveRun,
+}
+
+async fn phases(drill: &mut Drill, seen: Arc<Mutex<Option<Phases>>>) -> Result<(), DrillError> {
+    let approval = drill.approval();
+    let ids = drill.challenge_ids.clone();
     let (warm_up, rest) = ids.split_at(WARM_UP);
     let (outage, after) = rest.split_at(DURING_OUTAGE);
+    let watch = Some(drill.watch.clone());
+    let deadline = Duration::from_secs(5);
 
-    let warm = approve_all(&approval, warm_up, 4, Duration::from_secs(5), None).await;
+    let warm = approve_all(&approval, warm_up, 4, deadline, watch.clone()).await;
+    drill.record_run(&warm);
     assert_eq!(
         warm.outcomes.get("APPROVED"),
         WARM_UP as u64,
@@ -46,55 +54,73 @@ async fn order_svc_down_fails_fast_opens_the_breaker_and_recovers() {
         warm.outcomes
     );
 
-    cluster.order.kill().await.expect("kill -9 order-svc");
-    let proxy = cluster.proxy().handle();
+    drill.apply(&Action::Kill(Service::Order, 0)).await?;
+    let proxy = drill.cluster.proxy().handle();
     let before = proxy.stats();
-    let down = approve_all(&approval, outage, 4, Duration::from_secs(5), None).await;
+    let down = approve_all(&approval, outage, 4, deadline, watch.clone()).await;
+    drill.record_run(&down);
     let during = proxy.stats();
-    let counts_down = cluster.approval_counts().await;
+    let counts_down = drill.cluster.approval_counts().await;
 
-    cluster
-        .order
-        .restart()
-        .await
-        .expect("order-svc restarts on its port");
+    drill.apply(&Action::Restart(Service::Order, 0)).await?;
     let recovered_at = Instant::now();
     // New approvals succeed once the breaker lets a probe through (open period <= 1 s).
-    let mut recovered = approve_all(&approval, &after[..1], 1, Duration::from_secs(5), None).await;
+    let mut recovered = approve_all(&approval, &after[..1], 1, deadline, None).await;
     while recovered.outcomes.get("APPROVED") == 0
         && recovered_at.elapsed() < Duration::from_secs(10)
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        recovered = approve_all(&approval, &after[..1], 1, Duration::from_secs(5), None).await;
+        recovered = approve_all(&approval, &after[..1], 1, deadline, None).await;
     }
     let recovery = recovered_at.elapsed();
-    let fresh = approve_all(&approval, &after[1..], 4, Duration::from_secs(5), None).await;
+    let fresh = approve_all(&approval, &after[1..], 4, deadline, watch).await;
+    drill.record_run(&fresh);
+    *seen.lock().unwrap() = Some(Phases {
+        down,
+        before,
+        during,
+        counts_down,
+        recovery,
+        fresh,
+    });
+    Ok(())
+}
 
-    // Automatic retries alone roll the outage's failures forward.
-    let mut all_accepted = warm.accepted.clone();
-    all_accepted.extend(down.accepted.iter().cloned());
-    all_accepted.extend(fresh.accepted.iter().cloned());
-    let (dead_letters, report) =
-        common::settle_unaided(&cluster, &all_accepted, Duration::from_secs(30)).await;
-    let counts = cluster.approval_counts().await;
+fn scenario(seen: Arc<Mutex<Option<Phases>>>) -> Scenario {
+    Scenario::new("s03", "s03 order-svc down", SEED)
+        .workload(
+            Workload::new(
+                CHALLENGES,
+                1_000,
+                Pacing::Custom(Hook::new(move |drill| {
+                    Box::pin(phases(drill, seen.clone()))
+                })),
+            )
+            .submit_concurrency(16),
+        )
+        // Automatic retries alone roll the outage's failures forward.
+        .settle(Settle {
+            timeout: Duration::from_secs(30),
+            ..Settle::default()
+        })
+}
 
-    let mut summary = Summary::new("s03 order-svc down");
-    summary.requests = (warm.latencies.len() + down.latencies.len() + fresh.latencies.len()) as u64;
-    summary.outcomes = down.outcomes.clone();
-    summary.resilience = Some(counts);
-    summary
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_svc_down_fails_fast_opens_the_breaker_and_recovers() {
+    let seen = Arc::new(Mutex::new(None));
+    let mut outcome = common::drill(scenario(seen.clone())).await;
+    let phases = seen.lock().unwrap().take().expect("the phases ran");
+    let (down, fresh, counts_down) = (&phases.down, &phases.fresh, &phases.counts_down);
+    let wire = phases.during.upstream_connect_failures - phases.before.upstream_connect_failures;
+    outcome.summary.outcomes = down.outcomes.clone();
+    outcome
+        .summary
         .figure("outage_p99", format!("{:?}", down.latency_quantile(0.99)))
         .figure("outage_max", format!("{:?}", down.max_latency()))
-        .figure(
-            "outage_wire_attempts",
-            during.upstream_connect_failures - before.upstream_connect_failures,
-        )
+        .figure("outage_wire_attempts", wire)
         .figure("outage_breaker_opened", counts_down.breaker_opened)
-        .figure("recovery", format!("{recovery:?}"))
-        .figure("dead_letters", dead_letters.len())
-        .figure("approved", report.challenges("APPROVED"))
-        .figure("violations", report.violation_count());
-    common::finish(&cluster, &mut summary, started.elapsed()).await;
+        .figure("recovery", format!("{:?}", phases.recovery));
+    common::finish(&outcome);
 
     // Fast: every outage answer is an APPROVE_FAILED, far inside the 2 s order-call budget.
     assert_eq!(
@@ -115,12 +141,12 @@ async fn order_svc_down_fails_fast_opens_the_breaker_and_recovers() {
         down.outcomes
     );
     assert!(counts_down.breaker_opened >= 1);
-    let wire = during.upstream_connect_failures - before.upstream_connect_failures;
     assert!(
         wire < DURING_OUTAGE as u64,
         "{wire} connection attempts for {DURING_OUTAGE} approvals: the breaker did not shield"
     );
     // It recovered: closed again, new approvals succeed, the failed ones were rolled forward.
+    let counts = &outcome.resilience;
     assert!(counts.breaker_closed >= 1, "{counts}");
     assert_eq!(
         fresh.outcomes.get("APPROVED"),
@@ -128,13 +154,9 @@ async fn order_svc_down_fails_fast_opens_the_breaker_and_recovers() {
         "{}",
         fresh.outcomes
     );
-    // Nothing requeued: every transient failure must be finished by the automatic retries.
-    assert!(
-        dead_letters.is_empty(),
-        "the completer gave up on {} challenge(s), dead-lettered: {dead_letters:?}",
-        dead_letters.len()
-    );
+    common::assert_no_dead_letters(&outcome);
+    let report = &outcome.report;
     assert!(report.is_settled(), "{report}");
-    assert_eq!(report.challenges("APPROVED"), ids.len(), "{report}");
-    assert_eq!(report.orders("CREATED"), ids.len());
+    assert_eq!(report.challenges("APPROVED"), CHALLENGES, "{report}");
+    assert_eq!(report.orders("CREATED"), CHALLENGES);
 }

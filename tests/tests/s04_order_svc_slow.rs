@@ -14,9 +14,8 @@ mod common;
 use std::time::Duration;
 
 use lab_drill::cluster::ClusterOptions;
-use lab_drill::load::{Summary, approve_all, create_product, submit_challenges};
+use lab_drill::engine::{Action, At, Pacing, Scenario, Settle, Workload};
 use lab_drill::proxy::Fault;
-use tokio::time::Instant;
 
 const SEED: u64 = 4;
 const CHALLENGES: usize = 30;
@@ -24,69 +23,62 @@ const CALLER_DEADLINE: Duration = Duration::from_secs(3);
 /// ORDER_CALL_ATTEMPTS of approval-svc (its default).
 const ATTEMPTS_PER_CALL: u64 = 3;
 
+fn scenario() -> Scenario {
+    Scenario::new("s04", "s04 order-svc slow", SEED)
+        .cluster(
+            ClusterOptions::default()
+                .approval_env("BREAKER_CONSECUTIVE_FAILURES", "0")
+                .approval_env("BREAKER_FAILURE_RATE", "2.0"),
+        )
+        .workload(
+            Workload::new(CHALLENGES, 1_000, Pacing::Concurrent { concurrency: 10 })
+                .submit_concurrency(16)
+                .deadline(CALLER_DEADLINE),
+        )
+        .before_load(Action::proxy(Fault::Latency {
+            base: Duration::from_millis(1_500),
+            jitter: Duration::from_millis(100),
+        }))
+        .before_load(Action::counters("before"))
+        .at(At::LoadDone(Duration::ZERO), Action::counters("during"))
+        // Late commits: orders exist while their challenges are still APPROVE_FAILED.
+        .at(
+            At::After(Duration::from_millis(1_000)),
+            Action::checked("late_commits"),
+        )
+        .at(At::After(Duration::ZERO), Action::ClearProxy)
+        .settle(Settle {
+            resend_errored: None,
+            pause: Duration::from_secs(2),
+            timeout: Duration::from_secs(30),
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_order_svc_fails_within_the_deadline_and_late_commits_settle() {
-    let started = Instant::now();
-    let cluster = common::start(
-        ClusterOptions::default()
-            .seed(SEED)
-            .approval_env("BREAKER_CONSECUTIVE_FAILURES", "0")
-            .approval_env("BREAKER_FAILURE_RATE", "2.0"),
-    )
-    .await;
-    let mut order = cluster.order_client();
-    let approval = cluster.approval_client();
-    let reward = create_product(&mut order, "reward", 1_000).await.unwrap();
-    let ids = submit_challenges(&approval, &reward.product_id, CHALLENGES, 1, 16, SEED)
-        .await
-        .unwrap();
-
-    let proxy = cluster.proxy().handle();
-    proxy.set_fault(Fault::Latency {
-        base: Duration::from_millis(1_500),
-        jitter: Duration::from_millis(100),
-    });
-    let before = cluster.approval_counts().await;
-    let slow = approve_all(&approval, &ids, 10, CALLER_DEADLINE, None).await;
-    let during = cluster.approval_counts().await;
-    let wire = proxy.stats().requests;
-    // Late commits: orders exist while their challenges are still APPROVE_FAILED.
-    tokio::time::sleep(Duration::from_millis(1_000)).await;
-    let snapshot = cluster
-        .check(&common::accepted(&slow.accepted))
-        .await
-        .unwrap();
-
-    proxy.clear();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (dead_letters, report) =
-        common::settle_unaided(&cluster, &slow.accepted, Duration::from_secs(30)).await;
-
-    let calls = during.calls - before.calls;
-    let attempts = during.attempts - before.attempts;
-    let mut summary = Summary::new("s04 order-svc slow");
-    summary.requests = ids.len() as u64;
-    summary.outcomes = slow.outcomes.clone();
-    summary
+    let mut outcome = common::drill(scenario()).await;
+    let before = outcome.snapshot("before").counts;
+    let during = outcome.snapshot("during").clone();
+    let wire = during.proxy.as_ref().expect("a proxy").requests;
+    let snapshot = outcome.snapshot("late_commits").report().clone();
+    let calls = during.counts.calls - before.calls;
+    let attempts = during.counts.attempts - before.attempts;
+    let max_latency = outcome.run.max_latency();
+    outcome
+        .summary
         .figure("slow_calls", calls)
         .figure("slow_attempts", attempts)
         .figure(
             "attempt_timeouts",
-            during.attempt_timeouts - before.attempt_timeouts,
+            during.counts.attempt_timeouts - before.attempt_timeouts,
         )
-        .figure("max_latency", format!("{:?}", slow.max_latency()))
-        .figure("late_commits_seen", snapshot.orders("CREATED"))
-        .figure("dead_letters", dead_letters.len())
-        .figure("orders", report.orders("CREATED"))
-        .figure("violations", report.violation_count());
-    common::finish(&cluster, &mut summary, started.elapsed()).await;
+        .figure("max_latency", format!("{max_latency:?}"))
+        .figure("late_commits_seen", snapshot.orders("CREATED"));
+    common::finish(&outcome);
 
+    let (slow, report) = (&outcome.run, &outcome.report);
     // Within the deadline, and a failure that says why.
-    assert!(
-        slow.max_latency() <= CALLER_DEADLINE,
-        "{:?}",
-        slow.max_latency()
-    );
+    assert!(max_latency <= CALLER_DEADLINE, "{max_latency:?}");
     assert_eq!(
         slow.outcomes.get("APPROVE_FAILED/DEADLINE_EXCEEDED"),
         CHALLENGES as u64,
@@ -115,12 +107,7 @@ async fn slow_order_svc_fails_within_the_deadline_and_late_commits_settle() {
     );
     assert_eq!(snapshot.challenges("APPROVED"), 0, "{snapshot}");
     // Settled: every challenge APPROVED with exactly one order, however many attempts it took.
-    // Nothing requeued: every transient failure must be finished by the automatic retries.
-    assert!(
-        dead_letters.is_empty(),
-        "the completer gave up on {} challenge(s), dead-lettered: {dead_letters:?}",
-        dead_letters.len()
-    );
+    common::assert_no_dead_letters(&outcome);
     assert!(report.is_settled(), "{report}");
     assert_eq!(report.challenges("APPROVED"), CHALLENGES, "{report}");
     assert_eq!(report.orders("CREATED"), CHALLENGES, "{report}");

@@ -14,61 +14,50 @@ mod common;
 
 use std::time::Duration;
 
-use lab_drill::cluster::ClusterOptions;
-use lab_drill::load::{Summary, approve_all, create_product, submit_challenges};
+use lab_drill::engine::{Action, At, Pacing, Scenario, Settle, Workload};
 use lab_drill::proxy::Fault;
-use tokio::time::Instant;
 
 const SEED: u64 = 5;
 const CHALLENGES: usize = 60;
 const LOSS: f64 = 0.3;
 
+fn scenario() -> Scenario {
+    Scenario::new("s05", "s05 lost reply", SEED)
+        .workload(
+            Workload::new(CHALLENGES, 1_000, Pacing::Concurrent { concurrency: 2 })
+                .submit_concurrency(16)
+                .deadline(Duration::from_secs(5)),
+        )
+        .before_load(Action::proxy(Fault::LoseResponses { probability: LOSS }))
+        .at(At::LoadDone(Duration::ZERO), Action::checked("after_run"))
+        // Automatic retries run into the same losses for a while.
+        .at(At::After(Duration::from_secs(2)), Action::counters("lossy"))
+        .at(At::After(Duration::ZERO), Action::ClearProxy)
+        .settle(Settle {
+            resend_errored: None,
+            pause: Duration::from_secs(2),
+            timeout: Duration::from_secs(30),
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_replies_after_commit_leave_one_order_per_challenge() {
-    let started = Instant::now();
-    let cluster = common::start(ClusterOptions::default().seed(SEED)).await;
-    let mut order = cluster.order_client();
-    let approval = cluster.approval_client();
-    let reward = create_product(&mut order, "reward", 1_000).await.unwrap();
-    let ids = submit_challenges(&approval, &reward.product_id, CHALLENGES, 1, 16, SEED)
-        .await
-        .unwrap();
-
-    let proxy = cluster.proxy().handle();
-    proxy.set_fault(Fault::LoseResponses { probability: LOSS });
-    let run = approve_all(&approval, &ids, 2, Duration::from_secs(5), None).await;
-    let snapshot = cluster.check(&Default::default()).await.unwrap();
-    // Automatic retries run into the same losses for a while.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let lossy = proxy.stats();
-
-    proxy.clear();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (dead_letters, report) =
-        common::settle_unaided(&cluster, &run.accepted, Duration::from_secs(30)).await;
-
-    let mut summary = Summary::new("s05 lost reply");
-    summary.requests = ids.len() as u64;
-    summary.outcomes = run.outcomes.clone();
-    summary
+    let mut outcome = common::drill(scenario()).await;
+    let snapshot = outcome.snapshot("after_run").report().clone();
+    let lossy = outcome.snapshot("lossy").proxy.clone().expect("a proxy");
+    outcome
+        .summary
         .figure("responses_lost", lossy.responses_lost)
         .figure("wire_requests", lossy.requests)
         .figure("orders_after_run", snapshot.orders("CREATED"))
-        .figure("unsettled_after_run", snapshot.unsettled)
-        .figure("dead_letters", dead_letters.len())
-        .figure("orders", report.orders("CREATED"))
-        .figure("violations", report.violation_count());
-    common::finish(&cluster, &mut summary, started.elapsed()).await;
+        .figure("unsettled_after_run", snapshot.unsettled);
+    common::finish(&outcome);
 
-    let wire = cluster.proxy().handle().stats().requests;
-    summary_check(&run.outcomes);
+    let wire = outcome.proxy.as_ref().expect("a proxy").requests;
+    let report = &outcome.report;
+    summary_check(&outcome.run.outcomes);
     assert!(lossy.responses_lost >= 3, "the fault hardly fired: {lossy}");
-    // Nothing requeued: every transient failure must be finished by the automatic retries.
-    assert!(
-        dead_letters.is_empty(),
-        "the completer gave up on {} challenge(s), dead-lettered: {dead_letters:?}",
-        dead_letters.len()
-    );
+    common::assert_no_dead_letters(&outcome);
     assert!(report.is_settled(), "{report}");
     assert_eq!(report.challenges("APPROVED"), CHALLENGES, "{report}");
     assert_eq!(

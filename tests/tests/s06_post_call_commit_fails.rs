@@ -10,18 +10,17 @@ mod common;
 
 use std::time::Duration;
 
-use lab_drill::cluster::ClusterOptions;
-use lab_drill::load::{Summary, approve_all, create_product, submit_challenges};
+use lab_drill::engine::{Action, At, Drill, DrillError, Hook, Pacing, Scenario, Settle, Workload};
 use sqlx::Connection;
-use tokio::time::Instant;
 
 const SEED: u64 = 6;
 const CHALLENGES: usize = 20;
 
-/// Installs the fault: the next `n` APPROVING → APPROVED updates of `challenges` fail. A
-/// sequence counts them because it is not rolled back with the failing transaction.
-async fn fail_next_approved_commits(database_url: &str, n: usize) {
-    let mut db = sqlx::PgConnection::connect(database_url).await.unwrap();
+/// Installs the fault: the next `CHALLENGES` APPROVING → APPROVED updates of `challenges`
+/// fail. A sequence counts them because it is not rolled back with the failing transaction.
+async fn fail_next_approved_commits(drill: &mut Drill) -> Result<(), DrillError> {
+    let n = CHALLENGES;
+    let mut db = sqlx::PgConnection::connect(drill.cluster.approval.database_url()).await?;
     for statement in [
         "CREATE SEQUENCE lab_fault_approved_commits".to_owned(),
         format!(
@@ -40,9 +39,9 @@ async fn fail_next_approved_commits(database_url: &str, n: usize) {
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
             .execute(&mut db)
-            .await
-            .unwrap();
+            .await?;
     }
+    Ok(())
 }
 
 async fn injected_failures(database_url: &str) -> i64 {
@@ -53,42 +52,37 @@ async fn injected_failures(database_url: &str) -> i64 {
         .unwrap()
 }
 
+fn scenario() -> Scenario {
+    Scenario::new("s06", "s06 post-call commit fails", SEED)
+        .workload(
+            Workload::new(CHALLENGES, 1_000, Pacing::Concurrent { concurrency: 4 })
+                .submit_concurrency(16)
+                .deadline(Duration::from_secs(5)),
+        )
+        .before_load(Action::Custom(Hook::new(|drill| {
+            Box::pin(fail_next_approved_commits(drill))
+        })))
+        .at(At::LoadDone(Duration::ZERO), Action::checked("window"))
+        .settle(Settle {
+            timeout: Duration::from_secs(30),
+            ..Settle::default()
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_post_call_commit_leaves_no_ghost_after_the_completer() {
-    let started = Instant::now();
-    let cluster = common::start(ClusterOptions::default().seed(SEED)).await;
-    let mut order = cluster.order_client();
-    let approval = cluster.approval_client();
-    let reward = create_product(&mut order, "reward", 1_000).await.unwrap();
-    let ids = submit_challenges(&approval, &reward.product_id, CHALLENGES, 1, 16, SEED)
-        .await
-        .unwrap();
-    fail_next_approved_commits(cluster.approval.database_url(), CHALLENGES).await;
-
-    let run = approve_all(&approval, &ids, 4, Duration::from_secs(5), None).await;
-    let window = cluster
-        .check(&common::accepted(&run.accepted))
-        .await
-        .unwrap();
-    let report = common::settled(
-        &cluster,
-        &common::accepted(&run.accepted),
-        Duration::from_secs(30),
-    )
-    .await;
-    let injected = injected_failures(cluster.approval.database_url()).await;
-
-    let mut summary = Summary::new("s06 post-call commit fails");
-    summary.requests = ids.len() as u64;
-    summary.outcomes = run.outcomes.clone();
-    summary
+    let mut outcome = common::drill(scenario()).await;
+    // The database outlives the drill's processes.
+    let injected = injected_failures(&outcome.approval_database_url).await;
+    let window = outcome.snapshot("window").report().clone();
+    outcome
+        .summary
         .figure("injected_commit_failures", injected.min(CHALLENGES as i64))
         .figure("ghost_window_orders", window.unsettled)
-        .figure("approving_after_run", window.challenges("APPROVING"))
-        .figure("orders", report.orders("CREATED"))
-        .figure("violations", report.violation_count());
-    common::finish(&cluster, &mut summary, started.elapsed()).await;
+        .figure("approving_after_run", window.challenges("APPROVING"));
+    common::finish(&outcome);
 
+    let (run, report) = (&outcome.run, &outcome.report);
     // The caller saw the challenge as it stands (APPROVING), not an error.
     assert_eq!(
         run.outcomes.get("APPROVING"),

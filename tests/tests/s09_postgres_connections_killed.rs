@@ -7,16 +7,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use lab_drill::cluster::ClusterOptions;
-use lab_drill::load::{
-    Summary, approve_paced, create_product, submit_challenges, wait_for_progress,
-};
-use lab_drill::process::terminate_connections;
-use tokio::time::Instant;
+use lab_drill::engine::{Action, At, Databases, Pacing, Scenario, Settle, Workload};
 
 const SEED: u64 = 9;
 const CHALLENGES: usize = 2_000;
@@ -24,69 +17,40 @@ const RATE: f64 = 400.0;
 const MAX_IN_FLIGHT: usize = 64;
 const TERMINATE_AT: [u64; 3] = [500, 1_000, 1_500];
 
+fn scenario() -> Scenario {
+    let mut scenario = Scenario::new("s09", "s09 postgres connections killed", SEED)
+        .workload(Workload::new(
+            CHALLENGES,
+            CHALLENGES as i64,
+            Pacing::paced(RATE, MAX_IN_FLIGHT),
+        ))
+        .settle(Settle {
+            resend_errored: Some(32),
+            pause: Duration::from_secs(1),
+            timeout: Duration::from_secs(60),
+        });
+    for at in TERMINATE_AT {
+        scenario = scenario.at(
+            At::Answers(at),
+            Action::TerminateConnections(Databases::Both),
+        );
+    }
+    scenario
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_connections_killed_mid_run_pools_recover() {
-    let started = Instant::now();
-    let cluster = common::start(ClusterOptions::default().seed(SEED)).await;
-    let mut order = cluster.order_client();
-    let approval = cluster.approval_client();
-    let reward = create_product(&mut order, "reward", CHALLENGES as i64)
-        .await
-        .unwrap();
-    let ids = submit_challenges(&approval, &reward.product_id, CHALLENGES, 1, 32, SEED)
-        .await
-        .unwrap();
-
-    let progress = Arc::new(AtomicU64::new(0));
-    let databases = [
-        cluster.approval.database_url().to_owned(),
-        cluster.order.database_url().to_owned(),
-    ];
-    let chaos = async {
-        let mut terminated = Vec::new();
-        for at in TERMINATE_AT {
-            assert!(wait_for_progress(&progress, at, Duration::from_secs(120)).await);
-            let mut round = 0;
-            for database in &databases {
-                round += terminate_connections(database)
-                    .await
-                    .expect("pg_terminate_backend");
-            }
-            terminated.push(round);
-        }
-        terminated
-    };
-    let (first, terminated) = tokio::join!(
-        approve_paced(
-            &approval,
-            &ids,
-            RATE,
-            MAX_IN_FLIGHT,
-            Duration::from_secs(10),
-            Some(progress.clone())
-        ),
-        chaos
-    );
-
-    let (second, accepted) = common::resend_errored(&approval, &first, 32).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (dead_letters, report) =
-        common::settle_unaided(&cluster, &accepted, Duration::from_secs(60)).await;
-
-    let mut summary = Summary::new("s09 postgres connections killed");
-    summary.requests = (first.latencies.len() + second.latencies.len()) as u64;
-    summary.outcomes = first.outcomes.clone();
-    summary.outcomes.merge(&second.outcomes);
-    summary
+    let mut outcome = common::drill(scenario()).await;
+    let terminated = outcome.terminated.clone();
+    let second = outcome.resent.clone().expect("failed calls were re-sent");
+    outcome
+        .summary
         .figure("connections_terminated", format!("{terminated:?}"))
-        .figure("failed_calls_resent", first.errored.len())
-        .figure("dead_letters", dead_letters.len())
-        .figure("approved", report.challenges("APPROVED"))
-        .figure("violations", report.violation_count());
-    common::finish(&cluster, &mut summary, started.elapsed()).await;
+        .figure("failed_calls_resent", outcome.run.errored.len());
+    common::finish(&outcome);
 
     assert!(
-        terminated.iter().all(|n| *n > 0),
+        terminated.len() == TERMINATE_AT.len() && terminated.iter().all(|n| *n > 0),
         "no connection to terminate: {terminated:?}"
     );
     // The pools recovered by themselves: the re-sent calls all went through.
@@ -96,12 +60,8 @@ async fn postgres_connections_killed_mid_run_pools_recover() {
         "{}",
         second.outcomes
     );
-    // Nothing requeued: every transient failure must be finished by the automatic retries.
-    assert!(
-        dead_letters.is_empty(),
-        "the completer gave up on {} challenge(s), dead-lettered: {dead_letters:?}",
-        dead_letters.len()
-    );
+    common::assert_no_dead_letters(&outcome);
+    let report = &outcome.report;
     assert!(report.is_settled(), "{report}");
     assert_eq!(report.challenges("APPROVED"), CHALLENGES, "{report}");
     assert_eq!(report.orders("CREATED"), CHALLENGES, "{report}");

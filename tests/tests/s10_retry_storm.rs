@@ -9,10 +9,8 @@ mod common;
 
 use std::time::Duration;
 
-use lab_drill::cluster::ClusterOptions;
-use lab_drill::load::{Summary, approve_paced, create_product, submit_challenges};
+use lab_drill::engine::{Action, At, Pacing, Scenario, Settle, Workload};
 use lab_drill::proxy::Fault;
-use tokio::time::Instant;
 
 const SEED: u64 = 10;
 const RATE: f64 = 100.0;
@@ -20,50 +18,43 @@ const CHALLENGES: usize = 800;
 const STORM_STARTS: Duration = Duration::from_millis(1_500);
 const STORM: Duration = Duration::from_secs(5);
 
+fn scenario() -> Scenario {
+    Scenario::new("s10", "s10 retry storm", SEED)
+        .workload(
+            Workload::new(CHALLENGES, CHALLENGES as i64, Pacing::paced(RATE, 64))
+                .deadline(Duration::from_secs(5)),
+        )
+        .at(At::Time(STORM_STARTS), Action::counters("storm_start"))
+        .at(
+            At::After(Duration::ZERO),
+            Action::proxy(Fault::Unavailable { pushback: None }),
+        )
+        .at(At::After(STORM), Action::counters("storm_end"))
+        .at(At::After(Duration::ZERO), Action::ClearProxy)
+        .settle(Settle {
+            resend_errored: Some(16),
+            pause: Duration::from_secs(2),
+            timeout: Duration::from_secs(60),
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_storm_stays_within_the_budget_and_opens_the_breaker() {
-    let started = Instant::now();
-    let cluster = common::start(ClusterOptions::default().seed(SEED)).await;
-    let mut order = cluster.order_client();
-    let approval = cluster.approval_client();
-    let reward = create_product(&mut order, "reward", CHALLENGES as i64)
-        .await
-        .unwrap();
-    let ids = submit_challenges(&approval, &reward.product_id, CHALLENGES, 1, 32, SEED)
-        .await
-        .unwrap();
-
-    let proxy = cluster.proxy().handle();
-    let storm = async {
-        tokio::time::sleep(STORM_STARTS).await;
-        let before = cluster.approval_counts().await;
-        proxy.set_fault(Fault::Unavailable { pushback: None });
-        tokio::time::sleep(STORM).await;
-        let after = cluster.approval_counts().await;
-        let wire = proxy.stats();
-        proxy.clear();
-        (before, after, wire)
-    };
-    let (first, (before, after, wire)) = tokio::join!(
-        approve_paced(&approval, &ids, RATE, 64, Duration::from_secs(5), None),
-        storm
-    );
-
-    let (second, accepted) = common::resend_errored(&approval, &first, 16).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let (dead_letters, report) =
-        common::settle_unaided(&cluster, &accepted, Duration::from_secs(60)).await;
-
+    let mut outcome = common::drill(scenario()).await;
+    let before = outcome.snapshot("storm_start").counts;
+    let after = outcome.snapshot("storm_end").counts;
+    let wire = outcome
+        .snapshot("storm_end")
+        .proxy
+        .clone()
+        .expect("a proxy");
     let calls = after.calls - before.calls;
     let retries = after.retries - before.retries;
     let budget = resilience::RetryConfig::default();
     let allowed = budget.budget_ratio as f64 * calls as f64
         + f64::from(budget.budget_min_per_sec) * (STORM + budget.budget_ttl).as_secs_f64();
-    let mut summary = Summary::new("s10 retry storm");
-    summary.requests = (first.latencies.len() + second.latencies.len()) as u64;
-    summary.outcomes = first.outcomes.clone();
-    summary.outcomes.merge(&second.outcomes);
-    summary
+    outcome
+        .summary
         .figure("storm_calls", calls)
         .figure("storm_wire_attempts", wire.unavailable_answers)
         .figure("storm_wire_retries", wire.unavailable_retries)
@@ -87,11 +78,8 @@ async fn retry_storm_stays_within_the_budget_and_opens_the_breaker() {
                 "{:.2}",
                 wire.unavailable_answers as f64 / calls.max(1) as f64
             ),
-        )
-        .figure("dead_letters", dead_letters.len())
-        .figure("approved", report.challenges("APPROVED"))
-        .figure("violations", report.violation_count());
-    common::finish(&cluster, &mut summary, started.elapsed()).await;
+        );
+    common::finish(&outcome);
 
     assert!(
         calls >= 300,
@@ -118,12 +106,8 @@ async fn retry_storm_stays_within_the_budget_and_opens_the_breaker() {
     );
     assert!((wire.unavailable_retries as f64) <= allowed);
     // And after the storm everything settles.
-    // Nothing requeued: every transient failure must be finished by the automatic retries.
-    assert!(
-        dead_letters.is_empty(),
-        "the completer gave up on {} challenge(s), dead-lettered: {dead_letters:?}",
-        dead_letters.len()
-    );
+    common::assert_no_dead_letters(&outcome);
+    let report = &outcome.report;
     assert!(report.is_settled(), "{report}");
     assert_eq!(report.challenges("APPROVED"), CHALLENGES, "{report}");
     assert_eq!(report.orders("CREATED"), CHALLENGES, "{report}");

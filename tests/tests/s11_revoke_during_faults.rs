@@ -7,16 +7,19 @@
 //! the faults are gone, CancelOrder's idempotency returns each order's stock exactly once (also
 //! for the cancels that committed but whose answers were lost), and the product's stock is back
 //! to its initial value with every order CANCELLED.
+//!
+//! Approvals first, then revokes under faults: a custom workload of the drill engine.
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lab_drill::cluster::ClusterOptions;
-use lab_drill::load::{Outcomes, Summary, approve_all, create_product, product, submit_challenges};
+use lab_drill::check::Report;
+use lab_drill::engine::{Action, Drill, DrillError, Hook, Pacing, Scenario, Settle, Workload};
+use lab_drill::load::{Outcomes, approve_all, product};
 use lab_drill::proxy::Fault;
 use lab_proto::approval::v1 as pb;
-use tokio::time::Instant;
 
 const SEED: u64 = 11;
 const CHALLENGES: usize = 40;
@@ -24,9 +27,7 @@ const QUANTITY: i32 = 3;
 const STOCK: i64 = 500;
 
 async fn revoke_twice(
-    approval: &lab_proto::approval::v1::approval_service_client::ApprovalServiceClient<
-        tonic::transport::Channel,
-    >,
+    approval: &pb::approval_service_client::ApprovalServiceClient<tonic::transport::Channel>,
     ids: &[String],
 ) -> Outcomes {
     let calls = ids
@@ -54,67 +55,104 @@ async fn revoke_twice(
     outcomes
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revoke_during_faults_restores_stock_exactly_once() {
-    let started = Instant::now();
-    let cluster = common::start(ClusterOptions::default().seed(SEED)).await;
-    let mut order = cluster.order_client();
-    let approval = cluster.approval_client();
-    let reward = create_product(&mut order, "reward", STOCK).await.unwrap();
-    let ids = submit_challenges(
+/// What the revokes saw.
+struct Revokes {
+    approved: Outcomes,
+    stock_approved: i64,
+    outcomes: Outcomes,
+    lost: u64,
+    during: Report,
+}
+
+async fn approve_then_revoke(
+    drill: &mut Drill,
+    seen: Arc<Mutex<Option<Revokes>>>,
+) -> Result<(), DrillError> {
+    let approval = drill.approval();
+    let ids = drill.challenge_ids.clone();
+    let approved = approve_all(
         &approval,
-        &reward.product_id,
-        CHALLENGES,
-        QUANTITY,
-        16,
-        SEED,
-    )
-    .await
-    .unwrap();
-    let approved = approve_all(&approval, &ids, 8, Duration::from_secs(5), None).await;
-    assert_eq!(
-        approved.outcomes.get("APPROVED"),
-        CHALLENGES as u64,
-        "{}",
-        approved.outcomes
-    );
-    let stock_approved = product(&mut order, &reward.product_id).await.unwrap().stock;
-
-    let proxy = cluster.proxy().handle();
-    let (lossy, refused) = ids.split_at(CHALLENGES / 2);
-    proxy.set_fault(Fault::LoseResponses { probability: 1.0 });
-    let mut outcomes = revoke_twice(&approval, lossy).await;
-    let lost = proxy.stats().responses_lost;
-    proxy.set_fault(Fault::Unavailable { pushback: None });
-    outcomes.merge(&revoke_twice(&approval, refused).await);
-    let during = cluster.check(&Default::default()).await.unwrap();
-    proxy.clear();
-
-    let report = common::settled(
-        &cluster,
-        &common::accepted(&approved.accepted),
-        Duration::from_secs(30),
+        &ids,
+        8,
+        Duration::from_secs(5),
+        Some(drill.watch.clone()),
     )
     .await;
-    let after = product(&mut order, &reward.product_id).await.unwrap();
+    drill.record_run(&approved);
+    let product_id = drill.products[0].product_id.clone();
+    let stock_approved = product(&mut drill.order(), &product_id).await?.stock;
 
-    let mut summary = Summary::new("s11 revoke during faults");
-    summary.requests = (2 * CHALLENGES) as u64;
-    summary.outcomes = outcomes.clone();
-    summary
-        .figure("responses_lost", lost)
+    let (lossy, refused) = ids.split_at(CHALLENGES / 2);
+    drill
+        .apply(&Action::proxy(Fault::LoseResponses { probability: 1.0 }))
+        .await?;
+    let mut outcomes = revoke_twice(&approval, lossy).await;
+    let lost = drill.cluster.proxy().handle().stats().responses_lost;
+    drill
+        .apply(&Action::proxy(Fault::Unavailable { pushback: None }))
+        .await?;
+    outcomes.merge(&revoke_twice(&approval, refused).await);
+    drill.requests += (2 * CHALLENGES) as u64;
+    let during = drill.cluster.check(&Default::default()).await?;
+    drill.apply(&Action::ClearProxy).await?;
+    *seen.lock().unwrap() = Some(Revokes {
+        approved: approved.outcomes,
+        stock_approved,
+        outcomes,
+        lost,
+        during,
+    });
+    Ok(())
+}
+
+fn scenario(seen: Arc<Mutex<Option<Revokes>>>) -> Scenario {
+    Scenario::new("s11", "s11 revoke during faults", SEED)
+        .workload(
+            Workload::new(
+                CHALLENGES,
+                STOCK,
+                Pacing::Custom(Hook::new(move |drill| {
+                    Box::pin(approve_then_revoke(drill, seen.clone()))
+                })),
+            )
+            .quantity(QUANTITY)
+            .submit_concurrency(16),
+        )
+        .settle(Settle {
+            timeout: Duration::from_secs(30),
+            ..Settle::default()
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_during_faults_restores_stock_exactly_once() {
+    let seen = Arc::new(Mutex::new(None));
+    let mut outcome = common::drill(scenario(seen.clone())).await;
+    let revokes = seen.lock().unwrap().take().expect("the revokes ran");
+    let (outcomes, during) = (&revokes.outcomes, &revokes.during);
+    let after = outcome.products[0].clone();
+    outcome.summary.requests = (2 * CHALLENGES) as u64;
+    outcome.summary.outcomes = outcomes.clone();
+    outcome
+        .summary
+        .figure("responses_lost", revokes.lost)
         .figure("revoking_during_faults", during.challenges("REVOKING"))
         .figure("cancelled_during_faults", during.orders("CANCELLED"))
         .figure(
-            "stock",
-            format!("{STOCK}->{stock_approved}->{}", after.stock),
+            "stock_path",
+            format!("{STOCK}->{}->{}", revokes.stock_approved, after.stock),
         )
-        .figure("revoked", report.challenges("REVOKED"))
-        .figure("violations", report.violation_count());
-    common::finish(&cluster, &mut summary, started.elapsed()).await;
+        .figure("revoked", outcome.report.challenges("REVOKED"));
+    common::finish(&outcome);
 
+    assert_eq!(
+        revokes.approved.get("APPROVED"),
+        CHALLENGES as u64,
+        "{}",
+        revokes.approved
+    );
     assert_eq!(outcomes.starting_with("error/"), 0, "{outcomes}");
-    assert!(lost > 0, "no response was lost");
+    assert!(revokes.lost > 0, "no response was lost");
     assert!(
         during.challenges("REVOKING") > 0,
         "the faults blocked no revoke: {during}"
@@ -122,9 +160,10 @@ async fn revoke_during_faults_restores_stock_exactly_once() {
     // Cancels whose answers were lost did commit: their stock was back before the retry.
     assert!(during.orders("CANCELLED") > 0, "{during}");
     assert_eq!(
-        stock_approved,
+        revokes.stock_approved,
         STOCK - CHALLENGES as i64 * i64::from(QUANTITY)
     );
+    let report = &outcome.report;
     assert!(report.is_settled(), "{report}");
     assert_eq!(report.challenges("REVOKED"), CHALLENGES, "{report}");
     assert_eq!(report.orders("CANCELLED"), CHALLENGES, "{report}");

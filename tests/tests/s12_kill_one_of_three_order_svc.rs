@@ -7,15 +7,10 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use lab_drill::cluster::ClusterOptions;
-use lab_drill::load::{
-    Summary, approve_paced, create_product, product, submit_challenges, wait_for_progress,
-};
-use tokio::time::Instant;
+use lab_drill::engine::{Action, At, Pacing, Scenario, Service, Settle, Workload};
 
 const SEED: u64 = 12;
 const CHALLENGES: usize = 4_000;
@@ -28,80 +23,46 @@ const KILLED_INSTANCE: usize = 1;
 /// At most 1 % of the approvals may fail (the issue's bound; the aim is none).
 const MAX_FAILED: u64 = CHALLENGES as u64 / 100;
 
+fn scenario() -> Scenario {
+    Scenario::new("s12", "s12 kill -9 one of three order-svc", SEED)
+        .cluster(ClusterOptions::default().order_instances(ORDER_INSTANCES))
+        .workload(Workload::new(
+            CHALLENGES,
+            STOCK,
+            Pacing::paced(RATE, MAX_IN_FLIGHT),
+        ))
+        .at(
+            At::Answers(KILL_AT),
+            Action::Kill(Service::Order, KILLED_INSTANCE),
+        )
+        .settle(Settle {
+            timeout: Duration::from_secs(30),
+            ..Settle::default()
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_one_of_three_order_svc_fails_at_most_one_percent() {
-    let started = Instant::now();
-    let mut cluster =
-        common::start(ClusterOptions::default().order_instances(ORDER_INSTANCES)).await;
-    let mut order = cluster.order_client();
-    let approval = cluster.approval_client();
-    let hot = create_product(&mut order, "hot item", STOCK).await.unwrap();
-    let ids = submit_challenges(&approval, &hot.product_id, CHALLENGES, 1, 32, SEED)
-        .await
-        .unwrap();
-
-    let progress = Arc::new(AtomicU64::new(0));
-    let run_started = Instant::now();
-    let replica = cluster.order_instance(KILLED_INSTANCE);
-    let crash = async {
-        assert!(wait_for_progress(&progress, KILL_AT, Duration::from_secs(60)).await);
-        let killed_at = run_started.elapsed();
-        replica
-            .kill()
-            .await
-            .expect("kill -9 one order-svc instance");
-        killed_at
-    };
-    let (run, killed_at) = tokio::join!(
-        approve_paced(
-            &approval,
-            &ids,
-            RATE,
-            MAX_IN_FLIGHT,
-            Duration::from_secs(10),
-            Some(progress.clone())
-        ),
-        crash
-    );
-
-    let settling = Instant::now();
-    let (dead_letters, report) =
-        common::settle_unaided(&cluster, &run.accepted, Duration::from_secs(30)).await;
-    let settle = settling.elapsed();
-    let stock = product(&mut order, &hot.product_id).await.unwrap().stock;
-    let failed = run.outcomes.failed_approvals();
-
-    let mut summary = Summary::new("s12 kill -9 one of three order-svc");
-    summary.requests = ids.len() as u64;
-    summary.outcomes = run.outcomes.clone();
-    summary
-        .figure("failed", failed)
+    let mut outcome = common::drill(scenario()).await;
+    let killed_at = outcome.fault_at("kill -9").expect("the kill happened");
+    let throughput = CHALLENGES as f64 / outcome.run.elapsed.as_secs_f64();
+    let p99 = outcome.run.latency_quantile(0.99);
+    outcome
+        .summary
         .figure("killed_at", format!("{killed_at:.2?}"))
-        .figure("run", format!("{:.2?}", run.elapsed))
-        .figure(
-            "throughput",
-            format!("{:.0}/s", ids.len() as f64 / run.elapsed.as_secs_f64()),
-        )
-        .figure("p99", format!("{:.0?}", run.latency_quantile(0.99)))
-        .figure("settle", format!("{settle:.2?}"))
-        .figure("dead_letters", dead_letters.len())
-        .figure("approved", report.challenges("APPROVED"))
-        .figure("out_of_stock", report.challenges("APPROVE_FAILED"))
-        .figure("stock", stock)
-        .figure("violations", report.violation_count());
-    common::finish(&cluster, &mut summary, started.elapsed()).await;
+        .figure("throughput", format!("{throughput:.0}/s"))
+        .figure("p99", format!("{p99:.0?}"))
+        .figure("out_of_stock", outcome.report.challenges("APPROVE_FAILED"));
+    common::finish(&outcome);
 
+    let (failed, report) = (outcome.failed, &outcome.report);
     assert!(
         failed <= MAX_FAILED,
         "{failed} of {CHALLENGES} approvals failed (at most {MAX_FAILED} may) with two of three \
          order-svc instances healthy: {}",
-        run.outcomes
+        outcome.run.outcomes
     );
-    assert!(
-        dead_letters.is_empty(),
-        "the completer gave up on {} challenge(s), dead-lettered: {dead_letters:?}",
-        dead_letters.len()
-    );
+    common::assert_no_dead_letters(&outcome);
     assert!(report.is_settled(), "{report}");
     assert_eq!(report.violation_count(), 0, "{report}");
     assert_eq!(report.challenges("APPROVED"), STOCK as usize, "{report}");
@@ -111,5 +72,5 @@ async fn kill_9_one_of_three_order_svc_fails_at_most_one_percent() {
         CHALLENGES - STOCK as usize,
         "{report}"
     );
-    assert_eq!(stock, 0);
+    assert_eq!(outcome.stock(), 0);
 }

@@ -8,15 +8,10 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lab_drill::cluster::ClusterOptions;
-use lab_drill::load::{
-    Summary, approve_paced, create_product, product, submit_challenges, wait_for_progress,
-};
-use tokio::time::Instant;
+use lab_drill::engine::{Action, At, Pacing, Scenario, Service, Settle, Workload};
 
 const SEED: u64 = 13;
 const CHALLENGES: usize = 5_000;
@@ -31,79 +26,49 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// of the scenario a `minReadySeconds` plays in Kubernetes).
 const PAUSE_BETWEEN_INSTANCES: Duration = Duration::from_millis(500);
 
+fn scenario() -> Scenario {
+    // The engine's rolling restart fails the drill when an instance does not exit 0 after
+    // SIGTERM within DRAIN_TIMEOUT.
+    Scenario::new("s13", "s13 rolling restart of three order-svc", SEED)
+        .cluster(ClusterOptions::default().order_instances(ORDER_INSTANCES))
+        .workload(Workload::new(
+            CHALLENGES,
+            STOCK,
+            Pacing::paced(RATE, MAX_IN_FLIGHT),
+        ))
+        .at(
+            At::Answers(RESTART_AT),
+            Action::RollingRestart {
+                service: Service::Order,
+                drain: DRAIN_TIMEOUT,
+                pause: PAUSE_BETWEEN_INSTANCES,
+            },
+        )
+        .at(At::After(Duration::ZERO), Action::counters("deployed"))
+        .settle(Settle {
+            timeout: Duration::from_secs(30),
+            ..Settle::default()
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_of_three_order_svc_fails_no_approval() {
-    let started = Instant::now();
-    let mut cluster =
-        common::start(ClusterOptions::default().order_instances(ORDER_INSTANCES)).await;
-    let mut order = cluster.order_client();
-    let approval = cluster.approval_client();
-    let hot = create_product(&mut order, "hot item", STOCK).await.unwrap();
-    let ids = submit_challenges(&approval, &hot.product_id, CHALLENGES, 1, 32, SEED)
-        .await
-        .unwrap();
+    let mut outcome = common::drill(scenario()).await;
+    let answered_by_then = outcome.snapshot("deployed").answered;
+    let p99 = outcome.run.latency_quantile(0.99);
+    outcome
+        .summary
+        .figure("p99", format!("{p99:.0?}"))
+        .figure("out_of_stock", outcome.report.challenges("APPROVE_FAILED"));
+    common::finish(&outcome);
 
-    let progress = Arc::new(AtomicU64::new(0));
-    let run_started = Instant::now();
-    let deploy = async {
-        assert!(wait_for_progress(&progress, RESTART_AT, Duration::from_secs(60)).await);
-        let began = run_started.elapsed();
-        let mut steps = Vec::with_capacity(ORDER_INSTANCES);
-        for n in 0..ORDER_INSTANCES {
-            let instance = cluster.order_instance(n);
-            let signalled = Instant::now();
-            let status = instance
-                .terminate(DRAIN_TIMEOUT)
-                .await
-                .expect("order-svc exits after SIGTERM");
-            assert!(status.success(), "order-svc #{n} exited with {status}");
-            let drained = signalled.elapsed();
-            instance.restart().await.expect("order-svc starts again");
-            steps.push(format!(
-                "#{n}:drain={drained:.0?},back={:.0?}",
-                signalled.elapsed()
-            ));
-            tokio::time::sleep(PAUSE_BETWEEN_INSTANCES).await;
-        }
-        let answered_by_then = progress.load(Ordering::Relaxed);
-        (began, run_started.elapsed(), answered_by_then, steps)
-    };
-    let (run, (began, ended, answered_by_then, steps)) = tokio::join!(
-        approve_paced(
-            &approval,
-            &ids,
-            RATE,
-            MAX_IN_FLIGHT,
-            Duration::from_secs(10),
-            Some(progress.clone())
-        ),
-        deploy
+    let (failed, report) = (outcome.failed, &outcome.report);
+    assert_eq!(
+        outcome.faults.len(),
+        ORDER_INSTANCES,
+        "every instance restarted: {:?}",
+        outcome.faults
     );
-
-    let settling = Instant::now();
-    let (dead_letters, report) =
-        common::settle_unaided(&cluster, &run.accepted, Duration::from_secs(30)).await;
-    let settle = settling.elapsed();
-    let stock = product(&mut order, &hot.product_id).await.unwrap().stock;
-    let failed = run.outcomes.failed_approvals();
-
-    let mut summary = Summary::new("s13 rolling restart of three order-svc");
-    summary.requests = ids.len() as u64;
-    summary.outcomes = run.outcomes.clone();
-    summary
-        .figure("failed", failed)
-        .figure("restart", format!("{began:.2?}..{ended:.2?}"))
-        .figure("steps", steps.join(";"))
-        .figure("run", format!("{:.2?}", run.elapsed))
-        .figure("p99", format!("{:.0?}", run.latency_quantile(0.99)))
-        .figure("settle", format!("{settle:.2?}"))
-        .figure("dead_letters", dead_letters.len())
-        .figure("approved", report.challenges("APPROVED"))
-        .figure("out_of_stock", report.challenges("APPROVE_FAILED"))
-        .figure("stock", stock)
-        .figure("violations", report.violation_count());
-    common::finish(&cluster, &mut summary, started.elapsed()).await;
-
     assert!(
         answered_by_then < CHALLENGES as u64,
         "the load ended before the rolling restart did ({answered_by_then} answers by then): \
@@ -112,13 +77,9 @@ async fn rolling_restart_of_three_order_svc_fails_no_approval() {
     assert_eq!(
         failed, 0,
         "{failed} of {CHALLENGES} approvals failed during a rolling restart: {}",
-        run.outcomes
+        outcome.run.outcomes
     );
-    assert!(
-        dead_letters.is_empty(),
-        "the completer gave up on {} challenge(s), dead-lettered: {dead_letters:?}",
-        dead_letters.len()
-    );
+    common::assert_no_dead_letters(&outcome);
     assert!(report.is_settled(), "{report}");
     assert_eq!(report.violation_count(), 0, "{report}");
     assert_eq!(report.challenges("APPROVED"), STOCK as usize, "{report}");
@@ -128,5 +89,5 @@ async fn rolling_restart_of_three_order_svc_fails_no_approval() {
         CHALLENGES - STOCK as usize,
         "{report}"
     );
-    assert_eq!(stock, 0);
+    assert_eq!(outcome.stock(), 0);
 }

@@ -140,15 +140,16 @@ pub(super) async fn read_ledgers(
     products: &[order_pb::Product],
     timeout: Duration,
 ) -> Result<Vec<order_pb::ProductLedger>, CheckError> {
-    futures::stream::iter(products)
-        .map(|product| {
+    // Owned ids: a stream over references makes this future's `Send` unprovable where a
+    // drill's hook (a higher-ranked closure) awaits a check.
+    let ids: Vec<String> = products.iter().map(|p| p.product_id.clone()).collect();
+    futures::stream::iter(ids)
+        .map(|product_id| {
             let mut client = client.clone();
             async move {
                 client
                     .get_product_ledger(timed(
-                        order_pb::GetProductLedgerRequest {
-                            product_id: product.product_id.clone(),
-                        },
+                        order_pb::GetProductLedgerRequest { product_id },
                         timeout,
                     ))
                     .await
