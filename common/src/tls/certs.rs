@@ -138,3 +138,38 @@ fn write_private(path: &Path, contents: &str) -> io::Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path)?.write_all(contents.as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{Security, ServerTlsArgs, client_config};
+
+    #[test]
+    fn written_certificates_serve_mutual_tls_and_make_a_client_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        DevCerts::generate(&["localhost".into(), "127.0.0.1".into()])
+            .unwrap()
+            .write(dir.path())
+            .unwrap();
+        let path = |name: &str| dir.path().join(name);
+        let server = ServerTlsArgs {
+            cert: Some(path("server.pem")),
+            key: Some(path("server-key.pem")),
+            client_ca: Some(path("ca.pem")),
+        }
+        .load()
+        .unwrap();
+        assert_eq!(Security::of(server.as_ref()), Security::MutualTls);
+        client_config(
+            &path("ca.pem"),
+            Some((&path("client.pem"), &path("client-key.pem"))),
+        )
+        .unwrap();
+        #[cfg(unix)]
+        for key in ["server-key.pem", "client-key.pem"] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path(key)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{key} is the owner's only");
+        }
+    }
+}

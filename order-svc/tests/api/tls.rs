@@ -328,7 +328,9 @@ async fn wrong_tls_settings_fail_the_build_with_a_precise_message() {
     std::fs::write(&garbage, "not PEM at all\n").unwrap();
     let missing = files.path("missing.pem");
     let file = |name: &str| Some(files.path(name));
-    let cases: Vec<(Option<PathBuf>, Option<PathBuf>, Option<PathBuf>, String)> = vec![
+    // --tls-cert, --tls-key, --tls-client-ca, and what the message says.
+    type Case = (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>, String);
+    let cases: Vec<Case> = vec![
         (
             file("server.pem"),
             None,
