@@ -1,11 +1,14 @@
 //! Configuration from flags and environment variables (`approval-svc --help` lists them all).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use lab_common::telemetry::LogFormat;
+use lab_common::tls::{ServerTlsArgs, TlsError};
 use resilience::{BreakerConfig, OutlierConfig, ResilienceConfig, RetryConfig};
+use tonic::transport::ClientTlsConfig;
 
 use crate::failpoints::FailurePoints;
 use lab_common::alerts::Webhook;
@@ -101,6 +104,24 @@ pub struct Config {
     /// leave the balancer.
     #[arg(long, env = "ORDER_SVC_RESOLVE_INTERVAL", default_value = "5s", value_parser = lab_common::time::parse_period)]
     pub order_svc_resolve_interval: Duration,
+
+    /// PEM CA certificate(s) order-svc's certificate must chain to: TLS to order-svc, whose
+    /// URLs must then all be `https://` (and an `https://` URL needs it).
+    #[arg(long, env = "ORDER_SVC_CA")]
+    pub order_svc_ca: Option<PathBuf>,
+
+    /// PEM certificate approval-svc presents to order-svc: its identity under mutual TLS
+    /// (needs --order-svc-key and --order-svc-ca).
+    #[arg(long, env = "ORDER_SVC_CERT")]
+    pub order_svc_cert: Option<PathBuf>,
+
+    /// PEM private key of --order-svc-cert.
+    #[arg(long, env = "ORDER_SVC_KEY")]
+    pub order_svc_key: Option<PathBuf>,
+
+    /// TLS and mutual TLS of the gRPC server (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
 
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
@@ -240,6 +261,11 @@ pub struct Config {
     pub failure_points: FailurePoints,
 }
 
+fn is_https(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+}
+
 /// A configuration that cannot work.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -282,6 +308,55 @@ impl Config {
             },
             ..ResilienceConfig::default()
         }
+    }
+
+    /// TLS to order-svc (`--order-svc-ca/-cert/-key`), its files read and checked now; `None`
+    /// for plaintext. A CA turns TLS on for every order-svc URL, so none may be `http://`:
+    /// a mixed list would send some calls in the clear.
+    pub fn order_svc_tls(&self) -> Result<Option<ClientTlsConfig>, TlsError> {
+        let identity = match (&self.order_svc_cert, &self.order_svc_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(TlsError::Needs {
+                    flag: "--order-svc-cert",
+                    requires: "--order-svc-key",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(TlsError::Needs {
+                    flag: "--order-svc-key",
+                    requires: "--order-svc-cert",
+                });
+            }
+        };
+        let urls = self
+            .order_svc_url
+            .iter()
+            .map(|url| url.trim())
+            .filter(|url| !url.is_empty());
+        let Some(ca) = &self.order_svc_ca else {
+            if identity.is_some() {
+                return Err(TlsError::Needs {
+                    flag: "--order-svc-cert",
+                    requires: "--order-svc-ca",
+                });
+            }
+            if let Some(url) = urls.clone().find(|url| is_https(url)) {
+                return Err(TlsError::Config {
+                    what: format!("order-svc URL {url:?}"),
+                    why: "an https:// URL needs --order-svc-ca".into(),
+                });
+            }
+            return Ok(None);
+        };
+        if let Some(url) = urls.clone().find(|url| !is_https(url)) {
+            return Err(TlsError::Config {
+                what: format!("order-svc URL {url:?}"),
+                why: "with --order-svc-ca every order-svc URL must be https://".into(),
+            });
+        }
+        lab_common::tls::client_config(ca, identity).map(Some)
     }
 
     /// Checks the relations between settings that clap cannot express.

@@ -14,7 +14,7 @@ use resilience::{
 };
 
 use tonic::metadata::MetadataValue;
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use uuid::Uuid;
 
@@ -23,6 +23,9 @@ use crate::domain::{Challenge, FailureReason};
 /// Why the order-svc client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The TLS settings (`--order-svc-ca/-cert/-key`) cannot make a connector.
+    #[error("TLS to order-svc: {0}")]
+    Tls(String),
     /// No endpoint was configured.
     #[error("no order-svc URL configured")]
     NoEndpoint,
@@ -46,6 +49,7 @@ impl From<resilience::endpoints::DiscoveryError> for ClientError {
                 url: String::new(),
                 why: error_text(&E::ZeroInterval),
             },
+            E::Tls(why) => Self::Tls(why),
         }
     }
 }
@@ -100,14 +104,19 @@ impl OrderGateway {
     }
 
     /// The resilience stack over the endpoints `urls` name: addresses, or names resolved now
-    /// and every `resolve_interval` (each address one endpoint with its own health).
+    /// and every `resolve_interval` (each address one endpoint with its own health); with
+    /// `tls`, TLS to the `https://` ones.
     pub async fn discover(
         urls: &[String],
         resolve_interval: Duration,
         connect_timeout: Duration,
+        tls: Option<ClientTlsConfig>,
         config: ResilienceConfig,
     ) -> Result<(Self, BreakerHandle), ClientError> {
-        let discovery = Discovery::new(urls, resolve_interval, connect_timeout)?;
+        let mut discovery = Discovery::new(urls, resolve_interval, connect_timeout)?;
+        if let Some(tls) = tls {
+            discovery = discovery.with_tls(tls)?;
+        }
         let (stack, breaker) = ResilientChannel::builder(config).discover(discovery).await;
         Ok((Self::over(stack), breaker))
     }

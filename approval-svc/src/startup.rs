@@ -5,7 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use lab_common::grpc::{BoundListener, bind, reflection};
+use lab_common::grpc::{BoundListener, bind_tls, reflection};
 use lab_common::grpc_metrics::GrpcMetricsLayer;
 use lab_common::metrics_http::{self, Readiness};
 use lab_common::postgres::PostgresError;
@@ -50,6 +50,9 @@ pub enum StartupError {
     /// The order-svc client could not be built.
     #[error("order-svc client: {0}")]
     Client(#[from] ClientError),
+    /// A TLS setting is wrong (a missing or unreadable file, a key without its certificate).
+    #[error("TLS set-up failed: {0}")]
+    Tls(#[from] lab_common::tls::TlsError),
     /// Binding the listener failed.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
@@ -77,6 +80,9 @@ impl Application {
     /// order-svc may be down) and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         config.validate()?;
+        // Before the database: a wrong file is found at once, not after a throwaway PostgreSQL.
+        let tls = config.tls.load()?;
+        let order_svc_tls = config.order_svc_tls()?;
         let database = ServiceDatabase::open(
             config.database_url.as_deref(),
             "approval",
@@ -98,6 +104,7 @@ impl Application {
             &config.order_svc_url,
             config.order_svc_resolve_interval,
             config.order_connect_timeout,
+            order_svc_tls,
             config.resilience(),
         )
         .await?;
@@ -118,7 +125,7 @@ impl Application {
             },
             config.failure_points.clone(),
         ));
-        let listener = bind(config.listen).await?;
+        let listener = bind_tls(config.listen, tls.as_ref()).await?;
         Ok(Self {
             config,
             database,
@@ -238,7 +245,7 @@ impl Application {
         let serving = ServingState::new(health_reporter, readiness, &[APPROVAL_SERVICE_NAME]);
         serving.serving().await;
 
-        tracing::info!("listening on {}", listener.local_addr);
+        tracing::info!(tls = %listener.security, "listening on {}", listener.local_addr);
         let served = service::server(config.request_timeout, config.max_concurrent_requests)
             .layer(GrpcMetricsLayer::new(&[
                 APPROVAL_SERVICE_NAME,

@@ -21,11 +21,15 @@ use tower_http::trace::{
 use tracing::{Level, Span};
 
 use crate::metadata::REQUEST_ID;
+use crate::tls::{Incoming, Security, ServerTls};
 
 /// A bound listener, ready to be served; port 0 picks a free port.
 pub struct BoundListener {
-    /// The accepted connections, for `serve_with_incoming_shutdown`.
-    pub incoming: TcpIncoming,
+    /// The accepted connections (plain, or TLS after the handshake), for
+    /// `serve_with_incoming_shutdown`.
+    pub incoming: Incoming,
+    /// Plaintext, TLS or mutual TLS.
+    pub security: Security,
     /// The address actually bound.
     pub local_addr: SocketAddr,
 }
@@ -34,18 +38,26 @@ pub struct BoundListener {
 /// is still there (a crashed client or a silently dropped NAT entry).
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// Binds `addr`; the chosen address is in the result (for port 0).
+/// Binds `addr` for plaintext; the chosen address is in the result (for port 0).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<BoundListener> {
+    bind_tls(addr, None).await
+}
+
+/// Binds `addr`, serving TLS when `tls` is given; the chosen address is in the result (for
+/// port 0).
 ///
 /// Accepted connections get `TCP_NODELAY`: a gRPC answer is written as several small frames,
 /// and with Nagle's algorithm the last of them waits for the client's delayed ACK (40 ms on
 /// Linux), which `serve_with_incoming` does not prevent on its own.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<BoundListener> {
+pub async fn bind_tls(addr: SocketAddr, tls: Option<&ServerTls>) -> std::io::Result<BoundListener> {
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
+    let tcp = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE));
     Ok(BoundListener {
-        incoming: TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(Some(TCP_KEEPALIVE)),
+        security: Security::of(tls),
+        incoming: Incoming::new(tcp, tls),
         local_addr,
     })
 }
@@ -200,7 +212,7 @@ mod tests {
             .await
             .unwrap();
         let accepted = listener.incoming.next().await.unwrap().unwrap();
-        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is set");
+        assert!(accepted.tcp().nodelay().unwrap(), "TCP_NODELAY is set");
     }
 
     #[test]

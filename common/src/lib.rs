@@ -15,6 +15,8 @@
 //! - [`time`]: conversions between `chrono` and protobuf timestamps.
 //! - [`service`]: a service's database, server builder, health while serving and draining.
 //! - [`grpc_metrics`]: per-RPC request counts and latency histograms (a tower layer).
+//! - [`tls`]: TLS and mutual TLS for the gRPC servers (certificates re-read when they
+//!   change), the client side's settings, throwaway certificates.
 //! - [`metrics_http`]: `/metrics` (Prometheus) and `/healthz` on their own HTTP port.
 #![forbid(unsafe_code)]
 
@@ -32,4 +34,5 @@ pub mod shutdown;
 pub mod status;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod validate;

@@ -8,9 +8,11 @@
 //!   verdict on I1–I6.
 //! - `lab bench flash-sale`: the flash-sale benchmark against a bare gRPC ceiling (issue 11);
 //!   `lab bench orders`: a hot-item load test of order-svc.
+//! - `lab certs init`: a throwaway CA and certificates for TLS and mutual TLS.
 #![forbid(unsafe_code)]
 
 mod bench;
+mod certs;
 mod check;
 mod drill;
 mod proxy;
@@ -53,6 +55,9 @@ enum Command {
     /// Benchmarks (bounded load tests that check invariants at the end).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Throwaway certificates for TLS and mutual TLS (development and tests).
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
 }
 
 #[tokio::main]
@@ -65,6 +70,7 @@ async fn main() -> std::process::ExitCode {
         Command::Check(args) => check::run(args).await,
         Command::Proxy(args) => proxy::run(args).await,
         Command::Drill(args) => drill::run_drill(args).await,
+        Command::Certs(command) => certs::run(command),
     };
     match result {
         Ok(code) => code,

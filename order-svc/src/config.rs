@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use lab_common::telemetry::LogFormat;
+use lab_common::tls::ServerTlsArgs;
 use resilience::FaultPlan;
 
 fn parse_faults(text: &str) -> Result<FaultPlan, String> {
@@ -110,6 +111,10 @@ pub struct Config {
     /// `fault` module). Off when unset; no request can turn it on.
     #[arg(long, env = "FAULTS", value_parser = parse_faults)]
     pub faults: Option<FaultPlan>,
+
+    /// TLS and mutual TLS of the gRPC server (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
 
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]

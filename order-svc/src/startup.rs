@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use lab_common::grpc::{BoundListener, bind, reflection};
+use lab_common::grpc::{BoundListener, bind_tls, reflection};
 use lab_common::grpc_metrics::GrpcMetricsLayer;
 use lab_common::metrics_http::{self, Readiness};
 use lab_common::postgres::PostgresError;
@@ -38,6 +38,9 @@ pub enum StartupError {
     /// Preparing, connecting to or migrating the database failed.
     #[error("database set-up failed: {0}")]
     Postgres(#[from] PostgresError),
+    /// A TLS setting is wrong (a missing or unreadable file, a key without its certificate).
+    #[error("TLS set-up failed: {0}")]
+    Tls(#[from] lab_common::tls::TlsError),
     /// Binding the listener failed.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
@@ -61,10 +64,12 @@ pub struct Application {
 }
 
 impl Application {
-    /// Prepares the database (starting a throwaway PostgreSQL when no URL is configured),
-    /// applies migrations and binds the listener.
+    /// Reads the TLS files, prepares the database (starting a throwaway PostgreSQL when no URL is
+    /// configured), applies migrations and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         config.validate()?;
+        // Before the database: a wrong file is found at once, not after a throwaway PostgreSQL.
+        let tls = config.tls.load()?;
         let database = ServiceDatabase::open(
             config.database_url.as_deref(),
             "order",
@@ -72,7 +77,7 @@ impl Application {
             &MIGRATOR,
         )
         .await?;
-        let listener = bind(config.listen).await?;
+        let listener = bind_tls(config.listen, tls.as_ref()).await?;
         let faults = match &config.faults {
             Some(plan) => {
                 tracing::warn!(%plan, "fault injection enabled");
@@ -207,7 +212,7 @@ impl Application {
         let serving = ServingState::new(health_reporter, readiness, &[ORDER_SERVICE_NAME]);
         serving.serving().await;
 
-        tracing::info!("listening on {}", listener.local_addr);
+        tracing::info!(tls = %listener.security, "listening on {}", listener.local_addr);
         let served = service::server(config.request_timeout, config.max_concurrent_requests)
             .layer(GrpcMetricsLayer::new(&[ORDER_SERVICE_NAME]))
             // Innermost, so injected faults show in the metrics and traces like real ones.

@@ -16,6 +16,7 @@ mod ops;
 mod outage;
 mod recovery;
 mod revoke;
+mod tls;
 mod unknown_outcomes;
 mod validation;
 mod write_batches;

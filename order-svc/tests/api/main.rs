@@ -14,3 +14,4 @@ mod ledger;
 mod metrics;
 mod shutdown;
 mod sold_out;
+mod tls;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http::Uri;
-use tonic::transport::Endpoint;
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use super::Pool;
 
@@ -32,6 +32,9 @@ pub enum DiscoveryError {
     /// The resolve interval is zero.
     #[error("the resolve interval must be greater than zero")]
     ZeroInterval,
+    /// The TLS settings cannot make a connector.
+    #[error("invalid TLS settings: {0}")]
+    Tls(String),
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +75,7 @@ pub struct Discovery {
     resolve_interval: Duration,
     connect_timeout: Duration,
     resolver: Arc<dyn Resolve>,
+    tls: Option<ClientTlsConfig>,
 }
 
 impl fmt::Debug for Discovery {
@@ -108,6 +112,7 @@ impl Discovery {
             resolve_interval,
             connect_timeout,
             resolver: Arc::new(SystemResolver),
+            tls: None,
         })
     }
 
@@ -117,10 +122,32 @@ impl Discovery {
         self
     }
 
-    fn endpoint(&self, url: &str) -> Option<Endpoint> {
-        Endpoint::from_shared(url.to_owned())
-            .ok()
-            .map(|e| e.connect_timeout(self.connect_timeout).tcp_nodelay(true))
+    /// Speaks TLS (with `tls`'s roots and client identity) to the `https://` URLs. A name is
+    /// resolved to addresses, but each address's certificate is verified against the name in
+    /// the URL, as a client connecting to the name would.
+    pub fn with_tls(mut self, tls: ClientTlsConfig) -> Result<Self, DiscoveryError> {
+        // tonic checks the settings when they meet an endpoint; check them now, not per address.
+        Endpoint::from_static("https://localhost")
+            .tls_config(tls.clone())
+            .map_err(|error| DiscoveryError::Tls(error.to_string()))?;
+        self.tls = Some(tls);
+        Ok(self)
+    }
+
+    fn endpoint(&self, url: &str, target: &Target) -> Option<Endpoint> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .ok()?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true);
+        match &self.tls {
+            Some(tls) if target.scheme == "https" => endpoint
+                .tls_config(tls.clone().domain_name(target.host.clone()))
+                .inspect_err(
+                    |error| tracing::warn!(%url, %error, "endpoint left out: TLS set-up failed"),
+                )
+                .ok(),
+            _ => Some(endpoint),
+        }
     }
 
     /// Resolves every target once, fills `handle`'s pool, then keeps re-resolving in a task
@@ -174,9 +201,11 @@ impl Discovery {
                 pool.remove(&key);
             }
         }
-        for url in wanted {
-            if let Some(endpoint) = self.endpoint(url) {
-                pool.insert(endpoint);
+        for target in &self.targets {
+            for url in last.get(&target.url).into_iter().flatten() {
+                if let Some(endpoint) = self.endpoint(url, target) {
+                    pool.insert(endpoint);
+                }
             }
         }
     }
