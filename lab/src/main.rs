@@ -4,12 +4,16 @@
 //!   instances of each).
 //! - `lab check`: invariants I1–I6 across both services, through their public RPCs.
 //! - `lab proxy`: the TCP fault proxy for drills.
+//! - `lab demo`: reproduces a production problem with its safeguard off, then on (feature
+//!   `naive-demos`, on by default).
 //! - `lab bench flash-sale`: the flash-sale benchmark against a bare gRPC ceiling (issue 11);
 //!   `lab bench orders`: a hot-item load test of order-svc.
 #![forbid(unsafe_code)]
 
 mod bench;
 mod check;
+#[cfg(feature = "naive-demos")]
+mod demo;
 mod proxy;
 mod up;
 
@@ -43,6 +47,10 @@ enum Command {
     Check(check::CheckArgs),
     /// Run the TCP fault proxy between approval-svc and order-svc, for drills.
     Proxy(proxy::ProxyArgs),
+    /// Reproduce a production problem: the same workload with one safeguard replaced by naive
+    /// code, then with the real one, side by side (exit 0 when only the unsafe run broke).
+    #[cfg(feature = "naive-demos")]
+    Demo(demo::DemoArgs),
     /// Benchmarks (bounded load tests that check invariants at the end).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -56,6 +64,8 @@ async fn main() -> std::process::ExitCode {
         Command::Up(args) => up::run(args, cli.log_format).await,
         Command::Bench(command) => bench::run(command).await,
         Command::Check(args) => check::run(args).await,
+        #[cfg(feature = "naive-demos")]
+        Command::Demo(args) => demo::run(args).await,
         Command::Proxy(args) => proxy::run(args).await,
     };
     match result {
