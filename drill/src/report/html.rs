@@ -90,10 +90,7 @@ pub fn verdict_table(
          <tbody>\n",
     );
     let named = Invariant::ALL.map(|i| i.to_string());
-    let others = invariants
-        .keys()
-        .filter(|k| !named.contains(k))
-        .cloned();
+    let others = invariants.keys().filter(|k| !named.contains(k)).cloned();
     for key in named.iter().cloned().chain(others) {
         let title = Invariant::ALL
             .iter()
