@@ -10,8 +10,11 @@ use std::time::Duration;
 use lab_drill::cluster::Cluster;
 use lab_drill::load::{self, Outcomes};
 use lab_drill::proxy::Fault;
+use lab_proto::order::v1::order_service_client::OrderServiceClient;
+use sqlx::PgPool;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
+use tonic::transport::Channel;
 
 use crate::demo::naive::approver::{self, NaiveError};
 use crate::demo::setup::{self, Side};
@@ -25,6 +28,42 @@ async fn prepared(count: usize) -> anyhow::Result<(Cluster, Vec<String>)> {
     let product = setup::product(&cluster, STOCK).await?;
     let ids = setup::challenges(&cluster, &product, count).await?;
     Ok((cluster, ids))
+}
+
+/// The naive approver's tools on a prepared cluster: approval-svc's database and order-svc
+/// through the proxy.
+#[derive(Clone)]
+struct Naive {
+    db: PgPool,
+    shop: OrderServiceClient<Channel>,
+}
+
+/// [`prepared`], plus the naive approver's tools.
+async fn prepared_naive(count: usize) -> anyhow::Result<(Cluster, Vec<String>, Naive)> {
+    let (cluster, ids) = prepared(count).await?;
+    let naive = Naive {
+        db: setup::pool(cluster.approval.database_url(), 16).await?,
+        shop: setup::shop(&cluster.proxy().url()),
+    };
+    Ok((cluster, ids, naive))
+}
+
+/// Runs the naive `approve(n, tools, id)` `copies` times per challenge, all at once.
+async fn naive_all<F, Fut>(
+    ids: &[String],
+    copies: usize,
+    naive: &Naive,
+    approve: F,
+) -> anyhow::Result<Outcomes>
+where
+    F: Fn(usize, Naive, String) -> Fut,
+    Fut: Future<Output = Result<String, NaiveError>> + Send + 'static,
+{
+    all_at_once(ids, copies, |n, id| {
+        let work = approve(n, naive.clone(), id);
+        async move { naive_label(work.await) }
+    })
+    .await
 }
 
 /// Runs `task(n, id)` for every (challenge, copy) pair at once, released together by a barrier;
@@ -133,20 +172,14 @@ pub mod duplicate {
 
     /// Naive clicks: read (PENDING for everyone), order, write APPROVED.
     pub async fn unsafe_run() -> anyhow::Result<Side> {
-        let (cluster, ids) = prepared(CHALLENGES).await?;
-        let db = setup::pool(cluster.approval.database_url(), 16).await?;
-        let shop = setup::shop(&cluster.proxy().url());
-        let outcomes = all_at_once(&ids, CLICKS, |_, id| {
-            let (db, shop) = (db.clone(), shop.clone());
-            async move {
-                naive_label(approver::click(&db, &shop, &id).await.map(|order| {
-                    match order {
-                        Some(_) => "ordered and approved",
-                        None => "saw it approved already",
-                    }
-                    .to_owned()
-                }))
+        let (cluster, ids, naive) = prepared_naive(CHALLENGES).await?;
+        let outcomes = naive_all(&ids, CLICKS, &naive, |_, naive, id| async move {
+            let order = approver::click(&naive.db, &naive.shop, &id).await?;
+            Ok(match order {
+                Some(_) => "ordered and approved",
+                None => "saw it approved already",
             }
+            .to_owned())
         })
         .await?;
         let happened = vec![workload(), setup::tally_line("clicks", &outcomes)];
@@ -174,30 +207,19 @@ pub mod empty {
 
     /// Naive: APPROVED first, then the call; a failed call leaves it APPROVED.
     pub async fn unsafe_run() -> anyhow::Result<Side> {
-        let (cluster, ids) = prepared(CHALLENGES).await?;
-        let db = setup::pool(cluster.approval.database_url(), 16).await?;
-        approver::drop_order_backstop(&db).await?;
-        let shop = setup::shop(&cluster.proxy().url());
+        let (cluster, ids, naive) = prepared_naive(CHALLENGES).await?;
+        approver::drop_order_backstop(&naive.db).await?;
         cluster
             .proxy()
             .handle()
             .set_fault(Fault::Unavailable { pushback: None });
-        let outcomes = all_at_once(&ids, 1, |_, id| {
-            let (db, shop) = (db.clone(), shop.clone());
-            async move {
-                naive_label(
-                    async {
-                        let challenge = approver::read(&db, &id).await?;
-                        let key = setup::fresh_key();
-                        approver::mark_approved_first(&db, &challenge, &key).await?;
-                        let order =
-                            approver::order(&shop, &challenge, &key, Some(DEADLINE)).await?;
-                        approver::record_approved(&db, &challenge, &order).await?;
-                        Ok("approved with its order".to_owned())
-                    }
-                    .await,
-                )
-            }
+        let outcomes = naive_all(&ids, 1, &naive, |_, naive, id| async move {
+            let challenge = approver::read(&naive.db, &id).await?;
+            let key = setup::fresh_key();
+            approver::mark_approved_first(&naive.db, &challenge, &key).await?;
+            let order = approver::order(&naive.shop, &challenge, &key, Some(DEADLINE)).await?;
+            approver::record_approved(&naive.db, &challenge, &order).await?;
+            Ok("approved with its order".to_owned())
         })
         .await?;
         let happened = vec![
@@ -242,33 +264,23 @@ pub mod lost {
 
     /// Naive: retry CreateOrder with a fresh key each attempt.
     pub async fn unsafe_run() -> anyhow::Result<Side> {
-        let (cluster, ids) = prepared(CHALLENGES).await?;
-        let db = setup::pool(cluster.approval.database_url(), 16).await?;
-        let shop = setup::shop(&cluster.proxy().url());
+        let (cluster, ids, naive) = prepared_naive(CHALLENGES).await?;
         lossy(&cluster);
-        let outcomes = all_at_once(&ids, 1, |_, id| {
-            let (db, shop) = (db.clone(), shop.clone());
-            async move {
-                naive_label(
-                    async {
-                        let challenge = approver::read(&db, &id).await?;
-                        let mut last = None;
-                        for attempt in 1..=ATTEMPTS {
-                            let key = setup::fresh_key();
-                            match approver::order(&shop, &challenge, &key, Some(DEADLINE)).await {
-                                Ok(order) => {
-                                    approver::record_approved(&db, &challenge, &order).await?;
-                                    return Ok(format!("approved after {attempt} call(s)"));
-                                }
-                                Err(error) => last = Some(error),
-                            }
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        Err(last.expect("at least one attempt"))
+        let outcomes = naive_all(&ids, 1, &naive, |_, naive, id| async move {
+            let challenge = approver::read(&naive.db, &id).await?;
+            let mut last = None;
+            for attempt in 1..=ATTEMPTS {
+                let key = setup::fresh_key();
+                match approver::order(&naive.shop, &challenge, &key, Some(DEADLINE)).await {
+                    Ok(order) => {
+                        approver::record_approved(&naive.db, &challenge, &order).await?;
+                        return Ok(format!("approved after {attempt} call(s)"));
                     }
-                    .await,
-                )
+                    Err(error) => last = Some(error),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
+            Err(last.expect("at least one attempt"))
         })
         .await?;
         cluster.proxy().handle().clear();
@@ -299,28 +311,17 @@ pub mod ghost {
 
     /// Naive: call first, record after; every other approver crashes in between.
     pub async fn unsafe_run() -> anyhow::Result<Side> {
-        let (cluster, ids) = prepared(CHALLENGES).await?;
-        let db = setup::pool(cluster.approval.database_url(), 16).await?;
-        let shop = setup::shop(&cluster.proxy().url());
-        let outcomes = all_at_once(&ids, 1, |n, id| {
-            let (db, shop) = (db.clone(), shop.clone());
-            async move {
-                naive_label(
-                    async {
-                        let challenge = approver::read(&db, &id).await?;
-                        let order =
-                            approver::order(&shop, &challenge, &setup::fresh_key(), Some(DEADLINE))
-                                .await?;
-                        if n % 2 == 0 {
-                            // The process dies here: the order exists, nothing records it.
-                            return Ok("crashed after the order call".to_owned());
-                        }
-                        approver::record_approved(&db, &challenge, &order).await?;
-                        Ok("approved".to_owned())
-                    }
-                    .await,
-                )
+        let (cluster, ids, naive) = prepared_naive(CHALLENGES).await?;
+        let outcomes = naive_all(&ids, 1, &naive, |n, naive, id| async move {
+            let challenge = approver::read(&naive.db, &id).await?;
+            let key = setup::fresh_key();
+            let order = approver::order(&naive.shop, &challenge, &key, Some(DEADLINE)).await?;
+            if n % 2 == 0 {
+                // The process dies here: the order exists, nothing records it.
+                return Ok("crashed after the order call".to_owned());
             }
+            approver::record_approved(&naive.db, &challenge, &order).await?;
+            Ok("approved".to_owned())
         })
         .await?;
         let happened = vec![
