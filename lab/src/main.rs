@@ -6,6 +6,8 @@
 //! - `lab proxy`: the TCP fault proxy for drills.
 //! - `lab drill`: a fault drill (built-in scenario or TOML timeline) with a report and a
 //!   verdict on I1–I6.
+//! - `lab demo`: reproduces a production problem with its safeguard off, then on (feature
+//!   `naive-demos`, on by default).
 //! - `lab bench flash-sale`: the flash-sale benchmark against a bare gRPC ceiling (issue 11);
 //!   `lab bench orders`: a hot-item load test of order-svc.
 //! - `lab certs init`: a throwaway CA and certificates for TLS and mutual TLS.
@@ -14,6 +16,8 @@
 mod bench;
 mod certs;
 mod check;
+#[cfg(feature = "naive-demos")]
+mod demo;
 mod drill;
 mod proxy;
 mod up;
@@ -52,6 +56,10 @@ enum Command {
     /// settle, check I1-I6, write DIR/report.html and DIR/report.json; exit 0 when every
     /// invariant holds, 1 when one is broken, 2 when the drill could not run.
     Drill(drill::DrillArgs),
+    /// Reproduce a production problem: the same workload with one safeguard replaced by naive
+    /// code, then with the real one, side by side (exit 0 when only the unsafe run broke).
+    #[cfg(feature = "naive-demos")]
+    Demo(demo::DemoArgs),
     /// Benchmarks (bounded load tests that check invariants at the end).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -68,6 +76,8 @@ async fn main() -> std::process::ExitCode {
         Command::Up(args) => up::run(args, cli.log_format).await,
         Command::Bench(command) => bench::run(command).await,
         Command::Check(args) => check::run(args).await,
+        #[cfg(feature = "naive-demos")]
+        Command::Demo(args) => demo::run(args).await,
         Command::Proxy(args) => proxy::run(args).await,
         Command::Drill(args) => drill::run_drill(args).await,
         Command::Certs(command) => certs::run(command),

@@ -196,6 +196,46 @@ pub fn evaluate(
             .unwrap_or(&no_orders)
     };
 
+    // I2, per challenge: an order carries no challenge id, but approval-svc orders for the
+    // challenge's user as customer and its product, so more CREATED approval-svc orders for a
+    // (user, product) than challenges of that pair means a challenge with several live orders,
+    // even when the extra orders carry keys no challenge holds (a client that makes a fresh key
+    // per call). Only pairs some challenge owns: an order of no challenge at all is I4's.
+    let mut owners: HashMap<(&str, &str), Vec<&str>> = HashMap::new();
+    for challenge in challenges {
+        owners
+            .entry((challenge.user_id.as_str(), challenge.product_id.as_str()))
+            .or_default()
+            .push(challenge.challenge_id.as_str());
+    }
+    let mut live_by_owner: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    for order in orders
+        .iter()
+        .filter(|o| o.client_id == client && order_status(o) == OStatus::Created)
+    {
+        live_by_owner
+            .entry((order.customer_id.as_str(), order.product_id.as_str()))
+            .or_default()
+            .push(order.order_id.as_str());
+    }
+    for (owner, live) in &live_by_owner {
+        if let Some(owned_by) = owners.get(owner)
+            && live.len() > owned_by.len()
+        {
+            i2.violation(
+                &owned_by.join(","),
+                format!(
+                    "{} live orders for {} challenge(s) of user {} and product {}: {}",
+                    live.len(),
+                    owned_by.len(),
+                    owner.0,
+                    owner.1,
+                    live.join(", ")
+                ),
+            );
+        }
+    }
+
     // I3, I5, I6 per challenge.
     let mut challenges_by_status: BTreeMap<String, usize> = BTreeMap::new();
     let mut dead_lettered = 0;

@@ -20,7 +20,7 @@
 //! | invariant | how it is checked through the public API |
 //! | --- | --- |
 //! | I1 no oversell | per product, from its ledger: `stock >= 0` and `initial_stock + restocked - stock` = `created_quantity` (Σ `quantity` of its CREATED orders in the same snapshot); no CREATED order of an unknown product |
-//! | I2 one order per key and per challenge | no two orders share (`client_id`, `idempotency_key`); no two challenges share an `order_id` or a key |
+//! | I2 one order per key and per challenge | no two orders share (`client_id`, `idempotency_key`); no two challenges share an `order_id` or a key; no (user, product) has more CREATED approval-svc orders (under any key) than challenges |
 //! | I3 APPROVED ⇒ its order | the challenge's key has exactly one CREATED order, with the challenge's `order_id`, product, quantity and user as customer (APPROVED on a cancelled order is a violation: the saga records that outcome as APPROVE_FAILED with ORDER_CANCELLED); a REVOKED challenge's order exists and is CANCELLED |
 //! | I4 no ghost order | every CREATED approval-svc order's key belongs to an APPROVED challenge, or to one still settling (APPROVING, REVOKING, or APPROVE_FAILED with a retry scheduled: counted as unsettled, not as a violation) |
 //! | I5 nothing stuck | no challenge in APPROVING or REVOKING whose `lease_expires_at` is more than [`CheckOptions::stuck_after_lease`] in the past |

@@ -68,25 +68,36 @@ fn header(page: &mut String, report: &DrillReport) {
 }
 
 fn verdicts(page: &mut String, report: &DrillReport) {
+    verdict_table(page, "Invariants", &report.invariants);
+}
+
+/// Appends a card with the I1–I6 verdict table (the report's own look), titled `title`: I1–I6
+/// always, in order (a missing one reads "not checked"), then any other key. For pages that
+/// show several runs, such as `lab demo`'s.
+pub fn verdict_table(
+    page: &mut String,
+    title: &str,
+    invariants: &std::collections::BTreeMap<String, InvariantVerdict>,
+) {
+    let _ = write!(
+        page,
+        "<section class=\"card\">\n<h2>{}</h2>\n",
+        escape(title)
+    );
     page.push_str(
-        "<section class=\"card\">\n<h2>Invariants</h2>\n<table class=\"verdicts\">\n\
+        "<table class=\"verdicts\">\n\
          <thead><tr><th></th><th>Invariant</th><th>Violations</th><th>Detail</th></tr></thead>\n\
          <tbody>\n",
     );
-    // I1–I6 always, in order (a missing one says so), then any other key the engine added.
     let named = Invariant::ALL.map(|i| i.to_string());
-    let others = report
-        .invariants
-        .keys()
-        .filter(|k| !named.contains(k))
-        .cloned();
+    let others = invariants.keys().filter(|k| !named.contains(k)).cloned();
     for key in named.iter().cloned().chain(others) {
         let title = Invariant::ALL
             .iter()
             .find(|i| i.to_string() == key)
             .map(|i| i.title())
             .unwrap_or_default();
-        match report.invariants.get(&key) {
+        match invariants.get(&key) {
             Some(InvariantVerdict {
                 ok,
                 violations,
@@ -235,7 +246,7 @@ fn seconds(s: f64) -> String {
 }
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub(super) fn escape(text: &str) -> String {
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -250,7 +261,8 @@ pub(super) fn escape(text: &str) -> String {
     out
 }
 
-const STYLE: &str = r#"
+/// The report page's stylesheet, for other pages in the same look (`lab demo`'s).
+pub const STYLE: &str = r#"
 :root { color-scheme: light; }
 * { box-sizing: border-box; }
 body { margin: 0; background: #f1f3f5; color: #212529;

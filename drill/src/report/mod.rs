@@ -19,7 +19,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use html::render_html;
+pub use html::{STYLE, escape, render_html, verdict_table};
 
 /// Everything one drill measured and concluded.
 #[derive(Debug, Clone, Serialize, Deserialize)]
