@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use lab_common::auth::{WatchError, Watched, watched};
 use lab_common::metadata::{APPROVAL_CLIENT_ID, CLIENT_ID, IDEMPOTENCY_KEY, PREVIOUS_RPC_ATTEMPTS};
 use lab_proto::order::v1 as order_pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
@@ -10,7 +11,7 @@ use resilience::{
     Balanced, BreakerHandle, Discovery, EndpointsHandle, ResilienceConfig, ResilientChannel,
 };
 
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::Endpoint;
 use tonic::{Code, Status};
 use uuid::Uuid;
@@ -86,6 +87,19 @@ pub type OrderClient = OrderServiceClient<ResilientChannel<Balanced>>;
 pub struct OrderGateway {
     client: OrderClient,
     endpoints: Option<EndpointsHandle>,
+    token: Option<Watched<AsciiMetadataValue>>,
+}
+
+/// `Bearer <token>` from a token file's content (trimmed), as `authorization` metadata.
+fn bearer(bytes: &[u8]) -> Result<AsciiMetadataValue, String> {
+    let token = std::str::from_utf8(bytes)
+        .map_err(|_| "not UTF-8".to_owned())?
+        .trim();
+    if token.is_empty() {
+        return Err("empty".into());
+    }
+    AsciiMetadataValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| "not a token (visible ASCII only)".into())
 }
 
 impl OrderGateway {
@@ -113,7 +127,15 @@ impl OrderGateway {
         Self {
             endpoints: stack.endpoints(),
             client: OrderServiceClient::new(stack),
+            token: None,
         }
+    }
+
+    /// Presents the bearer token in `path` on every call (re-read when the file changes, so
+    /// a rotated token is used without a restart).
+    pub async fn with_token(mut self, path: &std::path::Path) -> Result<Self, WatchError> {
+        self.token = Some(Watched::open(path, bearer, watched::POLL).await?);
+        Ok(self)
     }
 
     /// The per-endpoint view (OpsService/GetCircuitBreaker).
@@ -177,7 +199,7 @@ impl OrderGateway {
             .ok_or_else(|| Status::internal("order-svc answered without an order"))
     }
 
-    /// Sends `request` with `client-id` and the budget as `grpc-timeout`, and enforces the
+    /// Sends `request` with `client-id`, the bearer token when configured, and the budget as `grpc-timeout`, and enforces the
     /// budget here too, so the caller's deadline holds whatever the stack below does. Every
     /// call approval-svc makes to order-svc goes through here (the saga's two above, the
     /// consistency checker's), over the same breaker and budgets.
@@ -199,6 +221,11 @@ impl OrderGateway {
         request
             .metadata_mut()
             .insert(CLIENT_ID, MetadataValue::from_static(APPROVAL_CLIENT_ID));
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.current().as_ref().clone());
+        }
         request.set_timeout(budget);
         match tokio::time::timeout(budget, send(self.client.clone(), request)).await {
             Ok(result) => result.map(tonic::Response::into_inner),

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use lab_common::auth::{AuthLayer, AuthSetupError, Verifier, WatchError};
 use lab_common::grpc::{BoundListener, bind, reflection};
 use lab_common::grpc_metrics::GrpcMetricsLayer;
 use lab_common::metrics_http::{self, Readiness};
@@ -50,6 +51,12 @@ pub enum StartupError {
     /// The order-svc client could not be built.
     #[error("order-svc client: {0}")]
     Client(#[from] ClientError),
+    /// Authentication could not be set up (protected mode, or the key file).
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    /// `--order-svc-token-file` could not be read.
+    #[error("cannot load --order-svc-token-file: {0}")]
+    OrderToken(#[from] WatchError),
     /// Binding the listener failed.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
@@ -69,6 +76,7 @@ pub struct Application {
     saga: Arc<Saga>,
     breaker: BreakerHandle,
     metrics_listener: Option<tokio::net::TcpListener>,
+    verifier: Option<Verifier>,
 }
 
 impl Application {
@@ -77,6 +85,8 @@ impl Application {
     /// order-svc may be down) and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
         config.validate()?;
+        // Before anything is started: a refused configuration leaves nothing behind.
+        let verifier = config.auth.verifier(config.listen).await?;
         let database = ServiceDatabase::open(
             config.database_url.as_deref(),
             "approval",
@@ -101,6 +111,10 @@ impl Application {
             config.resilience(),
         )
         .await?;
+        let orders = match &config.order_svc_token_file {
+            Some(path) => orders.with_token(path).await?,
+            None => orders,
+        };
         let saga = Arc::new(Saga::new(
             database.pool.clone(),
             orders,
@@ -124,6 +138,7 @@ impl Application {
             saga,
             breaker,
             metrics_listener,
+            verifier,
         })
     }
 
@@ -172,6 +187,7 @@ impl Application {
             saga,
             breaker,
             metrics_listener,
+            verifier,
         } = self;
         let pool = database.pool.clone();
         let api = ApprovalApi::new(Arc::clone(&saga), config.max_quantity);
@@ -242,6 +258,8 @@ impl Application {
                 APPROVAL_SERVICE_NAME,
                 OPS_SERVICE_NAME,
             ]))
+            // Inside the metrics, so refusals are counted by code like any other answer.
+            .layer(AuthLayer::new(verifier, crate::service::access::policy))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -111,6 +111,10 @@ pub struct Config {
     #[arg(long, env = "FAULTS", value_parser = parse_faults)]
     pub faults: Option<FaultPlan>,
 
+    /// Authentication (bearer tokens) and protected mode.
+    #[command(flatten)]
+    pub auth: lab_common::auth::AuthArgs,
+
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,

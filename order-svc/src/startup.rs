@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use lab_common::auth::{AuthLayer, AuthSetupError, Verifier};
 use lab_common::grpc::{BoundListener, bind, reflection};
 use lab_common::grpc_metrics::GrpcMetricsLayer;
 use lab_common::metrics_http::{self, Readiness};
@@ -41,6 +42,9 @@ pub enum StartupError {
     /// Building the reflection service failed.
     #[error("reflection set-up failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// Authentication could not be set up (protected mode, or the key file).
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -55,12 +59,15 @@ pub struct Application {
     faults: FaultHandle,
     orders: GroupCommit,
     sold_out: SoldOutFlags,
+    verifier: Option<Verifier>,
 }
 
 impl Application {
     /// Prepares the database (starting a throwaway PostgreSQL when no URL is configured),
     /// applies migrations and binds the listener.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        // Before anything is started: a refused configuration leaves nothing behind.
+        let verifier = config.auth.verifier(config.listen).await?;
         let database = ServiceDatabase::open(
             config.database_url.as_deref(),
             "order",
@@ -94,6 +101,7 @@ impl Application {
             sold_out.clone(),
         );
         Ok(Self {
+            verifier,
             orders,
             sold_out,
             faults,
@@ -155,6 +163,7 @@ impl Application {
             faults,
             orders,
             sold_out,
+            verifier,
         } = self;
         let pool = database.pool.clone();
         let api = OrderApi::new(
@@ -206,6 +215,8 @@ impl Application {
         tracing::info!("listening on {}", listener.local_addr);
         let served = service::server(config.request_timeout, config.max_concurrent_requests)
             .layer(GrpcMetricsLayer::new(&[ORDER_SERVICE_NAME]))
+            // Inside the metrics, so refusals are counted by code like any other answer.
+            .layer(AuthLayer::new(verifier, crate::service::access::policy))
             // Innermost, so injected faults show in the metrics and traces like real ones.
             .layer(FaultLayer::new(faults))
             .add_service(health_service)
