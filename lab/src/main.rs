@@ -2,12 +2,14 @@
 //!
 //! - `lab up`: order-svc and approval-svc together on loopback, with demo data (one or more
 //!   instances of each).
+//! - `lab auth init` / `lab auth token`: a signing key and bearer tokens.
 //! - `lab check`: invariants I1–I6 across both services, through their public RPCs.
 //! - `lab proxy`: the TCP fault proxy for drills.
 //! - `lab bench flash-sale`: the flash-sale benchmark against a bare gRPC ceiling (issue 11);
 //!   `lab bench orders`: a hot-item load test of order-svc.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod bench;
 mod check;
 mod proxy;
@@ -43,6 +45,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Run the TCP fault proxy between approval-svc and order-svc, for drills.
     Proxy(proxy::ProxyArgs),
+    /// Signing keys and bearer tokens (`init DIR`, `token --key ... --sub ... --roles ...`).
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Benchmarks (bounded load tests that check invariants at the end).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -54,6 +59,7 @@ async fn main() -> std::process::ExitCode {
     lab_common::telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Up(args) => up::run(args, cli.log_format).await,
+        Command::Auth(command) => auth::run(command),
         Command::Bench(command) => bench::run(command).await,
         Command::Check(args) => check::run(args).await,
         Command::Proxy(args) => proxy::run(args).await,
