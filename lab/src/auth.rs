@@ -1,13 +1,13 @@
 //! `lab auth init DIR` (a new Ed25519 signing key and its JWKS) and `lab auth token` (a signed
 //! bearer token), for `--auth-keys` and the clients of the services.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use lab_common::auth::issue::{TokenSpec, kid_of, new_key, sign};
+use lab_common::auth::issue::{Signer, TokenSpec, write_key};
 
 /// `lab auth` subcommands.
 #[derive(Debug, Subcommand)]
@@ -49,10 +49,11 @@ pub struct TokenArgs {
 pub fn run(command: AuthCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuthCommand::Init { dir } => {
-            let kid = init(&dir)?;
+            let (key, _) = write_key(&dir)?;
             println!(
-                "wrote {0}/private.pem and {0}/jwks.json (kid {kid})",
-                dir.display()
+                "wrote {0}/private.pem and {0}/jwks.json (kid {1})",
+                dir.display(),
+                key.kid
             );
             println!("serve with: --auth-keys {}/jwks.json", dir.display());
         }
@@ -65,44 +66,10 @@ pub fn run(command: AuthCommand) -> anyhow::Result<ExitCode> {
                 ttl: args.ttl,
                 issuer: args.issuer,
                 audience: args.audience,
+                issued_at: None,
             };
-            println!("{}", token(&pem, &spec)?);
+            println!("{}", Signer::from_pem(&pem)?.token(&spec)?);
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Writes a new key into `dir`; returns its kid. Refuses to replace an existing key: tokens
-/// signed with it would stop verifying.
-pub fn init(dir: &Path) -> anyhow::Result<String> {
-    let private = dir.join("private.pem");
-    anyhow::ensure!(
-        !private.exists(),
-        "{} exists; remove it first to replace the key",
-        private.display()
-    );
-    let key = new_key()?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_private(&private, key.private_pem.as_bytes())?;
-    std::fs::write(dir.join("jwks.json"), &key.jwks)?;
-    Ok(key.kid)
-}
-
-/// A token signed with the key in `pem`, naming its kid.
-pub fn token(pem: &[u8], spec: &TokenSpec) -> anyhow::Result<String> {
-    let kid = kid_of(pem)?;
-    Ok(sign(pem, Some(&kid), spec)?)
-}
-
-fn write_private(path: &Path, pem: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(pem)?;
-    Ok(())
 }

@@ -84,19 +84,15 @@ const APPROVAL_SUBJECT: &str = lab_common::metadata::APPROVAL_CLIENT_ID;
 impl DevAuth {
     fn new() -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("lab-up-auth-").tempdir()?;
-        crate::auth::init(dir.path())?;
-        let pem = std::fs::read(dir.path().join("private.pem"))?;
+        let (_, signer) = lab_common::auth::issue::write_key(dir.path())?;
         let token = |subject: &str, role: &str| {
-            crate::auth::token(
-                &pem,
-                &lab_common::auth::issue::TokenSpec {
-                    subject: subject.to_owned(),
-                    roles: vec![role.to_owned()],
-                    // Outlives any demo session; the key dies with this `lab up`.
-                    ttl: std::time::Duration::from_secs(7 * 24 * 3600),
-                    ..Default::default()
-                },
-            )
+            signer.token(&lab_common::auth::issue::TokenSpec {
+                subject: subject.to_owned(),
+                roles: vec![role.to_owned()],
+                // Outlives any demo session; the key dies with this `lab up`.
+                ttl: std::time::Duration::from_secs(7 * 24 * 3600),
+                ..Default::default()
+            })
         };
         std::fs::write(
             dir.path().join("order-svc.token"),

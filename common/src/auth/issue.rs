@@ -1,6 +1,7 @@
 //! Signing keys and tokens for `lab auth init` / `lab auth token` and for tests: an Ed25519
 //! key as PKCS#8 PEM, its public half as a JWKS with a `kid`, and EdDSA-signed JWTs.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -64,12 +65,15 @@ pub struct TokenSpec {
     pub subject: String,
     /// `roles`.
     pub roles: Vec<String>,
-    /// Lifetime from now (`exp` = now + ttl).
+    /// Lifetime from `iat` (`exp` = iat + ttl).
     pub ttl: Duration,
     /// `iss`, when given.
     pub issuer: Option<String>,
     /// `aud`, when given.
     pub audience: Option<String>,
+    /// `iat` in seconds since the epoch; `None` is now. An earlier one backdates the token
+    /// (an already expired token, to test a clock or a refusal).
+    pub issued_at: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -84,31 +88,85 @@ struct Claims<'a> {
     aud: Option<&'a str>,
 }
 
-/// Signs `spec` with the Ed25519 key in `private_pem` (PKCS#8), naming `kid` in the header
-/// when given.
-pub fn sign(private_pem: &[u8], kid: Option<&str>, spec: &TokenSpec) -> Result<String, IssueError> {
-    let key = EncodingKey::from_ed_pem(private_pem)
-        .map_err(|error| IssueError(format!("not an Ed25519 PKCS#8 PEM key: {error}")))?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs();
-    let claims = Claims {
-        sub: &spec.subject,
-        roles: &spec.roles,
-        iat: now,
-        exp: now + spec.ttl.as_secs(),
-        iss: spec.issuer.as_deref(),
-        aud: spec.audience.as_deref(),
-    };
-    let mut header = Header::new(Algorithm::EdDSA);
-    header.kid = kid.map(str::to_owned);
-    encode(&header, &claims, &key).map_err(|error| IssueError(error.to_string()))
+/// Signs tokens with an Ed25519 key, naming its `kid` (as [`new_key`] derived it).
+#[derive(Clone)]
+pub struct Signer {
+    key: EncodingKey,
+    kid: String,
 }
 
-/// The `kid` of the Ed25519 key in `private_pem`, as [`new_key`] derived it (so a token names
-/// the key without being told).
-pub fn kid_of(private_pem: &[u8]) -> Result<String, IssueError> {
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Signer {
+    /// The signer of the Ed25519 PKCS#8 PEM key `private_pem`.
+    pub fn from_pem(private_pem: &[u8]) -> Result<Self, IssueError> {
+        let key = EncodingKey::from_ed_pem(private_pem)
+            .map_err(|error| IssueError(format!("not an Ed25519 PKCS#8 PEM key: {error}")))?;
+        Ok(Self {
+            key,
+            kid: kid_of(private_pem)?,
+        })
+    }
+
+    /// The key's id.
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// A token saying `spec`.
+    pub fn token(&self, spec: &TokenSpec) -> Result<String, IssueError> {
+        let iat = spec.issued_at.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+        });
+        let claims = Claims {
+            sub: &spec.subject,
+            roles: &spec.roles,
+            iat,
+            exp: iat + spec.ttl.as_secs(),
+            iss: spec.issuer.as_deref(),
+            aud: spec.audience.as_deref(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        encode(&header, &claims, &self.key).map_err(|error| IssueError(error.to_string()))
+    }
+}
+
+/// Writes a new key into `dir` (created if missing): `private.pem` (mode 0600) and
+/// `jwks.json`. Refuses to replace an existing `private.pem`: tokens signed with it would stop
+/// verifying.
+pub fn write_key(dir: &Path) -> Result<(NewKey, Signer), IssueError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let failed =
+        |path: &Path, error: std::io::Error| IssueError(format!("{}: {error}", path.display()));
+    let key = new_key()?;
+    std::fs::create_dir_all(dir).map_err(|error| failed(dir, error))?;
+    let private = dir.join("private.pem");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&private)
+        .and_then(|mut file| file.write_all(key.private_pem.as_bytes()))
+        .map_err(|error| failed(&private, error))?;
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, &key.jwks).map_err(|error| failed(&jwks, error))?;
+    let signer = Signer::from_pem(key.private_pem.as_bytes())?;
+    Ok((key, signer))
+}
+
+/// The `kid` of the Ed25519 key in `private_pem`, as [`new_key`] derived it.
+fn kid_of(private_pem: &[u8]) -> Result<String, IssueError> {
     let text = std::str::from_utf8(private_pem).map_err(|_| IssueError("not PEM".into()))?;
     let body: String = text
         .lines()

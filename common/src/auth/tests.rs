@@ -11,7 +11,7 @@ use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde_json::{Value, json};
 use tonic::Code;
 
-use super::issue::{TokenSpec, new_key, sign};
+use super::issue::{Signer, TokenSpec, new_key, write_key};
 use super::*;
 
 fn now() -> i64 {
@@ -339,20 +339,24 @@ fn protected_mode_refuses_beyond_loopback_unless_told() {
 
 #[test]
 fn issued_tokens_name_their_key() {
-    let key = new_key().unwrap();
-    assert_eq!(issue::kid_of(key.private_pem.as_bytes()).unwrap(), key.kid);
-    let token = sign(
-        key.private_pem.as_bytes(),
-        Some(&key.kid),
-        &TokenSpec {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, signer) = write_key(dir.path()).unwrap();
+    assert_eq!(signer.kid(), key.kid);
+    assert!(
+        write_key(dir.path()).is_err(),
+        "an existing key is never replaced"
+    );
+    let again = Signer::from_pem(&std::fs::read(dir.path().join("private.pem")).unwrap()).unwrap();
+    assert_eq!(again.kid(), key.kid);
+    let token = signer
+        .token(&TokenSpec {
             subject: "ops".into(),
             roles: vec!["operator".into()],
             ttl: Duration::from_secs(60),
             ..TokenSpec::default()
-        },
-    )
-    .unwrap();
-    let set = parse_jwks(key.jwks.as_bytes()).unwrap();
+        })
+        .unwrap();
+    let set = parse_jwks(&std::fs::read(dir.path().join("jwks.json")).unwrap()).unwrap();
     assert_eq!(set.kids(), vec![key.kid.clone()]);
     assert_eq!(
         jsonwebtoken::decode_header(&token).unwrap().kid,
