@@ -70,7 +70,7 @@ pub struct UpArgs {
 
 /// The dev key of one `lab up`, approval-svc's token file, and a ready token per role.
 struct DevAuth {
-    dir: tempfile::TempDir,
+    key: lab_common::auth::issue::TempKey,
     approver: String,
     operator: String,
     shop_admin: String,
@@ -83,10 +83,9 @@ const APPROVAL_SUBJECT: &str = lab_common::metadata::APPROVAL_CLIENT_ID;
 
 impl DevAuth {
     fn new() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("lab-up-auth-").tempdir()?;
-        let (_, signer) = lab_common::auth::issue::write_key(dir.path())?;
+        let key = lab_common::auth::issue::TempKey::new()?;
         let token = |subject: &str, role: &str| {
-            signer.token(&lab_common::auth::issue::TokenSpec {
+            key.signer().token(&lab_common::auth::issue::TokenSpec {
                 subject: subject.to_owned(),
                 roles: vec![role.to_owned()],
                 // Outlives any demo session; the key dies with this `lab up`.
@@ -95,7 +94,7 @@ impl DevAuth {
             })
         };
         std::fs::write(
-            dir.path().join("order-svc.token"),
+            key.dir().join("order-svc.token"),
             token(APPROVAL_SUBJECT, "shop-client")?,
         )?;
         let user = Uuid::now_v7().to_string();
@@ -104,12 +103,12 @@ impl DevAuth {
             operator: token("ops", "operator")?,
             shop_admin: token("shop-admin", "shop-admin")?,
             user: (token(&user, "user")?, user),
-            dir,
+            key,
         })
     }
 
     fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
+        self.key.dir().join(name).display().to_string()
     }
 
     /// The services' flags: order-svc's, then approval-svc's.
@@ -376,7 +375,7 @@ fn print_welcome(
             println!();
             println!(
                 "Authentication is on (dev key in {}; `lab up --insecure` for open mode). Tokens:",
-                auth.dir.path().display()
+                auth.key.dir().display()
             );
             println!("  export APPROVER_TOKEN={}   # sub alice", auth.approver);
             println!("  export OPERATOR_TOKEN={}", auth.operator);

@@ -185,3 +185,38 @@ fn kid(public_key: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, public_key);
     URL_SAFE_NO_PAD.encode(&digest.as_ref()[..12])
 }
+
+/// A new key in a private temporary directory, removed when dropped: `lab up`'s dev key, and
+/// tests'.
+#[derive(Debug)]
+pub struct TempKey {
+    dir: tempfile::TempDir,
+    signer: Signer,
+}
+
+impl TempKey {
+    /// Makes the directory and the key ([`write_key`]).
+    pub fn new() -> Result<Self, IssueError> {
+        let dir = tempfile::Builder::new()
+            .prefix("lab-auth-")
+            .tempdir()
+            .map_err(|error| IssueError(format!("temporary directory: {error}")))?;
+        let (_, signer) = write_key(dir.path())?;
+        Ok(Self { dir, signer })
+    }
+
+    /// The directory (`private.pem`, `jwks.json`; room for token files).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The JWKS file, for `--auth-keys`.
+    pub fn jwks(&self) -> std::path::PathBuf {
+        self.dir.path().join("jwks.json")
+    }
+
+    /// Signs with the key.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+}

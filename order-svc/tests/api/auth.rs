@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use lab_common::auth::issue::{Signer, TokenSpec, write_key};
+use lab_common::auth::issue::{TempKey, TokenSpec};
 use lab_proto::order::v1 as pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use tonic::transport::Channel;
@@ -18,20 +18,15 @@ use crate::helpers::{TestShop, WAIT, config, order_request, reason, shared};
 const AUDIENCE: &str = "shop";
 
 /// A signing key in a directory of its own (its `jwks.json` is what the service loads).
-struct Keys {
-    dir: tempfile::TempDir,
-    signer: Signer,
-}
+struct Keys(TempKey);
 
 impl Keys {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let (_, signer) = write_key(dir.path()).unwrap();
-        Self { dir, signer }
+        Self(TempKey::new().unwrap())
     }
 
     fn jwks(&self) -> PathBuf {
-        self.dir.path().join("jwks.json")
+        self.0.jwks()
     }
 
     fn spec(subject: &str, roles: &[&str]) -> TokenSpec {
@@ -49,7 +44,7 @@ impl Keys {
     }
 
     fn bearer_of(&self, spec: &TokenSpec) -> String {
-        format!("Bearer {}", self.signer.token(spec).unwrap())
+        format!("Bearer {}", self.0.signer().token(spec).unwrap())
     }
 }
 
