@@ -74,10 +74,11 @@ impl ApprovalApi {
         own: Option<String>,
     ) -> Result<pb::ListChallengesResponse, ApprovalError> {
         let (status, page) = parse::list(&request)?;
-        // A user whose subject is no user id owns no challenge.
-        let user = match own {
-            Some(own) => Some(Uuid::parse_str(&own).unwrap_or(Uuid::nil())),
+        let user = match own.map(|own| Uuid::parse_str(&own)) {
             None => None,
+            Some(Ok(user)) => Some(user),
+            // A user whose subject is no user id owns no challenge.
+            Some(Err(_)) => return Ok(pb::ListChallengesResponse::default()),
         };
         let rows = challenges::list(self.saga.pool(), status, user, &page).await?;
         let (rows, next_page_token) = page.finish(rows, |row| row.challenge_id);

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use http::HeaderValue;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 
@@ -83,12 +83,14 @@ fn usable(value: serde_json::Value) -> Result<Key, String> {
         }
         _ => return Err("only OKP/Ed25519 and EC/P-256 keys are accepted".into()),
     };
-    if let Some(declared) = jwk.common.key_algorithm {
-        if format!("{declared:?}") != format!("{algorithm:?}") {
-            return Err(format!(
-                "declares alg {declared:?}, its key is {algorithm:?}"
-            ));
-        }
+    let declared_matches = match jwk.common.key_algorithm {
+        None => true,
+        Some(KeyAlgorithm::EdDSA) => algorithm == Algorithm::EdDSA,
+        Some(KeyAlgorithm::ES256) => algorithm == Algorithm::ES256,
+        Some(_) => false,
+    };
+    if !declared_matches {
+        return Err(format!("its `alg` does not fit its {algorithm:?} key"));
     }
     let key = DecodingKey::from_jwk(&jwk).map_err(|error| error.to_string())?;
     Ok(Key {
