@@ -287,6 +287,12 @@ fn classify_answer(status: &Status) -> FailureReason {
         // retry with the same key (which replays it) can settle it: transient, never definitive.
         (Code::Aborted | Code::Unknown, _) => FailureReason::OrderServiceUnavailable,
         (Code::DeadlineExceeded | Code::Cancelled, _) => FailureReason::DeadlineExceeded,
+        // approval-svc's own token was refused (expired, rotated away, role missing): a fault of
+        // this deployment, not of the request, and order-svc wrote nothing. Retried, so the
+        // approvals go through once the token file is renewed.
+        (Code::Unauthenticated | Code::PermissionDenied, _) => {
+            FailureReason::OrderServiceUnavailable
+        }
         _ => FailureReason::RejectedByOrderService,
     }
 }
@@ -385,6 +391,15 @@ mod tests {
                 FailureReason::RejectedByOrderService,
             ),
             (Status::internal("x"), FailureReason::RejectedByOrderService),
+            // Our own credentials refused: retried once the token is renewed.
+            (
+                with_reason(Code::Unauthenticated, "TOKEN_EXPIRED", "x", []),
+                FailureReason::OrderServiceUnavailable,
+            ),
+            (
+                with_reason(Code::PermissionDenied, "ROLE_REQUIRED", "x", []),
+                FailureReason::OrderServiceUnavailable,
+            ),
         ];
         for (status, expected) in cases {
             assert_eq!(classify(&status, false), expected, "{status:?}");

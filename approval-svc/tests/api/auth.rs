@@ -2,9 +2,6 @@
 //! every RPC refuses every bad credential and writes nothing, starts no attempt; the approver
 //! is the token's subject; a user acts only for itself; approval-svc presents its token file.
 
-use std::time::Duration;
-
-use lab_common::auth::issue::{TempKey, TokenSpec};
 use lab_proto::approval::v1 as apb;
 use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use lab_proto::approval::v1::ops_service_client::OpsServiceClient;
@@ -16,34 +13,13 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-const AUDIENCE: &str = "lab";
+#[path = "../../../common/tests/support/auth.rs"]
+mod support;
 
-fn spec(subject: &str, roles: &[&str]) -> TokenSpec {
-    TokenSpec {
-        subject: subject.into(),
-        roles: roles.iter().map(|role| role.to_string()).collect(),
-        ttl: Duration::from_secs(600),
-        audience: Some(AUDIENCE.into()),
-        ..TokenSpec::default()
-    }
-}
-
-fn bearer_of(key: &TempKey, spec: &TokenSpec) -> String {
-    format!("Bearer {}", key.signer().token(spec).unwrap())
-}
-
-fn bearer(key: &TempKey, subject: &str, roles: &[&str]) -> String {
-    bearer_of(key, &spec(subject, roles))
-}
+use support::{AUDIENCE, Credentials};
 
 fn with_auth<T>(message: T, header: Option<&str>) -> Request<T> {
-    let mut request = Request::new(message);
-    if let Some(header) = header {
-        request
-            .metadata_mut()
-            .insert("authorization", header.parse().unwrap());
-    }
-    request
+    support::with_auth(Request::new(message), header)
 }
 
 /// Both services secured by `key`; approval-svc presents a `shop-client` token (sub
@@ -67,9 +43,9 @@ impl Secured {
     }
 }
 
-async fn secured(key: &TempKey) -> Secured {
+async fn secured(key: &Credentials) -> Secured {
     let mut order_config = order_config(fresh_database().await);
-    order_config.auth.auth_keys = Some(key.jwks());
+    order_config.auth.auth_keys = Some(key.0.jwks());
     order_config.auth.auth_audience = Some(AUDIENCE.into());
     let order = OrderSvc::start_with(order_config).await;
     let product = order
@@ -81,23 +57,24 @@ async fn secured(key: &TempKey) -> Secured {
                 initial_stock: 10,
                 max_per_customer: 0,
             },
-            Some(&bearer(key, "admin", &["shop-admin"])),
+            Some(&key.bearer("admin", &["shop-admin"])),
         ))
         .await
         .unwrap()
         .into_inner()
         .product
         .unwrap();
-    let token_file = key.dir().join("order-svc.token");
+    let token_file = key.0.dir().join("order-svc.token");
     let token = key
+        .0
         .signer()
-        .token(&spec("approval-svc", &["shop-client"]))
+        .token(&Credentials::spec("approval-svc", &["shop-client"]))
         .unwrap();
     // Surrounding whitespace (an editor's newline) is ignored.
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
     let database = fresh_database().await;
     let mut config = ApprovalSvc::config(&database, &order.url());
-    config.auth.auth_keys = Some(key.jwks());
+    config.auth.auth_keys = Some(key.0.jwks());
     config.auth.auth_audience = Some(AUDIENCE.into());
     config.order_svc_token_file = Some(token_file);
     let approval = ApprovalSvc::start(config).await;
@@ -230,9 +207,9 @@ async fn call(
 #[tokio::test]
 async fn every_rpc_refuses_every_bad_credential_and_writes_nothing() {
     bounded(async {
-        let key = TempKey::new().unwrap();
+        let key = Credentials::new();
         let system = secured(&key).await;
-        let approver = bearer(&key, "alice", &["approver"]);
+        let approver = key.bearer("alice", &["approver"]);
         let mut client = system.approval.client().await;
         let challenge = client
             .submit_challenge(with_auth(
@@ -251,82 +228,27 @@ async fn every_rpc_refuses_every_bad_credential_and_writes_nothing() {
             .unwrap();
         let before = snapshot(&system.approvals_db).await;
 
-        let forged = {
-            let (signed, _) = approver.rsplit_once('.').unwrap();
-            let other = bearer(&TempKey::new().unwrap(), "alice", &["approver"]);
-            format!("{signed}.{}", other.rsplit_once('.').unwrap().1)
-        };
-        let everything = ["approver", "operator", "user"];
-        let expired = bearer_of(
-            &key,
-            &TokenSpec {
-                issued_at: Some(chrono::Utc::now().timestamp() as u64 - 7200),
-                ..spec("alice", &everything)
-            },
+        let cases = key.bad(
+            &["approver", "operator", "user"],
+            &["shop-admin", "shop-client"],
         );
-        let elsewhere = bearer_of(
-            &key,
-            &TokenSpec {
-                audience: Some("elsewhere".into()),
-                ..spec("alice", &everything)
-            },
-        );
-        let wrong_role = bearer(&key, "shop", &["shop-admin", "shop-client"]);
-        let cases: [(&str, Option<&str>, Code, &str); 6] = [
-            ("no token", None, Code::Unauthenticated, "TOKEN_MISSING"),
-            (
-                "garbage",
-                Some("Bearer x.y.z"),
-                Code::Unauthenticated,
-                "TOKEN_MALFORMED",
-            ),
-            (
-                "bad signature",
-                Some(&forged),
-                Code::Unauthenticated,
-                "TOKEN_INVALID",
-            ),
-            (
-                "expired",
-                Some(&expired),
-                Code::Unauthenticated,
-                "TOKEN_EXPIRED",
-            ),
-            (
-                "wrong audience",
-                Some(&elsewhere),
-                Code::Unauthenticated,
-                "TOKEN_WRONG_AUDIENCE",
-            ),
-            (
-                "wrong role",
-                Some(&wrong_role),
-                Code::PermissionDenied,
-                "ROLE_REQUIRED",
-            ),
-        ];
         let channel = Channel::from_shared(format!("http://{}", system.approval.addr))
             .unwrap()
             .connect()
             .await
             .unwrap();
         for rpc in RPCS {
-            for (name, header, code, why) in cases {
-                let status = call(
+            for bad in &cases {
+                let header = bad.header.as_deref();
+                let outcome = call(
                     channel.clone(),
                     rpc,
                     header,
                     &challenge.challenge_id,
                     &system.product_id,
                 )
-                .await
-                .expect_err(&format!("{rpc} with {name}"));
-                assert_eq!(status.code(), code, "{rpc} with {name}: {status:?}");
-                assert_eq!(
-                    lab_common::status::reason(&status).as_deref(),
-                    Some(why),
-                    "{rpc} with {name}"
-                );
+                .await;
+                bad.assert_refused(rpc, outcome);
             }
         }
         assert_eq!(
@@ -341,7 +263,7 @@ async fn every_rpc_refuses_every_bad_credential_and_writes_nothing() {
         let breaker = OpsServiceClient::new(channel)
             .get_circuit_breaker(with_auth(
                 apb::GetCircuitBreakerRequest::default(),
-                Some(&bearer(&key, "ops", &["operator"])),
+                Some(&key.bearer("ops", &["operator"])),
             ))
             .await
             .unwrap()
@@ -358,11 +280,11 @@ async fn every_rpc_refuses_every_bad_credential_and_writes_nothing() {
 #[tokio::test]
 async fn the_approver_is_the_token_subject_and_users_act_only_for_themselves() {
     bounded(async {
-        let key = TempKey::new().unwrap();
+        let key = Credentials::new();
         let system = secured(&key).await;
         let (me, them) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
-        let user = bearer(&key, &me, &["user"]);
-        let approver = bearer(&key, "alice", &["approver"]);
+        let user = key.bearer(&me, &["user"]);
+        let approver = key.bearer("alice", &["approver"]);
         let mut client = system.approval.client().await;
         let submit = |user_id: &str, header: &str| {
             with_auth(

@@ -3,10 +3,8 @@
 //! whatever `client-id` says; keys rotate without a restart; protected mode.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use lab_common::auth::issue::{TempKey, TokenSpec};
 use lab_proto::order::v1 as pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use tonic::transport::Channel;
@@ -15,51 +13,13 @@ use uuid::Uuid;
 
 use crate::helpers::{TestShop, WAIT, config, order_request, reason, shared};
 
-const AUDIENCE: &str = "shop";
+#[path = "../../../common/tests/support/auth.rs"]
+mod support;
 
-/// A signing key in a directory of its own (its `jwks.json` is what the service loads).
-struct Keys(TempKey);
-
-impl Keys {
-    fn new() -> Self {
-        Self(TempKey::new().unwrap())
-    }
-
-    fn jwks(&self) -> PathBuf {
-        self.0.jwks()
-    }
-
-    fn spec(subject: &str, roles: &[&str]) -> TokenSpec {
-        TokenSpec {
-            subject: subject.into(),
-            roles: roles.iter().map(|role| role.to_string()).collect(),
-            ttl: Duration::from_secs(600),
-            audience: Some(AUDIENCE.into()),
-            ..TokenSpec::default()
-        }
-    }
-
-    fn bearer(&self, subject: &str, roles: &[&str]) -> String {
-        self.bearer_of(&Self::spec(subject, roles))
-    }
-
-    fn bearer_of(&self, spec: &TokenSpec) -> String {
-        format!("Bearer {}", self.0.signer().token(spec).unwrap())
-    }
-}
-
-/// `message` with `authorization: <header>` when given.
-fn with_auth<T>(mut request: Request<T>, header: Option<&str>) -> Request<T> {
-    if let Some(header) = header {
-        request
-            .metadata_mut()
-            .insert("authorization", header.parse().unwrap());
-    }
-    request
-}
+use support::{AUDIENCE, Credentials as Keys, with_auth};
 
 async fn secured_shop(keys: &Keys) -> TestShop {
-    let jwks = keys.jwks();
+    let jwks = keys.0.jwks();
     TestShop::spawn_with(move |config| {
         config.auth.auth_keys = Some(jwks);
         config.auth.auth_audience = Some(AUDIENCE.into());
@@ -199,67 +159,19 @@ async fn every_rpc_refuses_every_bad_credential_and_writes_nothing() {
         .unwrap();
     let before = snapshot(&shop).await;
 
-    let good = keys.bearer("client-a", &["shop-client"]);
-    let forged = {
-        let (signed, _) = good.rsplit_once('.').unwrap();
-        let other = Keys::new().bearer("client-a", &["shop-client"]);
-        format!("{signed}.{}", other.rsplit_once('.').unwrap().1)
-    };
-    let expired = keys.bearer_of(&TokenSpec {
-        issued_at: Some(chrono::Utc::now().timestamp() as u64 - 7200),
-        ..Keys::spec("admin", &["shop-admin", "shop-client"])
-    });
-    let elsewhere = keys.bearer_of(&TokenSpec {
-        audience: Some("elsewhere".into()),
-        ..Keys::spec("admin", &["shop-admin", "shop-client"])
-    });
-    let wrong_role = keys.bearer("alice", &["approver", "operator"]);
-    let cases: [(&str, Option<&str>, Code, &str); 6] = [
-        ("no token", None, Code::Unauthenticated, "TOKEN_MISSING"),
-        (
-            "garbage",
-            Some("Bearer garbage"),
-            Code::Unauthenticated,
-            "TOKEN_MALFORMED",
-        ),
-        (
-            "bad signature",
-            Some(&forged),
-            Code::Unauthenticated,
-            "TOKEN_INVALID",
-        ),
-        (
-            "expired",
-            Some(&expired),
-            Code::Unauthenticated,
-            "TOKEN_EXPIRED",
-        ),
-        (
-            "wrong audience",
-            Some(&elsewhere),
-            Code::Unauthenticated,
-            "TOKEN_WRONG_AUDIENCE",
-        ),
-        (
-            "wrong role",
-            Some(&wrong_role),
-            Code::PermissionDenied,
-            "ROLE_REQUIRED",
-        ),
-    ];
+    let cases = keys.bad(&["shop-admin", "shop-client"], &["approver", "operator"]);
     for rpc in RPCS {
-        for (name, header, code, why) in cases {
-            let status = call(
+        for bad in &cases {
+            let header = bad.header.as_deref();
+            let outcome = call(
                 &mut client,
                 rpc,
                 header,
                 &product.product_id,
                 &order.order_id,
             )
-            .await
-            .expect_err(&format!("{rpc} with {name}"));
-            assert_eq!(status.code(), code, "{rpc} with {name}: {status:?}");
-            assert_eq!(reason(&status), why, "{rpc} with {name}");
+            .await;
+            bad.assert_refused(rpc, outcome);
         }
     }
     assert_eq!(
@@ -434,7 +346,7 @@ async fn a_new_key_file_is_used_without_a_restart() {
         .list_products(list(old.bearer("u", &["user"])))
         .await
         .expect("old key works");
-    std::fs::copy(new.jwks(), old.jwks()).unwrap();
+    std::fs::copy(new.0.jwks(), old.0.jwks()).unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
     while client
         .list_products(list(new.bearer("u", &["user"])))
