@@ -27,6 +27,24 @@ async fn secured_shop(keys: &Keys) -> TestShop {
     .await
 }
 
+/// A product of 10, created by `admin`.
+async fn admin_product(client: &mut OrderServiceClient<Channel>, admin: &str) -> pb::Product {
+    client
+        .create_product(with_auth(
+            Request::new(pb::CreateProductRequest {
+                name: "hot".into(),
+                initial_stock: 10,
+                max_per_customer: 0,
+            }),
+            Some(admin),
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .product
+        .unwrap()
+}
+
 /// What the shop holds: products, total stock, orders, cancelled orders, idempotency keys.
 async fn snapshot(shop: &TestShop) -> (i64, i64, i64, i64, i64) {
     sqlx::query_as(
@@ -133,20 +151,7 @@ async fn every_rpc_refuses_every_bad_credential_and_writes_nothing() {
     let shop = secured_shop(&keys).await;
     let admin = keys.bearer("admin", &["shop-admin"]);
     let mut client = shop.client.clone();
-    let product = client
-        .create_product(with_auth(
-            Request::new(pb::CreateProductRequest {
-                name: "hot".into(),
-                initial_stock: 10,
-                max_per_customer: 0,
-            }),
-            Some(&admin),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap();
+    let product = admin_product(&mut client, &admin).await;
     let order = client
         .create_order(with_auth(
             order_request(&product.product_id, 1, Uuid::now_v7(), "k-a"),
@@ -204,20 +209,7 @@ async fn the_idempotency_scope_is_the_token_subject_not_the_client_id_header() {
     );
     let admin = keys.bearer("admin", &["shop-admin"]);
     let mut client = shop.client.clone();
-    let product = client
-        .create_product(with_auth(
-            Request::new(pb::CreateProductRequest {
-                name: "hot".into(),
-                initial_stock: 10,
-                max_per_customer: 0,
-            }),
-            Some(&admin),
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap();
+    let product = admin_product(&mut client, &admin).await;
     let customer = Uuid::now_v7();
     let spoofing = |token: &str, as_client: &str| {
         let mut request = with_auth(
