@@ -62,9 +62,10 @@ pub struct Config {
     #[command(flatten)]
     pub auth: lab_common::auth::AuthArgs,
 
-    /// File holding the bearer token presented to order-svc (role `shop-client`; its `sub`
-    /// is approval-svc's idempotency scope there). Re-read when it changes (checked every
-    /// second); surrounding whitespace is ignored. Unset: no token is sent.
+    /// File holding the bearer token presented to order-svc: role `shop-client`, `sub`
+    /// `approval-svc` (order-svc scopes approval-svc's idempotency keys to it, and the
+    /// consistency checks look for its orders under that name). Re-read when it changes
+    /// (checked every second); surrounding whitespace is ignored. Unset: no token is sent.
     #[arg(long, env = "ORDER_SVC_TOKEN_FILE")]
     pub order_svc_token_file: Option<std::path::PathBuf>,
 

@@ -55,8 +55,8 @@ pub enum AuthError {
     /// `aud` is wrong.
     #[error("token issued for another audience")]
     WrongAudience,
-    /// The principal lacks every role the RPC admits.
-    #[error("{rpc} needs one of the roles {roles}")]
+    /// The principal lacks every role the RPC admits (`roles` empty: an RPC no role may call).
+    #[error("{rpc} needs one of the roles [{roles}]")]
     RoleRequired {
         /// The RPC's path.
         rpc: String,
