@@ -127,6 +127,17 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
 
+    /// Authentication (bearer tokens) and protected mode.
+    #[command(flatten)]
+    pub auth: lab_common::auth::AuthArgs,
+
+    /// File holding the bearer token presented to order-svc: role `shop-client`, `sub`
+    /// `approval-svc` (order-svc scopes approval-svc's idempotency keys to it, and the
+    /// consistency checks look for its orders under that name). Re-read when it changes
+    /// (checked every second); surrounding whitespace is ignored. Unset: no token is sent.
+    #[arg(long, env = "ORDER_SVC_TOKEN_FILE")]
+    pub order_svc_token_file: Option<std::path::PathBuf>,
+
     /// Largest quantity a challenge may ask for.
     #[arg(long, env = "MAX_QUANTITY", default_value_t = 1_000_000)]
     pub max_quantity: i32,

@@ -62,6 +62,9 @@ pub enum ApprovalError {
     /// No challenge with this id.
     #[error("challenge {0} not found")]
     NotFound(Uuid),
+    /// The caller may not do this (a `user` acting for someone else).
+    #[error(transparent)]
+    Denied(#[from] lab_common::auth::AuthError),
     /// The challenge's state does not allow the operation.
     #[error("challenge {id} in {status:?} cannot be {}", operation.verb())]
     WrongState {
@@ -112,6 +115,7 @@ impl From<ApprovalError> for Status {
                     )
                 })
             }
+            ApprovalError::Denied(refusal) => refusal.into(),
             ApprovalError::NotFound(id) => with_reason(
                 Code::NotFound,
                 Reason::ChallengeNotFound,

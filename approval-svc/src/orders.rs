@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use lab_common::auth::{WatchError, Watched, watched};
 use lab_common::metadata::{
     APPROVAL_CLIENT_ID, CLIENT_ID, GRPC_PREVIOUS_RPC_ATTEMPTS, IDEMPOTENCY_KEY,
 };
@@ -13,7 +14,7 @@ use resilience::{
     Balanced, BreakerHandle, Discovery, EndpointsHandle, ResilienceConfig, ResilientChannel,
 };
 
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 use uuid::Uuid;
@@ -93,6 +94,19 @@ pub type OrderClient = OrderServiceClient<ResilientChannel<Balanced>>;
 pub struct OrderGateway {
     client: OrderClient,
     endpoints: Option<EndpointsHandle>,
+    token: Option<Watched<AsciiMetadataValue>>,
+}
+
+/// `Bearer <token>` from a token file's content (trimmed), as `authorization` metadata.
+fn bearer(bytes: &[u8]) -> Result<AsciiMetadataValue, String> {
+    let token = std::str::from_utf8(bytes)
+        .map_err(|_| "not UTF-8".to_owned())?
+        .trim();
+    if token.is_empty() {
+        return Err("empty".into());
+    }
+    AsciiMetadataValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| "not a token (visible ASCII only)".into())
 }
 
 impl OrderGateway {
@@ -125,7 +139,15 @@ impl OrderGateway {
         Self {
             endpoints: stack.endpoints(),
             client: OrderServiceClient::new(stack),
+            token: None,
         }
+    }
+
+    /// Presents the bearer token in `path` on every call (re-read when the file changes, so
+    /// a rotated token is used without a restart).
+    pub async fn with_token(mut self, path: &std::path::Path) -> Result<Self, WatchError> {
+        self.token = Some(Watched::open(path, bearer, watched::POLL).await?);
+        Ok(self)
     }
 
     /// The per-endpoint view (OpsService/GetCircuitBreaker).
@@ -189,7 +211,7 @@ impl OrderGateway {
             .ok_or_else(|| Status::internal("order-svc answered without an order"))
     }
 
-    /// Sends `request` with `client-id` and the budget as `grpc-timeout`, and enforces the
+    /// Sends `request` with `client-id`, the bearer token when configured, and the budget as `grpc-timeout`, and enforces the
     /// budget here too, so the caller's deadline holds whatever the stack below does. Every
     /// call approval-svc makes to order-svc goes through here (the saga's two above, the
     /// consistency checker's), over the same breaker and budgets.
@@ -211,6 +233,11 @@ impl OrderGateway {
         request
             .metadata_mut()
             .insert(CLIENT_ID, MetadataValue::from_static(APPROVAL_CLIENT_ID));
+        if let Some(token) = &self.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.current().as_ref().clone());
+        }
         request.set_timeout(budget);
         match tokio::time::timeout(budget, send(self.client.clone(), request)).await {
             Ok(result) => result.map(tonic::Response::into_inner),
@@ -272,6 +299,12 @@ fn classify_answer(status: &Status) -> FailureReason {
         // retry with the same key (which replays it) can settle it: transient, never definitive.
         (Code::Aborted | Code::Unknown, _) => FailureReason::OrderServiceUnavailable,
         (Code::DeadlineExceeded | Code::Cancelled, _) => FailureReason::DeadlineExceeded,
+        // approval-svc's own token was refused (expired, rotated away, role missing): a fault of
+        // this deployment, not of the request, and order-svc wrote nothing. Retried, so the
+        // approvals go through once the token file is renewed.
+        (Code::Unauthenticated | Code::PermissionDenied, _) => {
+            FailureReason::OrderServiceUnavailable
+        }
         _ => FailureReason::RejectedByOrderService,
     }
 }
@@ -375,6 +408,15 @@ mod tests {
                 FailureReason::RejectedByOrderService,
             ),
             (Status::internal("x"), FailureReason::RejectedByOrderService),
+            // Our own credentials refused: retried once the token is renewed.
+            (
+                with_reason(Code::Unauthenticated, "TOKEN_EXPIRED", "x", []),
+                FailureReason::OrderServiceUnavailable,
+            ),
+            (
+                with_reason(Code::PermissionDenied, "ROLE_REQUIRED", "x", []),
+                FailureReason::OrderServiceUnavailable,
+            ),
         ];
         for (status, expected) in cases {
             assert_eq!(classify(&status, false), expected, "{status:?}");

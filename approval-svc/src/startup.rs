@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use lab_common::auth::{AuthLayer, AuthSetupError, Verifier, WatchError};
 use lab_common::grpc::{BoundListener, bind_tls, reflection};
 use lab_common::grpc_metrics::GrpcMetricsLayer;
 use lab_common::metrics_http::{self, Readiness};
@@ -53,6 +54,12 @@ pub enum StartupError {
     /// A TLS setting is wrong (a missing or unreadable file, a key without its certificate).
     #[error("TLS set-up failed: {0}")]
     Tls(#[from] lab_common::tls::TlsError),
+    /// Authentication could not be set up (protected mode, or the key file).
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    /// `--order-svc-token-file` could not be read.
+    #[error("cannot load --order-svc-token-file: {0}")]
+    OrderToken(#[from] WatchError),
     /// Binding the listener failed.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
@@ -72,6 +79,7 @@ pub struct Application {
     saga: Arc<Saga>,
     breaker: BreakerHandle,
     metrics_listener: Option<tokio::net::TcpListener>,
+    verifier: Option<Verifier>,
 }
 
 impl Application {
@@ -83,6 +91,8 @@ impl Application {
         // Before the database: a wrong file is found at once, not after a throwaway PostgreSQL.
         let tls = config.tls.load()?;
         let order_svc_tls = config.order_svc_tls()?;
+        // Before anything is started: a refused configuration leaves nothing behind.
+        let verifier = config.auth.verifier(config.listen).await?;
         let database = ServiceDatabase::open(
             config.database_url.as_deref(),
             "approval",
@@ -108,6 +118,10 @@ impl Application {
             config.resilience(),
         )
         .await?;
+        let orders = match &config.order_svc_token_file {
+            Some(path) => orders.with_token(path).await?,
+            None => orders,
+        };
         let saga = Arc::new(Saga::new(
             database.pool.clone(),
             orders,
@@ -133,6 +147,7 @@ impl Application {
             saga,
             breaker,
             metrics_listener,
+            verifier,
         })
     }
 
@@ -181,6 +196,7 @@ impl Application {
             saga,
             breaker,
             metrics_listener,
+            verifier,
         } = self;
         let pool = database.pool.clone();
         let api = ApprovalApi::new(Arc::clone(&saga), config.max_quantity);
@@ -251,6 +267,8 @@ impl Application {
                 APPROVAL_SERVICE_NAME,
                 OPS_SERVICE_NAME,
             ]))
+            // Inside the metrics, so refusals are counted by code like any other answer.
+            .layer(AuthLayer::new(verifier, crate::service::access::policy))
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -2,6 +2,7 @@
 //!
 //! - [`batch`]: leader/follower group commit (one transaction for the writes that arrive together,
 //!   in one queue or one per key).
+//! - [`auth`]: bearer-token authentication, roles, protected mode (one tower layer).
 //! - [`alerts`]: alert delivery to Slack-compatible and PagerDuty webhooks, with retries.
 //! - [`grpc`]: binding, reflection, health and request ids for tonic servers.
 //! - [`shutdown`]: the one shutdown signal of a process's tasks, and SIGINT/SIGTERM.
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod auth;
 pub mod batch;
 pub mod grpc;
 pub mod grpc_metrics;

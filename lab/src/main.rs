@@ -2,6 +2,7 @@
 //!
 //! - `lab up`: order-svc and approval-svc together on loopback, with demo data (one or more
 //!   instances of each).
+//! - `lab auth init` / `lab auth token`: a signing key and bearer tokens.
 //! - `lab check`: invariants I1–I6 across both services, through their public RPCs.
 //! - `lab proxy`: the TCP fault proxy for drills.
 //! - `lab drill`: a fault drill (built-in scenario or TOML timeline) with a report and a
@@ -13,6 +14,7 @@
 //! - `lab certs init`: a throwaway CA and certificates for TLS and mutual TLS.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod bench;
 mod certs;
 mod check;
@@ -60,6 +62,9 @@ enum Command {
     /// code, then with the real one, side by side (exit 0 when only the unsafe run broke).
     #[cfg(feature = "naive-demos")]
     Demo(demo::DemoArgs),
+    /// Signing keys and bearer tokens (`init DIR`, `token --key ... --sub ... --roles ...`).
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Benchmarks (bounded load tests that check invariants at the end).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -74,6 +79,7 @@ async fn main() -> std::process::ExitCode {
     lab_common::telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Up(args) => up::run(args, cli.log_format).await,
+        Command::Auth(command) => auth::run(command),
         Command::Bench(command) => bench::run(command).await,
         Command::Check(args) => check::run(args).await,
         #[cfg(feature = "naive-demos")]

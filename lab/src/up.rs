@@ -6,6 +6,10 @@
 //! `--*-listen` address, the others take the consecutive ports after the higher of the two (by
 //! default order-svc 50051, 50053, 50054…, then approval-svc 50052, 50055…), and every
 //! approval-svc gets the list of every order-svc instance as `--order-svc-url`.
+//!
+//! Authentication is on: a fresh dev signing key (in a private directory removed on exit)
+//! verifies bearer tokens, approval-svc presents a `shop-client` token to order-svc, and the
+//! welcome prints ready tokens for each role. `--insecure` keeps the open mode instead.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -58,6 +62,76 @@ pub struct UpArgs {
     /// row locks and leases).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=32))]
     approval_instances: u16,
+
+    /// Serve without authentication (open mode, loopback only) instead of with a fresh dev key.
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// The dev key of one `lab up`, approval-svc's token file, and a ready token per role.
+struct DevAuth {
+    key: lab_common::auth::issue::TempKey,
+    approver: String,
+    operator: String,
+    shop_admin: String,
+    user: (String, String),
+}
+
+/// The `sub` of approval-svc's token: order-svc scopes its idempotency keys to it, and the
+/// checkers look for approval-svc's orders under it.
+const APPROVAL_SUBJECT: &str = lab_common::metadata::APPROVAL_CLIENT_ID;
+
+impl DevAuth {
+    fn new() -> anyhow::Result<Self> {
+        let key = lab_common::auth::issue::TempKey::new()?;
+        let token = |subject: &str, role: &str| {
+            key.signer().token(&lab_common::auth::issue::TokenSpec {
+                subject: subject.to_owned(),
+                roles: vec![role.to_owned()],
+                // Outlives any demo session; the key dies with this `lab up`.
+                ttl: std::time::Duration::from_secs(7 * 24 * 3600),
+                ..Default::default()
+            })
+        };
+        std::fs::write(
+            key.dir().join("order-svc.token"),
+            token(APPROVAL_SUBJECT, "shop-client")?,
+        )?;
+        let user = Uuid::now_v7().to_string();
+        Ok(Self {
+            approver: token("alice", "approver")?,
+            operator: token("ops", "operator")?,
+            shop_admin: token("shop-admin", "shop-admin")?,
+            user: (token(&user, "user")?, user),
+            key,
+        })
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.key.dir().join(name).display().to_string()
+    }
+
+    /// The services' flags: order-svc's, then approval-svc's.
+    fn flags(&self) -> (Vec<String>, Vec<String>) {
+        let keys = vec!["--auth-keys".to_owned(), self.path("jwks.json")];
+        let mut approval = keys.clone();
+        approval.extend([
+            "--order-svc-token-file".to_owned(),
+            self.path("order-svc.token"),
+        ]);
+        (keys, approval)
+    }
+}
+
+/// `request` with `token` as its bearer token, when there is one.
+fn authorized<T>(message: T, token: Option<&str>) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse()?);
+    }
+    Ok(request)
 }
 
 /// Where each instance listens: instance 0 of each service on its `--*-listen` address, the
@@ -105,6 +179,8 @@ pub async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode
     let approval_db = create_database(&admin_url, "lab_approval").await?;
 
     let stop = Shutdown::new();
+    let auth = (!args.insecure).then(DevAuth::new).transpose()?;
+    let (order_auth, approval_auth) = auth.as_ref().map(DevAuth::flags).unwrap_or_default();
 
     let log_format = log_format_flag(log_format);
     let (order_listens, approval_listens) = instance_addrs(
@@ -117,15 +193,19 @@ pub async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode
     let mut order_tasks = Vec::with_capacity(order_listens.len());
     // One after the other: each applies the migrations, which must not race on one database.
     for listen in &order_listens {
-        let order_config = order_svc::Config::try_parse_from([
-            "order-svc",
-            "--listen",
-            &listen.to_string(),
-            "--database-url",
-            &order_db,
-            "--log-format",
-            log_format,
-        ])?;
+        let order_config = order_svc::Config::try_parse_from(
+            [
+                "order-svc",
+                "--listen",
+                &listen.to_string(),
+                "--database-url",
+                &order_db,
+                "--log-format",
+                log_format,
+            ]
+            .into_iter()
+            .chain(order_auth.iter().map(String::as_str)),
+        )?;
         let order = order_svc::Application::build(order_config)
             .await
             .with_context(|| format!("starting order-svc on {listen}"))?;
@@ -141,17 +221,21 @@ pub async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode
     let mut approval_addrs = Vec::with_capacity(approval_listens.len());
     let mut approval_tasks = Vec::with_capacity(approval_listens.len());
     for listen in &approval_listens {
-        let approval_config = approval_svc::Config::try_parse_from([
-            "approval-svc",
-            "--listen",
-            &listen.to_string(),
-            "--database-url",
-            &approval_db,
-            "--order-svc-url",
-            &order_urls,
-            "--log-format",
-            log_format,
-        ])?;
+        let approval_config = approval_svc::Config::try_parse_from(
+            [
+                "approval-svc",
+                "--listen",
+                &listen.to_string(),
+                "--database-url",
+                &approval_db,
+                "--order-svc-url",
+                &order_urls,
+                "--log-format",
+                log_format,
+            ]
+            .into_iter()
+            .chain(approval_auth.iter().map(String::as_str)),
+        )?;
         let approval = approval_svc::Application::build(approval_config)
             .await
             .with_context(|| format!("starting approval-svc on {listen}"))?;
@@ -168,11 +252,12 @@ pub async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode
                 approval_addrs[0],
                 args.demo_stock,
                 args.demo_challenges,
+                auth.as_ref(),
             )
             .await?,
         )
     };
-    print_welcome(&order_addrs, &approval_addrs, demo.as_ref());
+    print_welcome(&order_addrs, &approval_addrs, demo.as_ref(), auth.as_ref());
 
     lab_common::shutdown::signal().await;
     stop.trigger();
@@ -209,14 +294,18 @@ async fn seed(
     approval_addr: SocketAddr,
     stock: i64,
     challenges: usize,
+    auth: Option<&DevAuth>,
 ) -> anyhow::Result<Demo> {
     let mut shop = OrderServiceClient::connect(format!("http://{order_addr}")).await?;
     let product = shop
-        .create_product(order_pb::CreateProductRequest {
-            name: "Limited edition hoodie".into(),
-            initial_stock: stock,
-            max_per_customer: 0,
-        })
+        .create_product(authorized(
+            order_pb::CreateProductRequest {
+                name: "Limited edition hoodie".into(),
+                initial_stock: stock,
+                max_per_customer: 0,
+            },
+            auth.map(|auth| auth.shop_admin.as_str()),
+        )?)
         .await?
         .into_inner()
         .product
@@ -225,12 +314,15 @@ async fn seed(
     let mut challenge_ids = Vec::with_capacity(challenges);
     for n in 1..=challenges {
         let challenge = approvals
-            .submit_challenge(approval_pb::SubmitChallengeRequest {
-                user_id: Uuid::now_v7().to_string(),
-                product_id: product.product_id.clone(),
-                quantity: 1,
-                title: format!("Demo challenge #{n}: run 10 km"),
-            })
+            .submit_challenge(authorized(
+                approval_pb::SubmitChallengeRequest {
+                    user_id: Uuid::now_v7().to_string(),
+                    product_id: product.product_id.clone(),
+                    quantity: 1,
+                    title: format!("Demo challenge #{n}: run 10 km"),
+                },
+                auth.map(|auth| auth.approver.as_str()),
+            )?)
             .await?
             .into_inner()
             .challenge
@@ -243,8 +335,23 @@ async fn seed(
     })
 }
 
-fn print_welcome(order_addrs: &[SocketAddr], approval_addrs: &[SocketAddr], demo: Option<&Demo>) {
+fn print_welcome(
+    order_addrs: &[SocketAddr],
+    approval_addrs: &[SocketAddr],
+    demo: Option<&Demo>,
+    auth: Option<&DevAuth>,
+) {
     let (order_addr, approval_addr) = (order_addrs[0], approval_addrs[0]);
+    // grpcurl's flag for a role's token, after the `export` lines below.
+    let as_role = |variable: &str| match auth {
+        Some(_) => format!("-H \"authorization: Bearer ${variable}\" "),
+        None => String::new(),
+    };
+    let (approver, operator, admin) = (
+        as_role("APPROVER_TOKEN"),
+        as_role("OPERATOR_TOKEN"),
+        as_role("SHOP_ADMIN_TOKEN"),
+    );
     println!();
     println!("concurrency-lab is up (Ctrl-C stops everything)");
     println!("  order-svc     {order_addr}   (lab.order.v1.OrderService)");
@@ -263,6 +370,23 @@ fn print_welcome(order_addrs: &[SocketAddr], approval_addrs: &[SocketAddr], demo
             urls.join(",")
         );
     }
+    match auth {
+        Some(auth) => {
+            println!();
+            println!(
+                "Authentication is on (dev key in {}; `lab up --insecure` for open mode). Tokens:",
+                auth.key.dir().display()
+            );
+            println!("  export APPROVER_TOKEN={}   # sub alice", auth.approver);
+            println!("  export OPERATOR_TOKEN={}", auth.operator);
+            println!("  export SHOP_ADMIN_TOKEN={}", auth.shop_admin);
+            println!(
+                "  export USER_TOKEN={}   # role user, sub (user_id) {}",
+                auth.user.0, auth.user.1
+            );
+        }
+        None => println!("Authentication is off (--insecure)."),
+    }
     println!();
     println!("Try:");
     println!("  grpcurl -plaintext {approval_addr} list");
@@ -270,18 +394,18 @@ fn print_welcome(order_addrs: &[SocketAddr], approval_addrs: &[SocketAddr], demo
     if let Some(demo) = demo {
         let challenge = demo.challenge_ids.first().map_or("<id>", String::as_str);
         println!(
-            "  grpcurl -plaintext -d '{{\"challenge_id\":\"{challenge}\",\"approver\":\"alice\"}}' {approval_addr} lab.approval.v1.ApprovalService/ApproveChallenge"
+            "  grpcurl -plaintext {approver}-d '{{\"challenge_id\":\"{challenge}\",\"approver\":\"alice\"}}' {approval_addr} lab.approval.v1.ApprovalService/ApproveChallenge"
         );
         println!(
-            "  grpcurl -plaintext -d '{{\"product_id\":\"{}\"}}' {order_addr} lab.order.v1.OrderService/GetProduct",
+            "  grpcurl -plaintext {admin}-d '{{\"product_id\":\"{}\"}}' {order_addr} lab.order.v1.OrderService/GetProduct",
             demo.product_id
         );
         println!(
-            "  grpcurl -plaintext -d '{{\"product_id\":\"{}\"}}' {order_addr} lab.order.v1.OrderService/ListOrders",
+            "  grpcurl -plaintext {admin}-d '{{\"product_id\":\"{}\"}}' {order_addr} lab.order.v1.OrderService/ListOrders",
             demo.product_id
         );
         println!(
-            "  grpcurl -plaintext -d '{{\"challenge_id\":\"{challenge}\",\"reason\":\"changed my mind\"}}' {approval_addr} lab.approval.v1.ApprovalService/RevokeApproval"
+            "  grpcurl -plaintext {approver}-d '{{\"challenge_id\":\"{challenge}\",\"reason\":\"changed my mind\"}}' {approval_addr} lab.approval.v1.ApprovalService/RevokeApproval"
         );
         println!("Pending demo challenges: {}", demo.challenge_ids.join(" "));
     }
@@ -292,7 +416,7 @@ fn print_welcome(order_addrs: &[SocketAddr], approval_addrs: &[SocketAddr], demo
         }
         for (n, addr) in approval_addrs.iter().enumerate() {
             println!(
-                "  grpcurl -plaintext {addr} lab.approval.v1.OpsService/GetCircuitBreaker   # approval-svc #{n}"
+                "  grpcurl -plaintext {operator}{addr} lab.approval.v1.OpsService/GetCircuitBreaker   # approval-svc #{n}"
             );
         }
     }

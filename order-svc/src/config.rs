@@ -115,6 +115,9 @@ pub struct Config {
     /// TLS and mutual TLS of the gRPC server (`--tls-cert`, `--tls-key`, `--tls-client-ca`).
     #[command(flatten)]
     pub tls: ServerTlsArgs,
+    /// Authentication (bearer tokens) and protected mode.
+    #[command(flatten)]
+    pub auth: lab_common::auth::AuthArgs,
 
     /// Log format: `pretty` or `json`.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
+use lab_common::auth::{AuthLayer, AuthSetupError, Verifier};
 use lab_common::grpc::{BoundListener, bind_tls, reflection};
 use lab_common::grpc_metrics::GrpcMetricsLayer;
 use lab_common::metrics_http::{self, Readiness};
@@ -47,6 +48,9 @@ pub enum StartupError {
     /// Building the reflection service failed.
     #[error("reflection set-up failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// Authentication could not be set up (protected mode, or the key file).
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
     /// The gRPC server failed.
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -61,6 +65,7 @@ pub struct Application {
     faults: FaultHandle,
     orders: GroupCommit,
     sold_out: SoldOutFlags,
+    verifier: Option<Verifier>,
 }
 
 impl Application {
@@ -70,6 +75,8 @@ impl Application {
         config.validate()?;
         // Before the database: a wrong file is found at once, not after a throwaway PostgreSQL.
         let tls = config.tls.load()?;
+        // Before anything is started: a refused configuration leaves nothing behind.
+        let verifier = config.auth.verifier(config.listen).await?;
         let database = ServiceDatabase::open(
             config.database_url.as_deref(),
             "order",
@@ -103,6 +110,7 @@ impl Application {
             sold_out.clone(),
         );
         Ok(Self {
+            verifier,
             orders,
             sold_out,
             faults,
@@ -164,6 +172,7 @@ impl Application {
             faults,
             orders,
             sold_out,
+            verifier,
         } = self;
         let pool = database.pool.clone();
         let api = OrderApi::new(
@@ -215,6 +224,8 @@ impl Application {
         tracing::info!(tls = %listener.security, "listening on {}", listener.local_addr);
         let served = service::server(config.request_timeout, config.max_concurrent_requests)
             .layer(GrpcMetricsLayer::new(&[ORDER_SERVICE_NAME]))
+            // Inside the metrics, so refusals are counted by code like any other answer.
+            .layer(AuthLayer::new(verifier, crate::service::access::policy))
             // Innermost, so injected faults show in the metrics and traces like real ones.
             .layer(FaultLayer::new(faults))
             .add_service(health_service)

@@ -37,10 +37,12 @@ pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Challenge>> {
         .await
 }
 
-/// A page of challenges in id order, optionally in one state (rows: `page.fetch_limit()`).
+/// A page of challenges in id order, optionally in one state and of one user (rows:
+/// `page.fetch_limit()`).
 pub async fn list(
     pool: &PgPool,
     status: Option<Status>,
+    user_id: Option<Uuid>,
     page: &PageRequest,
 ) -> sqlx::Result<Vec<Challenge>> {
     let after = page.after.unwrap_or(NIL);
@@ -49,20 +51,25 @@ pub async fn list(
             sqlx::query_as(
                 "SELECT * FROM challenges
                  WHERE status = $1 AND challenge_id > $2
+                   AND ($4::uuid IS NULL OR user_id = $4)
                  ORDER BY challenge_id LIMIT $3",
             )
             .bind(status.as_str())
             .bind(after)
             .bind(page.fetch_limit())
+            .bind(user_id)
             .fetch_all(pool)
             .await
         }
         None => {
             sqlx::query_as(
-                "SELECT * FROM challenges WHERE challenge_id > $1 ORDER BY challenge_id LIMIT $2",
+                "SELECT * FROM challenges
+                 WHERE challenge_id > $1 AND ($3::uuid IS NULL OR user_id = $3)
+                 ORDER BY challenge_id LIMIT $2",
             )
             .bind(after)
             .bind(page.fetch_limit())
+            .bind(user_id)
             .fetch_all(pool)
             .await
         }

@@ -4,6 +4,7 @@
 //! deadline, dropped connection) the handler future is dropped, but the saga still writes its
 //! outcome, so an order created by the call is never left to the completer alone.
 
+pub mod access;
 mod convert;
 pub mod ops;
 pub mod parse;
@@ -41,8 +42,10 @@ impl ApprovalApi {
     async fn submit(
         &self,
         request: pb::SubmitChallengeRequest,
+        own: Option<String>,
     ) -> Result<Challenge, ApprovalError> {
         let new = parse::submit(&request, self.max_quantity)?;
+        access::check_submitter(own.as_deref(), new.user_id)?;
         let id = Uuid::now_v7();
         tracing::Span::current().record("challenge_id", tracing::field::display(id));
         let challenge = challenges::insert(self.saga.pool(), id, &new).await?;
@@ -51,10 +54,16 @@ impl ApprovalApi {
     }
 
     #[tracing::instrument(skip_all, fields(challenge_id = %request.challenge_id))]
-    async fn get(&self, request: pb::GetChallengeRequest) -> Result<Challenge, ApprovalError> {
+    async fn get(
+        &self,
+        request: pb::GetChallengeRequest,
+        own: Option<String>,
+    ) -> Result<Challenge, ApprovalError> {
         let id = parse::challenge_id(&request.challenge_id)?;
         challenges::get(self.saga.pool(), id)
             .await?
+            // Another user's challenge is NOT_FOUND to a user: its existence is not its business.
+            .filter(|challenge| own.is_none_or(|own| challenge.user_id.to_string() == own))
             .ok_or(ApprovalError::NotFound(id))
     }
 
@@ -62,9 +71,16 @@ impl ApprovalApi {
     async fn list(
         &self,
         request: pb::ListChallengesRequest,
+        own: Option<String>,
     ) -> Result<pb::ListChallengesResponse, ApprovalError> {
         let (status, page) = parse::list(&request)?;
-        let rows = challenges::list(self.saga.pool(), status, &page).await?;
+        let user = match own.map(|own| Uuid::parse_str(&own)) {
+            None => None,
+            Some(Ok(user)) => Some(user),
+            // A user whose subject is no user id owns no challenge.
+            Some(Err(_)) => return Ok(pb::ListChallengesResponse::default()),
+        };
+        let rows = challenges::list(self.saga.pool(), status, user, &page).await?;
         let (rows, next_page_token) = page.finish(rows, |row| row.challenge_id);
         Ok(pb::ListChallengesResponse {
             challenges: rows.into_iter().map(Into::into).collect(),
@@ -79,16 +95,18 @@ impl ApprovalApi {
     ) -> Result<Challenge, ApprovalError> {
         let deadline = caller_deadline(request.metadata(), Instant::now());
         let (id, approver) = parse::approve(request.get_ref())?;
+        let approver = access::approver(&request, &approver);
         let saga = Arc::clone(&self.saga);
         detached(async move { saga.approve(id, &approver, deadline).await }).await
     }
 
-    #[tracing::instrument(skip_all, fields(challenge_id = %request.challenge_id))]
+    #[tracing::instrument(skip_all, fields(challenge_id = %request.get_ref().challenge_id))]
     async fn reject(
         &self,
-        request: pb::RejectChallengeRequest,
+        request: Request<pb::RejectChallengeRequest>,
     ) -> Result<Challenge, ApprovalError> {
-        let (id, approver, reason) = parse::reject(&request)?;
+        let (id, approver, reason) = parse::reject(request.get_ref())?;
+        let approver = access::approver(&request, &approver);
         if let Some(challenge) =
             challenges::reject(self.saga.pool(), id, &approver, &reason).await?
         {
@@ -182,31 +200,34 @@ impl ApprovalService for ApprovalApi {
         &self,
         request: Request<pb::SubmitChallengeRequest>,
     ) -> Result<Response<pb::SubmitChallengeResponse>, Status> {
-        respond(self.submit(request.into_inner()).await.map(|challenge| {
-            pb::SubmitChallengeResponse {
-                challenge: Some(challenge.into()),
-            }
-        }))
+        let own = access::own_challenges_only(&request);
+        respond(
+            self.submit(request.into_inner(), own)
+                .await
+                .map(|challenge| pb::SubmitChallengeResponse {
+                    challenge: Some(challenge.into()),
+                }),
+        )
     }
 
     async fn get_challenge(
         &self,
         request: Request<pb::GetChallengeRequest>,
     ) -> Result<Response<pb::GetChallengeResponse>, Status> {
-        respond(
-            self.get(request.into_inner())
-                .await
-                .map(|challenge| pb::GetChallengeResponse {
-                    challenge: Some(challenge.into()),
-                }),
-        )
+        let own = access::own_challenges_only(&request);
+        respond(self.get(request.into_inner(), own).await.map(|challenge| {
+            pb::GetChallengeResponse {
+                challenge: Some(challenge.into()),
+            }
+        }))
     }
 
     async fn list_challenges(
         &self,
         request: Request<pb::ListChallengesRequest>,
     ) -> Result<Response<pb::ListChallengesResponse>, Status> {
-        respond(self.list(request.into_inner()).await)
+        let own = access::own_challenges_only(&request);
+        respond(self.list(request.into_inner(), own).await)
     }
 
     async fn approve_challenge(
@@ -226,11 +247,13 @@ impl ApprovalService for ApprovalApi {
         &self,
         request: Request<pb::RejectChallengeRequest>,
     ) -> Result<Response<pb::RejectChallengeResponse>, Status> {
-        respond(self.reject(request.into_inner()).await.map(|challenge| {
-            pb::RejectChallengeResponse {
-                challenge: Some(challenge.into()),
-            }
-        }))
+        respond(
+            self.reject(request)
+                .await
+                .map(|challenge| pb::RejectChallengeResponse {
+                    challenge: Some(challenge.into()),
+                }),
+        )
     }
 
     async fn retry_approval(

@@ -2,6 +2,7 @@
 //! PostgreSQL database. One test binary (modules below) keeps linking cheap.
 
 mod approve;
+mod auth;
 mod check_lock;
 mod check_verdicts;
 mod completer_breaker;

@@ -1,5 +1,6 @@
 //! The gRPC handlers of `lab.order.v1.OrderService`: parse, call the repository, convert.
 
+pub mod access;
 mod convert;
 mod parse;
 
@@ -141,6 +142,7 @@ impl OrderService for OrderApi {
     ) -> Result<Response<pb::GetOrderResponse>, Status> {
         let order_id = parse::order_id(&request.get_ref().order_id)?;
         let order = repository::get_order(&self.pool, order_id).await?;
+        owned(&request, &order)?;
         Ok(Response::new(pb::GetOrderResponse {
             order: Some(order.into()),
         }))
@@ -163,7 +165,13 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
-        let (filter, page) = parse::list_orders(request.get_ref())?;
+        let (mut filter, page) = parse::list_orders(request.get_ref())?;
+        if let Some(own) = access::own_orders_only(&request) {
+            match filter.client_id.as_deref() {
+                Some(asked) if asked != own => return Err(access::not_owner(asked).into()),
+                _ => filter.client_id = Some(own.to_owned()),
+            }
+        }
         let (orders, next_page_token) = repository::list_orders(&self.pool, filter, page).await?;
         Ok(Response::new(pb::ListOrdersResponse {
             orders: orders.into_iter().map(Into::into).collect(),
@@ -177,6 +185,12 @@ impl OrderService for OrderApi {
         request: Request<pb::CancelOrderRequest>,
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
         let (order_id, reason) = parse::cancel(request.get_ref())?;
+        if access::own_orders_only(&request).is_some() {
+            owned(
+                &request,
+                &repository::get_order(&self.pool, order_id).await?,
+            )?;
+        }
         let (order, restored) = repository::cancel_order(&self.pool, order_id, &reason).await?;
         if restored {
             crate::metrics::order_cancelled();
@@ -197,5 +211,13 @@ impl OrderService for OrderApi {
         Ok(Response::new(pb::GetProductLedgerResponse {
             ledger: Some(ledger.into()),
         }))
+    }
+}
+
+/// Another client's order is NOT_FOUND to a shop-client: its existence is not its business.
+fn owned<T>(request: &Request<T>, order: &crate::domain::Order) -> Result<(), OrderError> {
+    match access::own_orders_only(request) {
+        Some(own) if own != order.client_id => Err(OrderError::OrderNotFound(order.order_id)),
+        _ => Ok(()),
     }
 }

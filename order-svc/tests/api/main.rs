@@ -1,6 +1,7 @@
 //! order-svc as a real tonic server on loopback, each test on a fresh PostgreSQL database. One
 //! test binary (modules below, the harness in [`helpers`]) keeps linking cheap.
 
+mod auth;
 mod bad_input;
 mod contention;
 mod customer_limit;
