@@ -72,6 +72,7 @@ pub enum StartupError {
 }
 
 /// A ready-to-serve approval-svc: database migrated, client built, listener bound.
+#[derive(Debug)]
 pub struct Application {
     config: Config,
     database: ServiceDatabase,

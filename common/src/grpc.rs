@@ -24,6 +24,7 @@ use crate::metadata::REQUEST_ID;
 use crate::tls::{Incoming, Security, ServerTls};
 
 /// A bound listener, ready to be served; port 0 picks a free port.
+#[derive(Debug)]
 pub struct BoundListener {
     /// The accepted connections (plain, or TLS after the handshake), for
     /// `serve_with_incoming_shutdown`.

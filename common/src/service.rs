@@ -19,6 +19,7 @@ use crate::shutdown::Shutdown;
 
 /// A service's migrated database and, when no URL was configured, the private server it lives
 /// on (kept for the life of the service; [`ServiceDatabase::close`] stops it).
+#[derive(Debug)]
 pub struct ServiceDatabase {
     /// The connection pool.
     pub pool: PgPool,
@@ -82,7 +83,7 @@ pub fn server(
 
 /// What a service tells load balancers: gRPC health for its public services and `/healthz`;
 /// and when its drain began, so the drain can be bounded ([`ServingState::bounded`]).
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ServingState {
     health: HealthReporter,
     readiness: Readiness,

@@ -122,6 +122,7 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 }
 
 /// Where the sampler reads from.
+#[derive(Debug)]
 pub struct SampleSources {
     /// `http://HOST:PORT/metrics` of each approval-svc instance (the path is always `/metrics`).
     pub approval_metrics: Vec<String>,
@@ -136,6 +137,7 @@ pub struct SampleSources {
 }
 
 /// A running sampler; [`finish`](Self::finish) stops it.
+#[derive(Debug)]
 pub struct SamplerHandle {
     tasks: JoinSet<()>,
     latest: Arc<Mutex<Latest>>,

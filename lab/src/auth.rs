@@ -11,7 +11,7 @@ use lab_common::auth::issue::{Signer, TokenSpec, write_key};
 
 /// `lab auth` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum AuthCommand {
+pub(crate) enum AuthCommand {
     /// A new signing key: DIR/private.pem (PKCS#8) and DIR/jwks.json (its public key, with a
     /// kid), for --auth-keys.
     Init {
@@ -24,7 +24,7 @@ pub enum AuthCommand {
 
 /// Options of `lab auth token`.
 #[derive(Debug, Args)]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     /// The signing key (`lab auth init`'s private.pem).
     #[arg(long)]
     key: PathBuf,
@@ -46,7 +46,7 @@ pub struct TokenArgs {
 }
 
 /// Runs a `lab auth` subcommand.
-pub fn run(command: AuthCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(command: AuthCommand) -> anyhow::Result<ExitCode> {
     match command {
         AuthCommand::Init { dir } => {
             let (key, _) = write_key(&dir)?;

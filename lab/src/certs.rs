@@ -9,7 +9,7 @@ use lab_common::tls::DevCerts;
 
 /// Certificate commands.
 #[derive(Debug, clap::Subcommand)]
-pub enum CertsCommand {
+pub(crate) enum CertsCommand {
     /// Write a new throwaway CA and certificates signed by it into DIR: `ca.pem`, `server.pem`,
     /// `server-key.pem` (valid for --hosts), `client.pem`, `client-key.pem` (approval-svc's
     /// identity to order-svc under mutual TLS). For development and tests only.
@@ -18,7 +18,7 @@ pub enum CertsCommand {
 
 /// `lab certs init`.
 #[derive(Debug, clap::Args)]
-pub struct InitArgs {
+pub(crate) struct InitArgs {
     /// Directory to write into (created if needed; existing files of these names are replaced).
     pub dir: PathBuf,
 
@@ -28,7 +28,7 @@ pub struct InitArgs {
 }
 
 /// Runs a certificate command.
-pub fn run(command: CertsCommand) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(command: CertsCommand) -> anyhow::Result<ExitCode> {
     match command {
         CertsCommand::Init(args) => init(&args),
     }

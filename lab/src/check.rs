@@ -9,7 +9,7 @@ use lab_drill::check::{CheckOptions, check, check_settled};
 
 /// Options of `lab check`.
 #[derive(Debug, Parser)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// approval-svc's gRPC URL.
     #[arg(
         long,
@@ -33,7 +33,7 @@ pub struct CheckArgs {
 }
 
 /// Runs the check and prints the report.
-pub async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let options = CheckOptions {
         stuck_after_lease: args.stuck_after_lease,
         ..CheckOptions::default()

@@ -14,7 +14,7 @@ use lab_drill::scenarios::{BUILT_IN, Params, built_in, from_toml};
 
 /// Options of `lab drill`.
 #[derive(Debug, Parser)]
-pub struct DrillArgs {
+pub(crate) struct DrillArgs {
     /// A built-in scenario: kill-order-svc, kill-approval-svc, slow-order-svc, lost-replies,
     /// postgres-connections-killed, retry-storm, kill-one-of-n, rolling-restart (`--list`
     /// explains them).
@@ -55,7 +55,7 @@ pub struct DrillArgs {
 }
 
 /// Runs the drill and writes its report.
-pub async fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run_drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
     if args.list {
         for (name, what) in BUILT_IN {
             println!("{name:<28} {what}");

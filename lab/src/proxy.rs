@@ -9,7 +9,7 @@ use lab_drill::proxy::{Fault, ProxyOptions, run_proxy};
 
 /// Options of `lab proxy`.
 #[derive(Debug, Parser)]
-pub struct ProxyArgs {
+pub(crate) struct ProxyArgs {
     /// Where clients connect (point approval-svc's `--order-svc-url` here).
     #[arg(long, default_value = "127.0.0.1:50061")]
     listen: SocketAddr,
@@ -33,7 +33,7 @@ pub struct ProxyArgs {
 }
 
 /// Runs the proxy until Ctrl-C or SIGTERM.
-pub async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
     run_proxy(
         ProxyOptions {
             listen: args.listen,

@@ -27,7 +27,7 @@ use uuid::Uuid;
 
 /// Options of `lab up`.
 #[derive(Debug, Parser)]
-pub struct UpArgs {
+pub(crate) struct UpArgs {
     /// order-svc's gRPC address.
     #[arg(long, default_value = "127.0.0.1:50051")]
     order_listen: SocketAddr,
@@ -165,7 +165,7 @@ fn instance_addrs(
 }
 
 /// Runs both services until a shutdown signal, then drains and stops them in order.
-pub async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: UpArgs, log_format: LogFormat) -> anyhow::Result<ExitCode> {
     let (admin_url, throwaway) = match &args.database_url {
         Some(url) => (url.clone(), None),
         None => {

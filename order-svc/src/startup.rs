@@ -57,6 +57,7 @@ pub enum StartupError {
 }
 
 /// A ready-to-serve order-svc: database migrated, listener bound.
+#[derive(Debug)]
 pub struct Application {
     config: Config,
     database: ServiceDatabase,

@@ -44,6 +44,14 @@ pub struct CheckLock {
     connection: LockConnection,
 }
 
+impl std::fmt::Debug for CheckLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckLock")
+            .field("clean", &self.connection.clean)
+            .finish_non_exhaustive()
+    }
+}
+
 impl CheckLock {
     /// Takes the lock, trying again for up to `wait` while another instance's check holds it;
     /// `None` when it is still taken.

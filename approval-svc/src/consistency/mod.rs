@@ -97,6 +97,7 @@ impl From<CheckError> for ApprovalError {
 }
 
 /// The checker of one instance.
+#[derive(Debug)]
 pub struct Checker {
     pool: PgPool,
     shop: Shop,

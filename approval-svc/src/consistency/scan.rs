@@ -32,6 +32,7 @@ pub enum ScanError {
 }
 
 /// The state of one check in progress.
+#[derive(Debug)]
 pub struct Scan<'a> {
     pool: &'a PgPool,
     shop: Shop,

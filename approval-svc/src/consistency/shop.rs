@@ -17,6 +17,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const COMPENSATION_REASON: &str = "compensation by the consistency checker";
 
 /// One page of a listing, and the token of the next (`None` on the last page).
+#[derive(Debug)]
 pub struct Page<T> {
     /// What the page holds.
     pub items: Vec<T>,
@@ -34,7 +35,7 @@ impl<T> Page<T> {
 }
 
 /// order-svc as the checker sees it.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Shop {
     orders: OrderGateway,
 }

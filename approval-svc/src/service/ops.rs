@@ -17,7 +17,7 @@ use crate::error::ApprovalError;
 const WAIT_FOR_RUNNING_CHECK: Duration = Duration::from_secs(30);
 
 /// The OpsService implementation.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct OpsApi {
     checker: Arc<Checker>,
     breaker: BreakerHandle,

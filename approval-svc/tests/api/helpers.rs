@@ -19,14 +19,14 @@ use tonic::transport::Channel;
 use uuid::Uuid;
 
 /// Upper bound of every test.
-pub const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a test waits for the completer (every 100 ms in [`ApprovalSvc::config`]) or the
 /// checker to finish what it started.
-pub const SETTLE: Duration = Duration::from_secs(20);
+pub(crate) const SETTLE: Duration = Duration::from_secs(20);
 /// [`SETTLE`] after an outage, or for many challenges at once.
-pub const SETTLE_LONG: Duration = Duration::from_secs(60);
+pub(crate) const SETTLE_LONG: Duration = Duration::from_secs(60);
 /// How often [`eventually`] polls.
-pub const POLL: Duration = Duration::from_millis(50);
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 
 /// Tests share the machine: ordinary ones run side by side (read), heavy or timing-sensitive
 /// ones run alone (write), so a < 50 ms assertion never measures another test's load.
@@ -34,13 +34,13 @@ static MACHINE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// Runs `test` under [`TEST_TIMEOUT`], alongside other ordinary tests; logs when `TEST_LOG` is
 /// set.
-pub async fn bounded<F: Future<Output = ()>>(test: F) {
+pub(crate) async fn bounded<F: Future<Output = ()>>(test: F) {
     let _shared = MACHINE.read().await;
     run_bounded(test).await;
 }
 
 /// Runs `test` under [`TEST_TIMEOUT`] with no other test running.
-pub async fn bounded_alone<F: Future<Output = ()>>(test: F) {
+pub(crate) async fn bounded_alone<F: Future<Output = ()>>(test: F) {
     let _exclusive = MACHINE.write().await;
     run_bounded(test).await;
 }
@@ -55,14 +55,14 @@ async fn run_bounded<F: Future<Output = ()>>(test: F) {
 }
 
 /// A fresh, empty database for one service of one test.
-pub async fn fresh_database() -> String {
+pub(crate) async fn fresh_database() -> String {
     lab_common::postgres::scratch_database()
         .await
         .expect("a fresh test database")
 }
 
 /// order-svc's test configuration: a free loopback port on `database_url`.
-pub fn order_config(database_url: impl Into<String>) -> order_svc::Config {
+pub(crate) fn order_config(database_url: impl Into<String>) -> order_svc::Config {
     let mut config = order_svc::Config::parse_from(["order-svc"]);
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.database_url = Some(database_url.into());
@@ -71,13 +71,13 @@ pub fn order_config(database_url: impl Into<String>) -> order_svc::Config {
 }
 
 /// A loopback address nothing listens on (bound, then released).
-pub fn dead_address() -> SocketAddr {
+pub(crate) fn dead_address() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
 
 /// A running order-svc.
-pub struct OrderSvc {
+pub(crate) struct OrderSvc {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its fault-injection handle (faults off unless set).
@@ -92,12 +92,12 @@ pub struct OrderSvc {
 
 impl OrderSvc {
     /// Starts order-svc on a fresh database and a free port.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(order_config(fresh_database().await)).await
     }
 
     /// Starts order-svc with `config`.
-    pub async fn start_with(config: order_svc::Config) -> Self {
+    pub(crate) async fn start_with(config: order_svc::Config) -> Self {
         let app = order_svc::Application::build(config.clone())
             .await
             .expect("order-svc starts");
@@ -124,24 +124,24 @@ impl OrderSvc {
 
     /// Starts order-svc on a fresh database; the handle sets server-side faults while it runs
     /// (none at first).
-    pub async fn start_with_faults() -> (Self, FaultHandle) {
+    pub(crate) async fn start_with_faults() -> (Self, FaultHandle) {
         let service = Self::start().await;
         let faults = service.faults.clone();
         (service, faults)
     }
 
     /// Its URL, for clients and approval-svc's configuration.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// A client on a connection of its own.
-    pub async fn client(&self) -> OrderServiceClient<Channel> {
+    pub(crate) async fn client(&self) -> OrderServiceClient<Channel> {
         OrderServiceClient::connect(self.url()).await.unwrap()
     }
 
     /// Stops it (graceful), keeping what is needed to start it again.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -151,7 +151,7 @@ impl OrderSvc {
     }
 
     /// Starts it again on the same port and database.
-    pub async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.stop().await;
         let mut config = self.config.clone().expect("a restartable order-svc");
         config.listen = self.addr;
@@ -159,7 +159,7 @@ impl OrderSvc {
     }
 
     /// Creates a product.
-    pub async fn product(&self, stock: i64) -> opb::Product {
+    pub(crate) async fn product(&self, stock: i64) -> opb::Product {
         self.client()
             .await
             .create_product(opb::CreateProductRequest {
@@ -175,7 +175,7 @@ impl OrderSvc {
     }
 
     /// One product's current state.
-    pub async fn get_product(&self, product_id: &str) -> opb::Product {
+    pub(crate) async fn get_product(&self, product_id: &str) -> opb::Product {
         self.client()
             .await
             .get_product(opb::GetProductRequest {
@@ -189,7 +189,7 @@ impl OrderSvc {
     }
 
     /// Every order of a product, all pages.
-    pub async fn orders(&self, product_id: &str) -> Vec<opb::Order> {
+    pub(crate) async fn orders(&self, product_id: &str) -> Vec<opb::Order> {
         let mut client = self.client().await;
         let mut orders = Vec::new();
         let mut page_token = String::new();
@@ -222,7 +222,7 @@ impl Drop for OrderSvc {
 }
 
 /// A running approval-svc.
-pub struct ApprovalSvc {
+pub(crate) struct ApprovalSvc {
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its test failure points.
@@ -238,7 +238,7 @@ pub struct ApprovalSvc {
 impl ApprovalSvc {
     /// The test configuration on a database, calling `order_svc_url`: a free loopback port, a
     /// completer that runs every 100 ms with short leases and retry delays.
-    pub fn config(database_url: &str, order_svc_url: &str) -> Config {
+    pub(crate) fn config(database_url: &str, order_svc_url: &str) -> Config {
         let mut config = Config::parse_from(["approval-svc"]);
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.database_url = Some(database_url.into());
@@ -255,7 +255,7 @@ impl ApprovalSvc {
     }
 
     /// Starts approval-svc with `config`.
-    pub async fn start(config: Config) -> Self {
+    pub(crate) async fn start(config: Config) -> Self {
         let app = Application::build(config)
             .await
             .expect("approval-svc starts");
@@ -282,14 +282,14 @@ impl ApprovalSvc {
     }
 
     /// A client on a connection of its own.
-    pub async fn client(&self) -> ApprovalServiceClient<Channel> {
+    pub(crate) async fn client(&self) -> ApprovalServiceClient<Channel> {
         ApprovalServiceClient::connect(format!("http://{}", self.addr))
             .await
             .unwrap()
     }
 
     /// Stops it (graceful: in-flight calls and the completer's round finish).
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -299,7 +299,7 @@ impl ApprovalSvc {
     }
 
     /// Submits a challenge for `quantity` of `product_id`.
-    pub async fn submit(&self, product_id: &str, quantity: i32) -> apb::Challenge {
+    pub(crate) async fn submit(&self, product_id: &str, quantity: i32) -> apb::Challenge {
         self.client()
             .await
             .submit_challenge(apb::SubmitChallengeRequest {
@@ -316,7 +316,7 @@ impl ApprovalSvc {
     }
 
     /// One challenge.
-    pub async fn get(&self, challenge_id: &str) -> apb::Challenge {
+    pub(crate) async fn get(&self, challenge_id: &str) -> apb::Challenge {
         self.client()
             .await
             .get_challenge(apb::GetChallengeRequest {
@@ -330,7 +330,7 @@ impl ApprovalSvc {
     }
 
     /// Approves a challenge; the response's challenge.
-    pub async fn approve(&self, challenge_id: &str) -> apb::Challenge {
+    pub(crate) async fn approve(&self, challenge_id: &str) -> apb::Challenge {
         self.client()
             .await
             .approve_challenge(apb::ApproveChallengeRequest {
@@ -345,7 +345,7 @@ impl ApprovalSvc {
     }
 
     /// Every challenge, all pages.
-    pub async fn all(&self) -> Vec<apb::Challenge> {
+    pub(crate) async fn all(&self) -> Vec<apb::Challenge> {
         let mut client = self.client().await;
         let mut challenges = Vec::new();
         let mut page_token = String::new();
@@ -377,17 +377,17 @@ impl Drop for ApprovalSvc {
 }
 
 /// A challenge's status as the enum.
-pub fn status(challenge: &apb::Challenge) -> apb::ChallengeStatus {
+pub(crate) fn status(challenge: &apb::Challenge) -> apb::ChallengeStatus {
     apb::ChallengeStatus::try_from(challenge.status).unwrap()
 }
 
 /// A challenge's failure reason as the enum.
-pub fn failure(challenge: &apb::Challenge) -> apb::ApprovalFailureReason {
+pub(crate) fn failure(challenge: &apb::Challenge) -> apb::ApprovalFailureReason {
     apb::ApprovalFailureReason::try_from(challenge.failure_reason).unwrap()
 }
 
 /// Polls `condition` every [`POLL`] until it holds; panics after `within`.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
+pub(crate) async fn eventually<F, Fut>(within: Duration, what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -403,7 +403,7 @@ where
 }
 
 /// Waits until no challenge is in flight (APPROVING, REVOKING) or due for an automatic retry.
-pub async fn settled(approval: &ApprovalSvc, within: Duration) -> Vec<apb::Challenge> {
+pub(crate) async fn settled(approval: &ApprovalSvc, within: Duration) -> Vec<apb::Challenge> {
     eventually(within, "every challenge to settle", || async {
         approval.all().await.iter().all(|challenge| {
             !matches!(
@@ -417,7 +417,11 @@ pub async fn settled(approval: &ApprovalSvc, within: Duration) -> Vec<apb::Chall
 }
 
 /// Checks I1–I6 over the given products and every challenge; panics listing each violation.
-pub async fn assert_invariants(order: &OrderSvc, approval: &ApprovalSvc, product_ids: &[String]) {
+pub(crate) async fn assert_invariants(
+    order: &OrderSvc,
+    approval: &ApprovalSvc,
+    product_ids: &[String],
+) {
     let challenges = approval.all().await;
     let mut orders = Vec::new();
     let mut violations = Vec::new();

@@ -123,6 +123,16 @@ pub struct Incoming {
     inner: Inner,
 }
 
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.inner {
+            Inner::Plain(_) => "plain",
+            Inner::Tls(_) => "tls",
+        };
+        f.debug_struct("Incoming").field("kind", &kind).finish()
+    }
+}
+
 enum Inner {
     Plain(TcpIncoming),
     Tls(mpsc::Receiver<Conn>),

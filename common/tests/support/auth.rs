@@ -8,19 +8,19 @@ use lab_common::auth::issue::{TempKey, TokenSpec};
 use tonic::{Code, Request};
 
 /// The audience the tests' services require.
-pub const AUDIENCE: &str = "lab";
+pub(super) const AUDIENCE: &str = "lab";
 
 /// A key the services trust (its `jwks()` is their `--auth-keys`) and its tokens.
-pub struct Credentials(pub TempKey);
+pub(super) struct Credentials(pub TempKey);
 
 impl Credentials {
     /// A new key.
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self(TempKey::new().unwrap())
     }
 
     /// What a good token for `subject` with `roles` says.
-    pub fn spec(subject: &str, roles: &[&str]) -> TokenSpec {
+    pub(super) fn spec(subject: &str, roles: &[&str]) -> TokenSpec {
         TokenSpec {
             subject: subject.into(),
             roles: roles.iter().map(|role| role.to_string()).collect(),
@@ -31,18 +31,18 @@ impl Credentials {
     }
 
     /// The `authorization` value of `spec`.
-    pub fn bearer_of(&self, spec: &TokenSpec) -> String {
+    pub(super) fn bearer_of(&self, spec: &TokenSpec) -> String {
         format!("Bearer {}", self.0.signer().token(spec).unwrap())
     }
 
     /// The `authorization` value of a good token.
-    pub fn bearer(&self, subject: &str, roles: &[&str]) -> String {
+    pub(super) fn bearer(&self, subject: &str, roles: &[&str]) -> String {
         self.bearer_of(&Self::spec(subject, roles))
     }
 
     /// Every bad credential, each with the code and reason it must be refused with: `roles`
     /// admit every RPC of the service (so only the flaw refuses), `useless` admit none.
-    pub fn bad(&self, roles: &[&str], useless: &[&str]) -> Vec<Bad> {
+    pub(super) fn bad(&self, roles: &[&str], useless: &[&str]) -> Vec<Bad> {
         let good = self.bearer("someone", roles);
         let forged = {
             let (signed, _) = good.rsplit_once('.').unwrap();
@@ -84,7 +84,7 @@ impl Credentials {
 }
 
 /// A bad credential and its refusal.
-pub struct Bad {
+pub(super) struct Bad {
     /// What is wrong with it.
     pub name: &'static str,
     /// The `authorization` value, if any.
@@ -97,7 +97,11 @@ pub struct Bad {
 
 impl Bad {
     /// Asserts `outcome` is this refusal.
-    pub fn assert_refused<T: std::fmt::Debug>(&self, rpc: &str, outcome: Result<T, tonic::Status>) {
+    pub(super) fn assert_refused<T: std::fmt::Debug>(
+        &self,
+        rpc: &str,
+        outcome: Result<T, tonic::Status>,
+    ) {
         let status = outcome.expect_err(&format!("{rpc} with {}", self.name));
         assert_eq!(
             status.code(),
@@ -115,7 +119,7 @@ impl Bad {
 }
 
 /// `request` with `authorization: <header>` when given.
-pub fn with_auth<T>(mut request: Request<T>, header: Option<&str>) -> Request<T> {
+pub(super) fn with_auth<T>(mut request: Request<T>, header: Option<&str>) -> Request<T> {
     if let Some(header) = header {
         request
             .metadata_mut()

@@ -36,7 +36,7 @@ pub(crate) struct FrameScanner {
 
 impl FrameScanner {
     /// A scanner for the client → server direction (skips the connection preface).
-    pub fn client_to_server() -> Self {
+    pub(super) fn client_to_server() -> Self {
         Self {
             preface_left: CLIENT_PREFACE_LEN,
             ..Self::server_to_client()
@@ -44,7 +44,7 @@ impl FrameScanner {
     }
 
     /// A scanner for the server → client direction (frames from the first byte).
-    pub fn server_to_client() -> Self {
+    pub(super) fn server_to_client() -> Self {
         Self {
             preface_left: 0,
             header: [0; 9],
@@ -56,7 +56,7 @@ impl FrameScanner {
     /// Feeds the next chunk; calls `on_frame` for every frame header completed in it. When
     /// `on_frame` returns true, scanning stops and the offset in `chunk` where that frame starts
     /// is returned (0 when its header began in an earlier chunk).
-    pub fn scan(
+    pub(super) fn scan(
         &mut self,
         chunk: &[u8],
         mut on_frame: impl FnMut(FrameHeader) -> bool,

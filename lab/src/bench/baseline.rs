@@ -19,7 +19,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 /// The bare server, serving until [`BareShop::stop`].
-pub struct BareShop {
+pub(super) struct BareShop {
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -27,7 +27,7 @@ pub struct BareShop {
 
 impl BareShop {
     /// Binds a free loopback port (with `TCP_NODELAY`, as the services) and serves.
-    pub async fn start() -> anyhow::Result<Self> {
+    pub(super) async fn start() -> anyhow::Result<Self> {
         let listener = lab_common::grpc::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         let addr = listener.local_addr;
         let (stop, stopped) = oneshot::channel();
@@ -44,12 +44,12 @@ impl BareShop {
     }
 
     /// `http://<addr>`.
-    pub fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Stops serving and waits for the server to finish.
-    pub async fn stop(self) {
+    pub(super) async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
     }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::load::{self, Load, Shape};
 
 /// `connections` HTTP/2 connections to `url` (each `Channel` is one), wrapped by `client`.
-pub async fn connect<C>(
+pub(super) async fn connect<C>(
     url: &str,
     connections: usize,
     client: impl Fn(Channel) -> C,
@@ -33,7 +33,7 @@ pub async fn connect<C>(
     Ok(clients)
 }
 
-pub async fn create_product(
+pub(super) async fn create_product(
     client: &OrderServiceClient<Channel>,
     name: &str,
     stock: i64,
@@ -53,7 +53,7 @@ pub async fn create_product(
     Ok(product.product_id)
 }
 
-pub async fn ledger(
+pub(super) async fn ledger(
     client: &OrderServiceClient<Channel>,
     product_id: &str,
 ) -> anyhow::Result<pb::ProductLedger> {
@@ -71,7 +71,7 @@ pub async fn ledger(
 
 /// CreateOrder for one unit of `product_id`, call `n` under key `bench-<n>` and a customer of
 /// its own.
-pub async fn create_orders(
+pub(super) async fn create_orders(
     clients: &[OrderServiceClient<Channel>],
     shape: Shape,
     label: &str,
@@ -116,7 +116,7 @@ fn order_error_label(status: &tonic::Status) -> String {
 
 /// Submits `shape.calls` challenges for one unit each; returns their ids. Any failure fails
 /// the phase: the flood would then measure less than it says.
-pub async fn submit_challenges(
+pub(super) async fn submit_challenges(
     clients: &[ApprovalServiceClient<Channel>],
     shape: Shape,
     product_id: &str,
@@ -167,7 +167,7 @@ pub async fn submit_challenges(
 }
 
 /// ApproveChallenge, call `n` on challenge `n`.
-pub async fn approve(
+pub(super) async fn approve(
     clients: &[ApprovalServiceClient<Channel>],
     shape: Shape,
     label: &str,

@@ -11,11 +11,11 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
 /// The machine's own PostgreSQL, used when no URL is given.
-pub const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub(super) const DEFAULT_SERVER: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 /// How durable the server's commits are, as it reports them (`SHOW`).
 #[derive(Debug, Clone, Serialize)]
-pub struct Durability {
+pub(super) struct Durability {
     /// The server's `version()`.
     pub version: String,
     /// `SHOW fsync`.
@@ -29,13 +29,13 @@ pub struct Durability {
 impl Durability {
     /// True when a commit waits for its WAL to reach the disk: `fsync` and
     /// `synchronous_commit` both on (any value but `off` waits for a local flush).
-    pub fn is_durable(&self) -> bool {
+    pub(super) fn is_durable(&self) -> bool {
         self.fsync != "off" && self.synchronous_commit != "off"
     }
 
     /// One line saying it, e.g. `fsync=on synchronous_commit=on (durable)`; the not-durable
     /// form says NOT DURABLE.
-    pub fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let verdict = if self.is_durable() {
             "durable"
         } else {
@@ -54,7 +54,7 @@ impl Durability {
 }
 
 /// A PostgreSQL server with the databases this run created on it.
-pub struct Server {
+pub(super) struct Server {
     admin_url: String,
     throwaway: Option<ThrowawayPostgres>,
     created: Mutex<Vec<String>>,
@@ -65,7 +65,7 @@ pub struct Server {
 impl Server {
     /// Opens `url` (a maintenance database such as `postgres`), or starts a throwaway server
     /// when `throwaway` is set, and reads its durability settings.
-    pub async fn open(url: Option<&str>, throwaway: bool) -> anyhow::Result<Self> {
+    pub(super) async fn open(url: Option<&str>, throwaway: bool) -> anyhow::Result<Self> {
         let (admin_url, server) = if throwaway {
             let server = tokio::task::spawn_blocking(ThrowawayPostgres::start)
                 .await?
@@ -94,12 +94,12 @@ impl Server {
     }
 
     /// The server's URL without its password.
-    pub fn display_url(&self) -> String {
+    pub(super) fn display_url(&self) -> String {
         redact(&self.admin_url)
     }
 
     /// Creates a fresh, empty database named after `label`; returns its URL.
-    pub async fn fresh_database(&self, label: &str) -> anyhow::Result<String> {
+    pub(super) async fn fresh_database(&self, label: &str) -> anyhow::Result<String> {
         let name = format!("lab_bench_{label}_{}", uuid::Uuid::now_v7().simple());
         let url = create_database(&self.admin_url, &name).await?;
         self.created_names().push(name);
@@ -108,7 +108,7 @@ impl Server {
 
     /// Drops every database this run created (`WITH (FORCE)`: a service killed on an error
     /// path may still hold connections), then stops the throwaway server if there is one.
-    pub async fn close(self) -> anyhow::Result<()> {
+    pub(super) async fn close(self) -> anyhow::Result<()> {
         let names = std::mem::take(&mut *self.created_names());
         if !names.is_empty() {
             let mut connection = admin_connection(&self.admin_url).await?;
@@ -150,7 +150,7 @@ async fn admin_connection(url: &str) -> anyhow::Result<sqlx::PgConnection> {
 }
 
 /// `url` with any password replaced by `***`.
-pub fn redact(url: &str) -> String {
+pub(super) fn redact(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|at| at + 3) else {
         return url.to_owned();
     };

@@ -30,7 +30,7 @@ use super::report::{DatabaseInfo, Machine, PhaseFigures, Report, StockCheck, dur
 
 /// Options of `lab bench flash-sale`.
 #[derive(Debug, Parser)]
-pub struct FlashSaleArgs {
+pub(crate) struct FlashSaleArgs {
     /// CreateOrder calls in each order phase (baseline, hot item, sold out).
     #[arg(long, default_value_t = 20_000)]
     calls: usize,
@@ -107,7 +107,7 @@ enum Phase {
 
 /// Runs every phase for every concurrency, prints the table, writes the JSON; exit 1 when a
 /// stock check failed.
-pub async fn run(args: FlashSaleArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(args: FlashSaleArgs) -> anyhow::Result<ExitCode> {
     ensure!(
         args.calls > 0 && args.approvals > 0 && args.connections > 0,
         "--calls, --approvals and --connections must be > 0"

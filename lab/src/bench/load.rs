@@ -13,11 +13,11 @@ use tokio::sync::Barrier;
 use tokio::time::Instant;
 
 /// Label of a call cut short because the phase's time ran out.
-pub const CUT_BY_MAX_DURATION: &str = "error/CUT_BY_MAX_DURATION";
+pub(super) const CUT_BY_MAX_DURATION: &str = "error/CUT_BY_MAX_DURATION";
 
 /// How much load one phase applies.
 #[derive(Debug, Clone, Copy)]
-pub struct Shape {
+pub(super) struct Shape {
     /// Calls in total; the phase ends after them.
     pub calls: usize,
     /// Calls in flight at once (callers).
@@ -28,7 +28,7 @@ pub struct Shape {
 
 /// What one phase's calls did.
 #[derive(Debug, Default)]
-pub struct Load {
+pub(super) struct Load {
     /// From the first call's start to the last call's end.
     pub elapsed: Duration,
     /// Every call's latency, sorted ascending.
@@ -41,12 +41,12 @@ pub struct Load {
 
 impl Load {
     /// Calls made (answered or cut).
-    pub fn calls(&self) -> usize {
+    pub(super) fn calls(&self) -> usize {
         self.latencies.len()
     }
 
     /// Calls per second over the phase.
-    pub fn calls_per_second(&self) -> f64 {
+    pub(super) fn calls_per_second(&self) -> f64 {
         let seconds = self.elapsed.as_secs_f64();
         if seconds > 0.0 {
             self.calls() as f64 / seconds
@@ -56,7 +56,7 @@ impl Load {
     }
 
     /// The latency at quantile `q` (0.0–1.0), nearest rank.
-    pub fn quantile(&self, q: f64) -> Duration {
+    pub(super) fn quantile(&self, q: f64) -> Duration {
         if self.latencies.is_empty() {
             return Duration::ZERO;
         }
@@ -67,7 +67,7 @@ impl Load {
 
 /// A progress line on stderr (drawn only when stderr is a terminal, so logs and tests stay
 /// clean).
-pub fn progress(label: &str, calls: usize) -> ProgressBar {
+pub(super) fn progress(label: &str, calls: usize) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(calls as u64), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(
@@ -83,7 +83,7 @@ pub fn progress(label: &str, calls: usize) -> ProgressBar {
 /// Makes `shape.calls` calls with `shape.concurrency` callers, caller `i` using
 /// `clients[i % clients.len()]` (one client per connection); `call(client, n)` makes call `n`
 /// (0-based, each `n` exactly once) and returns its outcome label.
-pub async fn drive<C, F, Fut>(clients: &[C], shape: Shape, label: &str, call: F) -> Load
+pub(super) async fn drive<C, F, Fut>(clients: &[C], shape: Shape, label: &str, call: F) -> Load
 where
     C: Clone + Send + 'static,
     F: Fn(C, usize) -> Fut + Send + Sync + 'static,

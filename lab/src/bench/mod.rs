@@ -20,7 +20,7 @@ use clap::Subcommand;
 
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
-pub enum BenchCommand {
+pub(crate) enum BenchCommand {
     /// Flash sale in one run: a bare tonic server of the same RPC shape, then order-svc's hot
     /// item, its sold-out item, and an approval flood through approval-svc, each as a ratio to
     /// the bare server, with p50/p99, errors by code, peak RSS and a no-oversell check.
@@ -31,7 +31,7 @@ pub enum BenchCommand {
 }
 
 /// Runs one benchmark.
-pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::FlashSale(args) => flash_sale::run(args).await,
         BenchCommand::Orders(args) => orders::run(args).await,

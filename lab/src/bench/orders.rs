@@ -24,7 +24,7 @@ use super::load::Shape;
 
 /// Options of `lab bench orders`.
 #[derive(Debug, Parser)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// CreateOrder calls in total (bounded, so the run always ends).
     #[arg(long, default_value_t = 20_000)]
     requests: usize,
@@ -55,7 +55,7 @@ pub struct BenchArgs {
 }
 
 /// Runs the benchmark and prints its figures.
-pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     ensure!(
         args.concurrency > 0 && args.connections > 0,
         "concurrency and connections must be > 0"

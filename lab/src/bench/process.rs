@@ -20,14 +20,14 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the service binaries are.
 #[derive(Debug, Clone)]
-pub struct Binaries {
+pub(super) struct Binaries {
     dir: PathBuf,
 }
 
 impl Binaries {
     /// `dir` when given, else the directory of the running `lab` binary (`target/release/lab`
     /// finds `target/release/order-svc`). Fails when a binary is missing, saying how to build it.
-    pub fn locate(dir: Option<&Path>) -> anyhow::Result<Self> {
+    pub(super) fn locate(dir: Option<&Path>) -> anyhow::Result<Self> {
         let dir = match dir {
             Some(dir) => dir.to_path_buf(),
             None => std::env::current_exe()
@@ -51,7 +51,7 @@ impl Binaries {
     }
 
     /// The directory searched.
-    pub fn dir(&self) -> &Path {
+    pub(super) fn dir(&self) -> &Path {
         &self.dir
     }
 
@@ -62,7 +62,7 @@ impl Binaries {
 
 /// A service running as a child process; dropping it kills the process.
 #[derive(Debug)]
-pub struct Service {
+pub(super) struct Service {
     name: &'static str,
     child: Child,
     addr: SocketAddr,
@@ -71,7 +71,7 @@ pub struct Service {
 impl Service {
     /// Starts `name` (`order-svc` or `approval-svc`) on a free loopback port with `args`,
     /// its output appended to `log_dir/<label>.log`; returns once it logged `listening on`.
-    pub async fn start(
+    pub(super) async fn start(
         binaries: &Binaries,
         name: &'static str,
         label: &str,
@@ -123,17 +123,17 @@ impl Service {
     }
 
     /// `http://<addr>`.
-    pub fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// The binary's name.
-    pub fn name(&self) -> &'static str {
+    pub(super) fn name(&self) -> &'static str {
         self.name
     }
 
     /// Peak resident set size so far (`VmHWM`), in KiB; `None` once it exited or off Linux.
-    pub fn peak_rss_kib(&self) -> Option<u64> {
+    pub(super) fn peak_rss_kib(&self) -> Option<u64> {
         let pid = self.child.id()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
@@ -143,7 +143,7 @@ impl Service {
     }
 
     /// SIGTERM, then waits for it to drain and exit (killed after a grace period).
-    pub async fn stop(mut self) {
+    pub(super) async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = Command::new("kill")
                 .args(["-TERM", &pid.to_string()])

@@ -20,7 +20,7 @@ const EXPECTED_OUTCOMES: &[&str] = &[
 
 /// The whole run.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(super) struct Report {
     /// The command line that produced it.
     pub command: String,
     /// Where it ran.
@@ -45,7 +45,7 @@ pub struct Report {
 
 /// The machine the run was on.
 #[derive(Debug, Serialize)]
-pub struct Machine {
+pub(super) struct Machine {
     /// CPUs this process may use (`nproc`).
     pub nproc: usize,
     /// `model name` from `/proc/cpuinfo`.
@@ -57,7 +57,7 @@ pub struct Machine {
 impl Machine {
     /// True when the 1-minute load average exceeded the CPUs at the start: other work shares
     /// them, and throughput figures are a floor.
-    pub fn was_busy(&self) -> bool {
+    pub(super) fn was_busy(&self) -> bool {
         self.load_average_at_start
             .split_whitespace()
             .next()
@@ -68,7 +68,7 @@ impl Machine {
 
 impl Machine {
     /// Reads this machine's figures.
-    pub fn current() -> Self {
+    pub(super) fn current() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu_model = cpuinfo
             .lines()
@@ -92,7 +92,7 @@ impl Machine {
 
 /// The server every service phase used.
 #[derive(Debug, Serialize)]
-pub struct DatabaseInfo {
+pub(super) struct DatabaseInfo {
     /// Its URL, without a password.
     pub server: String,
     /// Its settings.
@@ -104,7 +104,7 @@ pub struct DatabaseInfo {
 
 /// One phase at one concurrency.
 #[derive(Debug, Serialize)]
-pub struct PhaseFigures {
+pub(super) struct PhaseFigures {
     /// `baseline`, `hot_item`, `sold_out` or `approval_flood`.
     pub phase: &'static str,
     /// What ran, in words.
@@ -143,7 +143,7 @@ pub struct PhaseFigures {
 
 impl PhaseFigures {
     /// The figures of `load`; the ratio is set by [`PhaseFigures::set_baseline`].
-    pub fn new(
+    pub(super) fn new(
         phase: &'static str,
         description: String,
         concurrency: usize,
@@ -182,22 +182,22 @@ impl PhaseFigures {
     }
 
     /// Errors in total.
-    pub fn error_count(&self) -> u64 {
+    pub(super) fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
 
     /// The count of one outcome label.
-    pub fn outcome(&self, label: &str) -> u64 {
+    pub(super) fn outcome(&self, label: &str) -> u64 {
         self.outcomes.get(label).copied().unwrap_or(0)
     }
 
     /// True unless its stock check failed.
-    pub fn holds(&self) -> bool {
+    pub(super) fn holds(&self) -> bool {
         self.stock_check.as_ref().is_none_or(|check| check.ok)
     }
 
     /// One line for the table.
-    pub fn table_row(&self) -> String {
+    pub(super) fn table_row(&self) -> String {
         let rss = if self.peak_rss_kib.is_empty() {
             "-".to_owned()
         } else {
@@ -236,11 +236,11 @@ impl PhaseFigures {
 }
 
 /// The header matching [`PhaseFigures::table_row`].
-pub const TABLE_HEADER: &str = "phase           callers   calls   calls/s  x bare       p50       p99    sold  refused errors  stock   peak RSS";
+pub(super) const TABLE_HEADER: &str = "phase           callers   calls   calls/s  x bare       p50       p99    sold  refused errors  stock   peak RSS";
 
 /// The product's ledger after a phase, against what the callers were told.
 #[derive(Debug, Serialize)]
-pub struct StockCheck {
+pub(super) struct StockCheck {
     /// Units the product was created with.
     pub initial_stock: i64,
     /// Units added since.
@@ -265,7 +265,11 @@ impl StockCheck {
     /// Checks I1 on `ledger` (stock ≥ 0; sold = the CREATED orders' quantity), that every
     /// call told it has an order has one, and, when no call failed, that no order exists that
     /// no caller was told about.
-    pub fn new(ledger: &pb::ProductLedger, answered_with_an_order: u64, errors: u64) -> Self {
+    pub(super) fn new(
+        ledger: &pb::ProductLedger,
+        answered_with_an_order: u64,
+        errors: u64,
+    ) -> Self {
         let sold = ledger.initial_stock + ledger.restocked - ledger.stock;
         let mut problems = Vec::new();
         if ledger.stock < 0 {
@@ -306,12 +310,12 @@ impl StockCheck {
 
 impl Report {
     /// Sets `ok` from the phases' stock checks.
-    pub fn finish(&mut self) {
+    pub(super) fn finish(&mut self) {
         self.ok = self.phases.iter().all(PhaseFigures::holds);
     }
 
     /// The lines printed before the first phase.
-    pub fn header_lines(&self) -> Vec<String> {
+    pub(super) fn header_lines(&self) -> Vec<String> {
         let busy = if self.machine.was_busy() {
             " (BUSY: more runnable work than CPUs, so calls/s are a floor)"
         } else {
@@ -338,7 +342,7 @@ impl Report {
     }
 
     /// The lines printed after the last phase.
-    pub fn footer_lines(&self) -> Vec<String> {
+    pub(super) fn footer_lines(&self) -> Vec<String> {
         vec![
             String::new(),
             "x bare = calls/s divided by the bare tonic server's at the same callers; sold = calls \
@@ -359,7 +363,7 @@ impl Report {
 
 impl PhaseFigures {
     /// Sets the ratio to the baseline's calls per second.
-    pub fn set_baseline(&mut self, baseline_calls_per_s: f64) {
+    pub(super) fn set_baseline(&mut self, baseline_calls_per_s: f64) {
         self.ratio_to_baseline = if baseline_calls_per_s > 0.0 {
             self.calls_per_s / baseline_calls_per_s
         } else {
@@ -368,7 +372,7 @@ impl PhaseFigures {
     }
 
     /// Its table row, then a line of errors by label and one of broken checks when there are.
-    pub fn lines(&self) -> Vec<String> {
+    pub(super) fn lines(&self) -> Vec<String> {
         let mut lines = vec![self.table_row()];
         if !self.errors.is_empty() {
             let errors: Vec<String> = self
@@ -392,7 +396,7 @@ impl PhaseFigures {
 
 /// `"NOT DURABLE (fsync=…, synchronous_commit=…) | "` when commits were not durable, else
 /// nothing: put in front of every line printed, so no figure can be quoted without it.
-pub fn durability_mark(durability: &Durability) -> String {
+pub(super) fn durability_mark(durability: &Durability) -> String {
     if durability.is_durable() {
         String::new()
     } else {

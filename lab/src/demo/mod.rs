@@ -18,12 +18,12 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 
-pub use outcome::Demo;
-pub use problems::Problem;
+pub(crate) use outcome::Demo;
+pub(crate) use problems::Problem;
 
 /// Options of `lab demo`.
 #[derive(Debug, Parser)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// The problem to reproduce.
     #[arg(long, value_enum, required_unless_present = "list")]
     problem: Option<Problem>,
@@ -38,7 +38,7 @@ pub struct DemoArgs {
 }
 
 /// Runs `lab demo`.
-pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let Some(problem) = args.problem.filter(|_| !args.list) else {
         for problem in Problem::ALL {
             println!("{:<20} {}", problem.name(), problem.sentence());
@@ -64,7 +64,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Both runs of `problem`, unsafe first.
-pub async fn demo(problem: Problem) -> anyhow::Result<Demo> {
+pub(crate) async fn demo(problem: Problem) -> anyhow::Result<Demo> {
     let unsafe_run = problem.unsafe_run().await.context("unsafe run")?;
     let safe_run = problem.safe_run().await.context("safe run")?;
     Ok(Demo {

@@ -15,7 +15,7 @@ const SHOWN_IDS: usize = 3;
 
 /// One problem's two runs.
 #[derive(Debug, Clone)]
-pub struct Demo {
+pub(crate) struct Demo {
     /// Which problem.
     pub problem: Problem,
     /// With the safeguard replaced by naive code.
@@ -27,7 +27,7 @@ pub struct Demo {
 impl Demo {
     /// True when the unsafe run showed the problem: its invariant broken, or (no-circuit-breaker)
     /// a p99 at least twice the safe run's and more calls in flight.
-    pub fn problem_shown(&self) -> bool {
+    pub(crate) fn problem_shown(&self) -> bool {
         match self.problem.breaks() {
             Some(invariant) => self.unsafe_run.report.outcome(invariant).violation_count > 0,
             None => {
@@ -39,12 +39,12 @@ impl Demo {
     }
 
     /// True when the safe run broke no invariant.
-    pub fn safe_clean(&self) -> bool {
+    pub(crate) fn safe_clean(&self) -> bool {
         self.safe_run.report.is_clean()
     }
 
     /// 0 when the unsafe run showed its problem and the safe run none, 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         if self.problem_shown() && self.safe_clean() {
             0
         } else {
@@ -53,7 +53,7 @@ impl Demo {
     }
 
     /// One line saying what the two runs proved.
-    pub fn conclusion(&self) -> String {
+    pub(crate) fn conclusion(&self) -> String {
         let shown = match self.problem.breaks() {
             Some(invariant) => {
                 let n = self.unsafe_run.report.outcome(invariant).violation_count;
@@ -81,7 +81,7 @@ impl Demo {
     }
 
     /// The side-by-side table for the terminal.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -169,7 +169,7 @@ impl Demo {
 
     /// `report.json` (API.md: `problem`, `unsafe`, `safe`, each with `violations` keyed I1…I6,
     /// and `p99_ms` / `max_in_flight` for no-circuit-breaker).
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         json!({
             "problem": self.problem.name(),
             "explanation": self.problem.sentence(),
@@ -185,7 +185,7 @@ impl Demo {
 }
 
 /// The invariants a report breaks.
-pub fn broken(report: &Report) -> Vec<Invariant> {
+pub(super) fn broken(report: &Report) -> Vec<Invariant> {
     Invariant::ALL
         .into_iter()
         .filter(|&i| report.outcome(i).violation_count > 0)

@@ -11,7 +11,7 @@ use super::outcome::Demo;
 use super::setup::Side;
 
 /// The whole page, self-contained.
-pub fn render(demo: &Demo) -> String {
+pub(super) fn render(demo: &Demo) -> String {
     let mut page = String::with_capacity(32 * 1024);
     let name = demo.problem.name();
     page.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");

@@ -19,11 +19,11 @@ use tonic::transport::Channel;
 
 /// The `client-id` of orders the demo places for itself (stock-race): not approval-svc's, so
 /// the checker counts them for I1 only.
-pub const DEMO_CLIENT_ID: &str = "lab-demo";
+pub(super) const DEMO_CLIENT_ID: &str = "lab-demo";
 
 /// One run (unsafe or safe) as the table, report.json and report.html show it.
 #[derive(Debug, Clone)]
-pub struct Side {
+pub(crate) struct Side {
     /// What happened, one line each (counts of outcomes, proxy counters, …).
     pub happened: Vec<String>,
     /// The checker's report on this run's databases.
@@ -40,14 +40,14 @@ pub struct Side {
 /// created is a ghost that only the periodic consistency checker would heal, and that checker is
 /// off in drills ([`lab_drill::cluster::FAST_APPROVAL_ENV`]), so the safe runs give the completer
 /// room to roll every approval forward once the fault is gone.
-pub async fn cluster() -> anyhow::Result<Cluster> {
+pub(super) async fn cluster() -> anyhow::Result<Cluster> {
     Cluster::start(ClusterOptions::default().approval_env("MAX_ATTEMPTS", "30"))
         .await
         .context("starting order-svc, the proxy and approval-svc")
 }
 
 /// Creates a product with `stock` units; returns its id.
-pub async fn product(cluster: &Cluster, stock: i64) -> anyhow::Result<String> {
+pub(super) async fn product(cluster: &Cluster, stock: i64) -> anyhow::Result<String> {
     let product = load::create_product(&mut cluster.order_client(), "demo reward", stock)
         .await
         .context("CreateProduct")?;
@@ -55,7 +55,7 @@ pub async fn product(cluster: &Cluster, stock: i64) -> anyhow::Result<String> {
 }
 
 /// Submits `count` challenges for one unit of `product` (distinct users); returns their ids.
-pub async fn challenges(
+pub(super) async fn challenges(
     cluster: &Cluster,
     product: &str,
     count: usize,
@@ -66,7 +66,7 @@ pub async fn challenges(
 }
 
 /// A pool on one service's database, for the naive code that replaces its safeguard.
-pub async fn pool(database_url: &str, size: u32) -> anyhow::Result<PgPool> {
+pub(super) async fn pool(database_url: &str, size: u32) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(10))
@@ -76,13 +76,13 @@ pub async fn pool(database_url: &str, size: u32) -> anyhow::Result<PgPool> {
 }
 
 /// A client of order-svc at `url` (the proxy's, to meet its faults).
-pub fn shop(url: &str) -> OrderServiceClient<Channel> {
+pub(super) fn shop(url: &str) -> OrderServiceClient<Channel> {
     OrderServiceClient::new(lazy_channel(url))
 }
 
 /// CreateOrder as `client_id` with `key`; `deadline` as `grpc-timeout` when given (none: wait
 /// as long as it takes, as a client without a deadline does).
-pub async fn create_order(
+pub(super) async fn create_order(
     mut shop: OrderServiceClient<Channel>,
     client_id: &str,
     key: &str,
@@ -113,34 +113,34 @@ pub async fn create_order(
 }
 
 /// A fresh idempotency key: what a client without a stable key sends on every call.
-pub fn fresh_key() -> String {
+pub(super) fn fresh_key() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
 /// Calls in flight now, and the most at once.
 #[derive(Debug, Default)]
-pub struct InFlight {
+pub(super) struct InFlight {
     now: AtomicU64,
     max: AtomicU64,
 }
 
 impl InFlight {
     /// Counts one call until the guard drops.
-    pub fn enter(self: &Arc<Self>) -> InFlightGuard {
+    pub(super) fn enter(self: &Arc<Self>) -> InFlightGuard {
         let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
         self.max.fetch_max(now, Ordering::SeqCst);
         InFlightGuard(self.clone())
     }
 
     /// The most calls in flight at once.
-    pub fn max(&self) -> u64 {
+    pub(super) fn max(&self) -> u64 {
         self.max.load(Ordering::SeqCst)
     }
 }
 
 /// One call in flight (see [`InFlight::enter`]).
 #[derive(Debug)]
-pub struct InFlightGuard(Arc<InFlight>);
+pub(super) struct InFlightGuard(Arc<InFlight>);
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
@@ -149,7 +149,7 @@ impl Drop for InFlightGuard {
 }
 
 /// The 99th percentile of `latencies`, in milliseconds (0 when empty).
-pub fn p99_ms(latencies: &[Duration]) -> f64 {
+pub(super) fn p99_ms(latencies: &[Duration]) -> f64 {
     let mut sorted = latencies.to_vec();
     sorted.sort();
     match sorted.len() {
@@ -160,7 +160,7 @@ pub fn p99_ms(latencies: &[Duration]) -> f64 {
 
 /// The checker's verdict (the one `lab check` uses): once when `settle` is zero, else until the
 /// system settles clean or `settle` passes. `accepted` are approvals answered OK (for I6).
-pub async fn verdict(
+pub(super) async fn verdict(
     cluster: &Cluster,
     settle: Duration,
     accepted: Vec<String>,
@@ -178,12 +178,12 @@ pub async fn verdict(
 }
 
 /// `label=count` pairs of a tally, for a "what happened" line.
-pub fn tally_line(prefix: &str, outcomes: &load::Outcomes) -> String {
+pub(super) fn tally_line(prefix: &str, outcomes: &load::Outcomes) -> String {
     format!("{prefix}: {outcomes}")
 }
 
 /// The proxy's counters in one phrase.
-pub fn proxy_line(cluster: &Cluster) -> String {
+pub(super) fn proxy_line(cluster: &Cluster) -> String {
     let stats = cluster.proxy().handle().stats();
     format!(
         "proxy: {} requests, {} replies lost, {} answered UNAVAILABLE",

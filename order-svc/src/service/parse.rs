@@ -15,7 +15,7 @@ use crate::domain::{
 use crate::error::OrderError;
 
 /// CreateProduct: the name, initial stock and per-customer limit (0 = unlimited).
-pub fn new_product(
+pub(super) fn new_product(
     request: &pb::CreateProductRequest,
     limits: Limits,
 ) -> Result<NewProduct, OrderError> {
@@ -41,7 +41,7 @@ pub fn new_product(
 /// True for a first attempt: `grpc-previous-rpc-attempts` absent or 0. Anything else (a retry,
 /// or a value that does not parse) may be the re-send of a request whose order exists, which
 /// only the database can answer.
-pub fn is_first_attempt(metadata: &MetadataMap) -> bool {
+pub(super) fn is_first_attempt(metadata: &MetadataMap) -> bool {
     match metadata.get(metadata::GRPC_PREVIOUS_RPC_ATTEMPTS) {
         None => true,
         Some(value) => {
@@ -55,21 +55,24 @@ pub fn is_first_attempt(metadata: &MetadataMap) -> bool {
 }
 
 /// A request naming one product.
-pub fn product_id(value: &str) -> Result<Uuid, OrderError> {
+pub(super) fn product_id(value: &str) -> Result<Uuid, OrderError> {
     let mut violations = Violations::default();
     let id = violations.uuid("product_id", value);
     finish_with(violations, id)
 }
 
 /// A request naming one order.
-pub fn order_id(value: &str) -> Result<Uuid, OrderError> {
+pub(super) fn order_id(value: &str) -> Result<Uuid, OrderError> {
     let mut violations = Violations::default();
     let id = violations.uuid("order_id", value);
     finish_with(violations, id)
 }
 
 /// Restock: the product and a positive quantity.
-pub fn restock(request: &pb::RestockRequest, limits: Limits) -> Result<(Uuid, i64), OrderError> {
+pub(super) fn restock(
+    request: &pb::RestockRequest,
+    limits: Limits,
+) -> Result<(Uuid, i64), OrderError> {
     let mut violations = Violations::default();
     let id = violations.uuid("product_id", &request.product_id);
     limits.check_quantity(&mut violations, "quantity", request.quantity);
@@ -77,7 +80,7 @@ pub fn restock(request: &pb::RestockRequest, limits: Limits) -> Result<(Uuid, i6
 }
 
 /// CreateOrder: the order plus its idempotency scope from metadata.
-pub fn create_order(
+pub(super) fn create_order(
     metadata: &MetadataMap,
     request: &pb::CreateOrderRequest,
     limits: Limits,
@@ -103,7 +106,7 @@ pub fn create_order(
 }
 
 /// LookupOrder: the key from the request body, scoped to the caller's `client-id`.
-pub fn lookup(
+pub(super) fn lookup(
     metadata: &MetadataMap,
     request: &pb::LookupOrderRequest,
 ) -> Result<IdempotencyScope, OrderError> {
@@ -125,7 +128,7 @@ pub fn lookup(
 }
 
 /// ListOrders: filters and the page.
-pub fn list_orders(
+pub(super) fn list_orders(
     request: &pb::ListOrdersRequest,
 ) -> Result<(OrderFilter, PageRequest), OrderError> {
     let mut violations = Violations::default();
@@ -169,14 +172,14 @@ pub fn list_orders(
 }
 
 /// ListProducts: the page.
-pub fn list_products(request: &pb::ListProductsRequest) -> Result<PageRequest, OrderError> {
+pub(super) fn list_products(request: &pb::ListProductsRequest) -> Result<PageRequest, OrderError> {
     let mut violations = Violations::default();
     let page = PageRequest::parse(request.page_size, &request.page_token, &mut violations);
     finish(violations, page)
 }
 
 /// CancelOrder: the order and a bounded reason.
-pub fn cancel(request: &pb::CancelOrderRequest) -> Result<(Uuid, String), OrderError> {
+pub(super) fn cancel(request: &pb::CancelOrderRequest) -> Result<(Uuid, String), OrderError> {
     let mut violations = Violations::default();
     let id = violations.uuid("order_id", &request.order_id);
     let reason = violations.text("reason", &request.reason, 0, MAX_REASON_CHARS);

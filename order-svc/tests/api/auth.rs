@@ -369,8 +369,7 @@ async fn protected_mode_refuses_a_public_address_without_keys() {
     open.listen = SocketAddr::from(([0, 0, 0, 0], 0));
     let refusal = order_svc::Application::build(open.clone())
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let message = refusal.to_string();
     assert!(
         message.contains("--auth-keys") && message.contains("--allow-unauthenticated"),

@@ -15,28 +15,28 @@ use uuid::Uuid;
 
 /// How long a test waits for what should happen soon (a listener connecting, calls queueing,
 /// the reaper's next round) before it fails.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub(crate) const WAIT: Duration = Duration::from_secs(10);
 /// How often a test polls in-memory state (flags, queues) while it waits.
-pub const POLL: Duration = Duration::from_millis(2);
+pub(crate) const POLL: Duration = Duration::from_millis(2);
 /// How often a test polls the database while it waits.
-pub const DB_POLL: Duration = Duration::from_millis(5);
+pub(crate) const DB_POLL: Duration = Duration::from_millis(5);
 
 /// Tests share the machine: ordinary ones run side by side (read); the few that assert a
 /// latency in milliseconds run alone (write), so they never measure another test's load.
 static MACHINE: RwLock<()> = RwLock::const_new(());
 
 /// Held by an ordinary test for its whole run.
-pub async fn shared() -> RwLockReadGuard<'static, ()> {
+pub(crate) async fn shared() -> RwLockReadGuard<'static, ()> {
     MACHINE.read().await
 }
 
 /// Held by a latency-asserting test for its whole run: no other test runs meanwhile.
-pub async fn alone() -> RwLockWriteGuard<'static, ()> {
+pub(crate) async fn alone() -> RwLockWriteGuard<'static, ()> {
     MACHINE.write().await
 }
 
 /// order-svc's test configuration: a free loopback port on `database_url`.
-pub fn config(database_url: impl Into<String>) -> Config {
+pub(crate) fn config(database_url: impl Into<String>) -> Config {
     let mut config = Config::parse_from(["order-svc"]);
     config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.database_url = Some(database_url.into());
@@ -45,7 +45,7 @@ pub fn config(database_url: impl Into<String>) -> Config {
 }
 
 /// A running shop and what tests need to poke it.
-pub struct TestShop {
+pub(crate) struct TestShop {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     pub database_url: String,
@@ -59,11 +59,11 @@ pub struct TestShop {
 }
 
 impl TestShop {
-    pub async fn spawn() -> Self {
+    pub(crate) async fn spawn() -> Self {
         Self::spawn_with(|_| {}).await
     }
 
-    pub async fn spawn_with(customize: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn spawn_with(customize: impl FnOnce(&mut Config)) -> Self {
         // Logs only on request: RUST_LOG=info cargo test … shows the service's own lines.
         if std::env::var_os("RUST_LOG").is_some() {
             lab_common::telemetry::init(lab_common::telemetry::LogFormat::Pretty);
@@ -75,7 +75,7 @@ impl TestShop {
     }
 
     /// Another instance on the database at `url` (e.g. a second one beside `shop.database_url`).
-    pub async fn spawn_on(url: String, customize: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn spawn_on(url: String, customize: impl FnOnce(&mut Config)) -> Self {
         let mut config = config(url);
         customize(&mut config);
         let application = Application::build(config).await.expect("order-svc builds");
@@ -111,16 +111,20 @@ impl TestShop {
     }
 
     /// A new client on its own connection.
-    pub async fn new_client(&self) -> OrderServiceClient<Channel> {
+    pub(crate) async fn new_client(&self) -> OrderServiceClient<Channel> {
         connect(self.addr).await
     }
 
-    pub async fn create_product(&self, stock: i64) -> pb::Product {
+    pub(crate) async fn create_product(&self, stock: i64) -> pb::Product {
         self.create_limited_product(stock, 0).await
     }
 
     /// A product whose customers may each hold at most `max_per_customer` units (0 = no limit).
-    pub async fn create_limited_product(&self, stock: i64, max_per_customer: i32) -> pb::Product {
+    pub(crate) async fn create_limited_product(
+        &self,
+        stock: i64,
+        max_per_customer: i32,
+    ) -> pb::Product {
         self.client
             .clone()
             .create_product(pb::CreateProductRequest {
@@ -135,7 +139,7 @@ impl TestShop {
             .expect("product")
     }
 
-    pub async fn product(&self, product_id: &str) -> pb::Product {
+    pub(crate) async fn product(&self, product_id: &str) -> pb::Product {
         self.client
             .clone()
             .get_product(pb::GetProductRequest {
@@ -149,7 +153,7 @@ impl TestShop {
     }
 
     /// Row counts of every table: "nothing written" means these do not move.
-    pub async fn table_counts(&self) -> (i64, i64, i64) {
+    pub(crate) async fn table_counts(&self) -> (i64, i64, i64) {
         sqlx::query_as(
             "SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM orders),
                     (SELECT count(*) FROM idempotency_keys)",
@@ -160,7 +164,7 @@ impl TestShop {
     }
 
     /// I1: stock is never negative and initial + restocked - stock = Σ CREATED quantities.
-    pub async fn assert_no_oversell(&self, product_id: &str) {
+    pub(crate) async fn assert_no_oversell(&self, product_id: &str) {
         let id = Uuid::parse_str(product_id).unwrap();
         let (stock, supplied, ordered): (i64, i64, i64) = sqlx::query_as(
             "SELECT p.stock, p.initial_stock + p.restocked,
@@ -176,7 +180,7 @@ impl TestShop {
         assert_eq!(supplied - stock, ordered, "I1 violated for {product_id}");
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -194,11 +198,11 @@ impl Drop for TestShop {
     }
 }
 
-pub async fn connect(addr: SocketAddr) -> OrderServiceClient<Channel> {
+pub(crate) async fn connect(addr: SocketAddr) -> OrderServiceClient<Channel> {
     try_connect(addr).await.expect("connect to order-svc")
 }
 
-pub async fn try_connect(
+pub(crate) async fn try_connect(
     addr: SocketAddr,
 ) -> Result<OrderServiceClient<Channel>, tonic::transport::Error> {
     let channel = Channel::from_shared(format!("http://{addr}"))
@@ -209,7 +213,7 @@ pub async fn try_connect(
 }
 
 /// Waits until `condition` holds, polling every [`POLL`], for at most `within`.
-pub async fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+pub(crate) async fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
     while !condition() {
         assert!(tokio::time::Instant::now() < deadline, "never: {what}");
@@ -218,7 +222,7 @@ pub async fn eventually(within: Duration, what: &str, mut condition: impl FnMut(
 }
 
 /// A CreateOrder request carrying `key` as its idempotency key.
-pub fn order_request(
+pub(crate) fn order_request(
     product_id: &str,
     quantity: i32,
     customer_id: Uuid,
@@ -238,7 +242,7 @@ pub fn order_request(
 /// [`order_request`] as a retry: `grpc-previous-rpc-attempts: attempts`, which API.md asks
 /// clients to set on every re-send of a request, and which keeps it off the sold-out fast path
 /// (only the database can tell that its order exists).
-pub fn retried_order_request(
+pub(crate) fn retried_order_request(
     product_id: &str,
     quantity: i32,
     customer_id: Uuid,
@@ -254,6 +258,6 @@ pub fn retried_order_request(
 }
 
 /// The `ErrorInfo.reason` of a status.
-pub fn reason(status: &tonic::Status) -> String {
+pub(crate) fn reason(status: &tonic::Status) -> String {
     lab_common::status::reason(status).unwrap_or_default()
 }

@@ -8,7 +8,7 @@ use tonic::transport::{Channel, Endpoint, Server};
 use resilience::FaultLayer;
 
 /// Serves the health service behind `faults` in the background; returns a lazy channel to it.
-pub async fn serve(faults: FaultLayer) -> Result<Channel, Box<dyn std::error::Error>> {
+pub(crate) async fn serve(faults: FaultLayer) -> Result<Channel, Box<dyn std::error::Error>> {
     let (_reporter, health) = tonic_health::server::health_reporter();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

@@ -19,14 +19,14 @@ use tonic::{Code, Request, Response, Status};
 
 /// How the server answers one call.
 #[derive(Debug, Clone)]
-pub struct Step {
+pub(crate) struct Step {
     pub delay: Duration,
     pub code: Code,
     pub pushback: Option<&'static str>,
 }
 
 impl Step {
-    pub fn ok() -> Self {
+    pub(crate) fn ok() -> Self {
         Self {
             delay: Duration::ZERO,
             code: Code::Ok,
@@ -34,16 +34,16 @@ impl Step {
         }
     }
 
-    pub fn fail(code: Code) -> Self {
+    pub(crate) fn fail(code: Code) -> Self {
         Self { code, ..Self::ok() }
     }
 
-    pub fn after(mut self, delay: Duration) -> Self {
+    pub(crate) fn after(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
     }
 
-    pub fn pushback(mut self, value: &'static str) -> Self {
+    pub(crate) fn pushback(mut self, value: &'static str) -> Self {
         self.pushback = Some(value);
         self
     }
@@ -51,7 +51,7 @@ impl Step {
 
 /// Metadata one call carried.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub rpc: &'static str,
     pub key: Option<String>,
     pub previous_attempts: Option<String>,
@@ -59,7 +59,7 @@ pub struct Seen {
 }
 
 #[derive(Debug)]
-pub struct Script {
+pub(crate) struct Script {
     steps: Mutex<VecDeque<Step>>,
     default: Mutex<Step>,
     seen: Mutex<Vec<Seen>>,
@@ -67,7 +67,7 @@ pub struct Script {
 
 impl Script {
     /// A script that answers OK to everything until told otherwise.
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::new(Self {
             steps: Mutex::new(VecDeque::new()),
             default: Mutex::new(Step::ok()),
@@ -76,19 +76,19 @@ impl Script {
     }
 
     /// The answers to the next calls, in order; after them, the default.
-    pub fn push(&self, steps: impl IntoIterator<Item = Step>) {
+    pub(crate) fn push(&self, steps: impl IntoIterator<Item = Step>) {
         self.steps.lock().unwrap().extend(steps);
     }
 
-    pub fn set_default(&self, step: Step) {
+    pub(crate) fn set_default(&self, step: Step) {
         *self.default.lock().unwrap() = step;
     }
 
-    pub fn calls(&self) -> usize {
+    pub(crate) fn calls(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
 
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
@@ -127,7 +127,7 @@ impl Script {
 struct Scripted(Arc<Script>);
 
 /// The scripted order service, for servers built elsewhere (see `fleet`).
-pub fn order_service(script: Arc<Script>) -> OrderServiceServer<impl OrderService> {
+pub(crate) fn order_service(script: Arc<Script>) -> OrderServiceServer<impl OrderService> {
     OrderServiceServer::new(Scripted(script))
 }
 
@@ -220,7 +220,7 @@ impl OrderService for Scripted {
 }
 
 /// A running test server; stops when dropped.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub addr: SocketAddr,
     pub script: Arc<Script>,
     pub faults: FaultHandle,
@@ -228,7 +228,7 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let script = Script::new();
@@ -255,21 +255,21 @@ impl TestServer {
         }
     }
 
-    pub fn endpoint(&self) -> Endpoint {
+    pub(crate) fn endpoint(&self) -> Endpoint {
         Endpoint::from_shared(format!("http://{}", self.addr)).unwrap()
     }
 
-    pub fn channel(&self) -> Channel {
+    pub(crate) fn channel(&self) -> Channel {
         self.endpoint().connect_lazy()
     }
 
     /// A plain generated client over the bare channel (no resilience).
-    pub fn bare_client(&self) -> OrderServiceClient<Channel> {
+    pub(crate) fn bare_client(&self) -> OrderServiceClient<Channel> {
         OrderServiceClient::new(self.channel())
     }
 }
 
-pub fn create_order(key: Option<&str>) -> Request<CreateOrderRequest> {
+pub(crate) fn create_order(key: Option<&str>) -> Request<CreateOrderRequest> {
     let mut request = Request::new(CreateOrderRequest {
         product_id: "0190b2a4-0000-7000-8000-000000000001".into(),
         quantity: 1,
@@ -283,14 +283,14 @@ pub fn create_order(key: Option<&str>) -> Request<CreateOrderRequest> {
     request
 }
 
-pub fn get_order() -> Request<GetOrderRequest> {
+pub(crate) fn get_order() -> Request<GetOrderRequest> {
     Request::new(GetOrderRequest {
         order_id: "0190b2a4-0000-7000-8000-000000000000".into(),
     })
 }
 
 /// A fast config for loopback tests: tiny backoff, roomy budget.
-pub fn config() -> resilience::ResilienceConfig {
+pub(crate) fn config() -> resilience::ResilienceConfig {
     let mut config = resilience::ResilienceConfig::default();
     config.retry.backoff_base = Duration::from_millis(1);
     config.retry.backoff_cap = Duration::from_millis(5);

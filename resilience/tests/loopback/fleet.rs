@@ -12,7 +12,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::common::{Script, order_service};
 
 /// One order-svc instance.
-pub struct Instance {
+pub(crate) struct Instance {
     pub addr: SocketAddr,
     pub script: Arc<Script>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -22,12 +22,12 @@ pub struct Instance {
 
 impl Instance {
     /// Starts an instance on a free loopback port.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         Self::start_at("127.0.0.1:0".parse().unwrap(), Script::new())
     }
 
     /// Starts an instance on `addr` (e.g. where a killed one listened), answering from `script`.
-    pub fn start_at(addr: SocketAddr, script: Arc<Script>) -> Self {
+    pub(crate) fn start_at(addr: SocketAddr, script: Arc<Script>) -> Self {
         let listener = std::net::TcpListener::bind(addr).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -61,23 +61,23 @@ impl Instance {
         }
     }
 
-    pub fn endpoint(&self) -> Endpoint {
+    pub(crate) fn endpoint(&self) -> Endpoint {
         Endpoint::from_shared(self.url()).unwrap()
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Like `kill -9`: the listener and every connection close at once, calls in flight die.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_background();
         }
     }
 
     /// Like SIGTERM: stop accepting, GOAWAY, finish the calls in flight; resolves when done.
-    pub async fn drain(&mut self) {
+    pub(crate) async fn drain(&mut self) {
         if let Some(drain) = self.drain.take() {
             let _ = drain.send(());
         }
@@ -88,7 +88,7 @@ impl Instance {
     }
 
     /// Starts a new instance where this one listened, with the same script.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         self.kill();
         *self = Self::start_at(self.addr, self.script.clone());
     }

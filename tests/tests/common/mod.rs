@@ -10,7 +10,7 @@ use lab_drill::cluster::{Cluster, ClusterOptions};
 use lab_drill::engine::{DrillOutcome, RunOptions, SAMPLE_EVERY, Scenario};
 
 /// Starts a cluster or fails the test with the reason (benchmarks that are not drills).
-pub async fn start(options: ClusterOptions) -> Cluster {
+pub(crate) async fn start(options: ClusterOptions) -> Cluster {
     Cluster::start(options).await.expect("cluster starts")
 }
 
@@ -19,7 +19,7 @@ pub async fn start(options: ClusterOptions) -> Cluster {
 /// With `LAB_DRILL_OUT=DIR` set, the drill is also sampled every 250 ms and its report written
 /// to `DIR/<scenario>/` (report.json, report.html); unset, nothing samples, so the scenario's
 /// timing is its own.
-pub async fn drill(scenario: Scenario) -> DrillOutcome {
+pub(crate) async fn drill(scenario: Scenario) -> DrillOutcome {
     let out = std::env::var_os("LAB_DRILL_OUT").map(PathBuf::from);
     let options = RunOptions {
         sample_every: out.as_ref().map(|_| SAMPLE_EVERY),
@@ -40,7 +40,7 @@ pub async fn drill(scenario: Scenario) -> DrillOutcome {
 /// Prints the summary line; then fails the scenario if approval-svc's consistency checker
 /// healed anything (checks run on demand only, so every repair the scenario sees must be the
 /// saga's or the completer's).
-pub fn finish(outcome: &DrillOutcome) {
+pub(crate) fn finish(outcome: &DrillOutcome) {
     outcome.summary.print();
     assert_eq!(
         outcome.checker_healed,
@@ -50,7 +50,7 @@ pub fn finish(outcome: &DrillOutcome) {
 }
 
 /// Nothing requeued: every transient failure must be finished by the automatic retries.
-pub fn assert_no_dead_letters(outcome: &DrillOutcome) {
+pub(crate) fn assert_no_dead_letters(outcome: &DrillOutcome) {
     assert!(
         outcome.dead_letters.is_empty(),
         "the completer gave up on {} challenge(s), dead-lettered: {:?}",

@@ -15,7 +15,7 @@ use crate::demo::setup::{create_order, fresh_key};
 
 /// A challenge as the naive approver reads it.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Challenge {
+pub(crate) struct Challenge {
     /// Its id.
     pub challenge_id: Uuid,
     /// The user (the order's customer).
@@ -30,7 +30,7 @@ pub struct Challenge {
 
 /// Why a naive approval stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum NaiveError {
+pub(crate) enum NaiveError {
     /// The database refused.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -40,7 +40,7 @@ pub enum NaiveError {
 }
 
 /// Reads a challenge: a plain SELECT, nothing locked, so every concurrent reader sees PENDING.
-pub async fn read(db: &PgPool, challenge_id: &str) -> Result<Challenge, NaiveError> {
+pub(crate) async fn read(db: &PgPool, challenge_id: &str) -> Result<Challenge, NaiveError> {
     let id = Uuid::parse_str(challenge_id).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     Ok(sqlx::query_as(
         "SELECT challenge_id, user_id, product_id, quantity, status FROM challenges \
@@ -54,7 +54,7 @@ pub async fn read(db: &PgPool, challenge_id: &str) -> Result<Challenge, NaiveErr
 /// CreateOrder for the challenge as approval-svc would send it, but with `key` made by the
 /// caller (fresh per call, so order-svc cannot recognise a repeat). `deadline`: none means wait
 /// for as long as it takes.
-pub async fn order(
+pub(crate) async fn order(
     shop: &OrderServiceClient<Channel>,
     challenge: &Challenge,
     key: &str,
@@ -71,7 +71,7 @@ pub async fn order(
 }
 
 /// Writes APPROVED with the order and its key, whatever the row says now (last writer wins).
-pub async fn record_approved(
+pub(crate) async fn record_approved(
     db: &PgPool,
     challenge: &Challenge,
     order: &order_pb::Order,
@@ -92,7 +92,7 @@ pub async fn record_approved(
 
 /// Marks the challenge APPROVED (with the key about to be used) before any order exists.
 /// Needs [`drop_order_backstop`]: the real schema refuses APPROVED without an order.
-pub async fn mark_approved_first(
+pub(crate) async fn mark_approved_first(
     db: &PgPool,
     challenge: &Challenge,
     key: &str,
@@ -111,7 +111,7 @@ pub async fn mark_approved_first(
 /// Drops the schema's backstop `order_iff_approved` (never APPROVED without an order) on this
 /// run's scratch database: it is part of the safeguard the empty-approval demo turns off, and a
 /// naive schema would not have it.
-pub async fn drop_order_backstop(db: &PgPool) -> Result<(), NaiveError> {
+pub(crate) async fn drop_order_backstop(db: &PgPool) -> Result<(), NaiveError> {
     sqlx::query("ALTER TABLE challenges DROP CONSTRAINT IF EXISTS order_iff_approved")
         .execute(db)
         .await?;
@@ -120,7 +120,7 @@ pub async fn drop_order_backstop(db: &PgPool) -> Result<(), NaiveError> {
 
 /// One naive click: read, and if PENDING, order with a fresh key and write APPROVED. Returns the
 /// order placed, if any.
-pub async fn click(
+pub(crate) async fn click(
     db: &PgPool,
     shop: &OrderServiceClient<Channel>,
     challenge_id: &str,

@@ -6,5 +6,5 @@
 //! Orders it places for a challenge carry approval-svc's `client-id` and the challenge's user as
 //! customer, exactly as approval-svc's do, so the checker attributes them the same way.
 
-pub mod approver;
-pub mod shop;
+pub(super) mod approver;
+pub(super) mod shop;

@@ -13,7 +13,12 @@ use crate::demo::setup::{DEMO_CLIENT_ID, fresh_key};
 /// Buys `quantity` of `product` the naive way; true when an order was placed, false when the
 /// stock read was too low. `think` is the work done between the read and the write (pricing,
 /// fraud checks…), which only widens a window that is there anyway.
-pub async fn buy(db: &PgPool, product: Uuid, quantity: i32, think: Duration) -> sqlx::Result<bool> {
+pub(crate) async fn buy(
+    db: &PgPool,
+    product: Uuid,
+    quantity: i32,
+    think: Duration,
+) -> sqlx::Result<bool> {
     let stock: i64 = sqlx::query_scalar("SELECT stock FROM products WHERE product_id = $1")
         .bind(product)
         .fetch_one(db)

@@ -160,7 +160,7 @@ async fn side(
 }
 
 /// `duplicate-approval`: several admins click Approve on the same challenges at once.
-pub mod duplicate {
+pub(super) mod duplicate {
     use super::*;
 
     const CHALLENGES: usize = 8;
@@ -171,7 +171,7 @@ pub mod duplicate {
     }
 
     /// Naive clicks: read (PENDING for everyone), order, write APPROVED.
-    pub async fn unsafe_run() -> anyhow::Result<Side> {
+    pub(crate) async fn unsafe_run() -> anyhow::Result<Side> {
         let (cluster, ids, naive) = prepared_naive(CHALLENGES).await?;
         let outcomes = naive_all(&ids, CLICKS, &naive, |_, naive, id| async move {
             let order = approver::click(&naive.db, &naive.shop, &id).await?;
@@ -187,7 +187,7 @@ pub mod duplicate {
     }
 
     /// Real clicks: concurrent ApproveChallenge.
-    pub async fn safe_run() -> anyhow::Result<Side> {
+    pub(crate) async fn safe_run() -> anyhow::Result<Side> {
         let (cluster, ids) = prepared(CHALLENGES).await?;
         let (outcomes, accepted) = real_approvals(&cluster, &ids, CLICKS).await?;
         let happened = vec![workload(), setup::tally_line("clicks", &outcomes)];
@@ -196,7 +196,7 @@ pub mod duplicate {
 }
 
 /// `empty-approval`: approving while order-svc cannot be reached.
-pub mod empty {
+pub(super) mod empty {
     use super::*;
 
     const CHALLENGES: usize = 8;
@@ -206,7 +206,7 @@ pub mod empty {
     }
 
     /// Naive: APPROVED first, then the call; a failed call leaves it APPROVED.
-    pub async fn unsafe_run() -> anyhow::Result<Side> {
+    pub(crate) async fn unsafe_run() -> anyhow::Result<Side> {
         let (cluster, ids, naive) = prepared_naive(CHALLENGES).await?;
         approver::drop_order_backstop(&naive.db).await?;
         cluster
@@ -231,7 +231,7 @@ pub mod empty {
     }
 
     /// Real approval-svc with the same failing order-svc.
-    pub async fn safe_run() -> anyhow::Result<Side> {
+    pub(crate) async fn safe_run() -> anyhow::Result<Side> {
         let (cluster, ids) = prepared(CHALLENGES).await?;
         cluster
             .proxy()
@@ -244,7 +244,7 @@ pub mod empty {
 }
 
 /// `lost-response`: the order is created but its reply is lost, and the caller retries.
-pub mod lost {
+pub(super) mod lost {
     use super::*;
 
     const CHALLENGES: usize = 8;
@@ -263,7 +263,7 @@ pub mod lost {
     }
 
     /// Naive: retry CreateOrder with a fresh key each attempt.
-    pub async fn unsafe_run() -> anyhow::Result<Side> {
+    pub(crate) async fn unsafe_run() -> anyhow::Result<Side> {
         let (cluster, ids, naive) = prepared_naive(CHALLENGES).await?;
         lossy(&cluster);
         let outcomes = naive_all(&ids, 1, &naive, |_, naive, id| async move {
@@ -289,7 +289,7 @@ pub mod lost {
     }
 
     /// Real approval-svc: one key per challenge, kept for every retry.
-    pub async fn safe_run() -> anyhow::Result<Side> {
+    pub(crate) async fn safe_run() -> anyhow::Result<Side> {
         let (cluster, ids) = prepared(CHALLENGES).await?;
         lossy(&cluster);
         let (outcomes, accepted) = real_approvals(&cluster, &ids, 1).await?;
@@ -300,7 +300,7 @@ pub mod lost {
 }
 
 /// `ghost-order`: the approver dies between the order call and recording the approval.
-pub mod ghost {
+pub(super) mod ghost {
     use super::*;
 
     const CHALLENGES: usize = 10;
@@ -310,7 +310,7 @@ pub mod ghost {
     }
 
     /// Naive: call first, record after; every other approver crashes in between.
-    pub async fn unsafe_run() -> anyhow::Result<Side> {
+    pub(crate) async fn unsafe_run() -> anyhow::Result<Side> {
         let (cluster, ids, naive) = prepared_naive(CHALLENGES).await?;
         let outcomes = naive_all(&ids, 1, &naive, |n, naive, id| async move {
             let challenge = approver::read(&naive.db, &id).await?;
@@ -335,7 +335,7 @@ pub mod ghost {
     }
 
     /// Real approval-svc, `kill -9` while its order calls are in flight, then restarted.
-    pub async fn safe_run() -> anyhow::Result<Side> {
+    pub(crate) async fn safe_run() -> anyhow::Result<Side> {
         let (mut cluster, ids) = prepared(CHALLENGES).await?;
         // Slow replies keep every call in flight when the process dies (order-svc has already
         // created the orders: only the replies wait).

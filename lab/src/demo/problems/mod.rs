@@ -11,7 +11,7 @@ mod stock_race;
 
 /// One production problem `lab demo` reproduces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Problem {
+pub(crate) enum Problem {
     /// Concurrent clicks on one challenge.
     DuplicateApproval,
     /// Many buyers, few units.
@@ -28,7 +28,7 @@ pub enum Problem {
 
 impl Problem {
     /// All six, in the design's order.
-    pub const ALL: [Self; 6] = [
+    pub(crate) const ALL: [Self; 6] = [
         Self::DuplicateApproval,
         Self::StockRace,
         Self::EmptyApproval,
@@ -38,7 +38,7 @@ impl Problem {
     ];
 
     /// The name on the command line (API.md).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::DuplicateApproval => "duplicate-approval",
             Self::StockRace => "stock-race",
@@ -50,7 +50,7 @@ impl Problem {
     }
 
     /// One sentence: the naive code and what it lets happen.
-    pub fn sentence(self) -> &'static str {
+    pub(crate) fn sentence(self) -> &'static str {
         match self {
             Self::DuplicateApproval => {
                 "Admins click Approve at once and the approver reads the challenge, then updates it, without FOR UPDATE or the APPROVING state: one challenge gets several orders (I2)."
@@ -74,7 +74,7 @@ impl Problem {
     }
 
     /// The invariant the unsafe run must break; `None` when the problem is judged on latency.
-    pub fn breaks(self) -> Option<Invariant> {
+    pub(crate) fn breaks(self) -> Option<Invariant> {
         match self {
             Self::DuplicateApproval | Self::LostResponse => Some(Invariant::I2),
             Self::StockRace => Some(Invariant::I1),
@@ -85,7 +85,7 @@ impl Problem {
     }
 
     /// The run with the safeguard replaced by naive code.
-    pub async fn unsafe_run(self) -> anyhow::Result<Side> {
+    pub(crate) async fn unsafe_run(self) -> anyhow::Result<Side> {
         match self {
             Self::DuplicateApproval => approvals::duplicate::unsafe_run().await,
             Self::StockRace => stock_race::unsafe_run().await,
@@ -97,7 +97,7 @@ impl Problem {
     }
 
     /// The same workload through the real services.
-    pub async fn safe_run(self) -> anyhow::Result<Side> {
+    pub(crate) async fn safe_run(self) -> anyhow::Result<Side> {
         match self {
             Self::DuplicateApproval => approvals::duplicate::safe_run().await,
             Self::StockRace => stock_race::safe_run().await,

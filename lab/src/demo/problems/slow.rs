@@ -139,11 +139,11 @@ async fn run(naive: bool) -> anyhow::Result<Side> {
 }
 
 /// The naive run: no deadline, no per-try timeout, no breaker.
-pub async fn unsafe_run() -> anyhow::Result<Side> {
+pub(super) async fn unsafe_run() -> anyhow::Result<Side> {
     run(true).await
 }
 
 /// The real run: approval-svc's resilience stack.
-pub async fn safe_run() -> anyhow::Result<Side> {
+pub(super) async fn safe_run() -> anyhow::Result<Side> {
     run(false).await
 }

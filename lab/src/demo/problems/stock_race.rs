@@ -16,7 +16,7 @@ const STOCK: i64 = 20;
 const BUYERS: usize = 60;
 
 /// The naive run.
-pub async fn unsafe_run() -> anyhow::Result<Side> {
+pub(super) async fn unsafe_run() -> anyhow::Result<Side> {
     let cluster = setup::cluster().await?;
     let product = setup::product(&cluster, STOCK).await?;
     let product_id = uuid::Uuid::parse_str(&product)?;
@@ -42,7 +42,7 @@ pub async fn unsafe_run() -> anyhow::Result<Side> {
 }
 
 /// The real run.
-pub async fn safe_run() -> anyhow::Result<Side> {
+pub(super) async fn safe_run() -> anyhow::Result<Side> {
     let cluster = setup::cluster().await?;
     let product = setup::product(&cluster, STOCK).await?;
     let barrier = Arc::new(Barrier::new(BUYERS));
