@@ -6,11 +6,11 @@ use std::time::{Duration, SystemTime};
 
 use lab_proto::order::v1 as order_pb;
 
-use crate::check::{Invariant, Report};
+use crate::check::Report;
 use crate::load::{ApproveRun, Outcomes, Summary};
 use crate::metrics::ResilienceCounts;
 use crate::proxy::ProxyStats;
-use crate::report::{DrillReport, FaultWindow, InvariantVerdict, Sample};
+use crate::report::{DrillReport, FaultWindow, Sample};
 
 use super::scenario::{Pacing, Scenario};
 use super::{Drill, RunOptions, Settled, Snapshot};
@@ -177,7 +177,7 @@ pub(super) fn build(
         duration_s: elapsed.as_secs_f64(),
         samples,
         faults: faults.clone(),
-        invariants: verdicts(&report),
+        invariants: crate::report::verdicts(&report),
         exit_code: if report.is_clean() { 0 } else { 1 },
         summary: Vec::new(),
     };
@@ -278,27 +278,6 @@ fn expectations(
         });
     }
     all
-}
-
-fn verdicts(report: &Report) -> BTreeMap<String, InvariantVerdict> {
-    Invariant::ALL
-        .iter()
-        .map(|&invariant| {
-            let outcome = report.outcome(invariant);
-            let mut detail = format!("{} ({} checked)", invariant.title(), outcome.checked);
-            for violation in outcome.violations.iter().take(5) {
-                detail.push_str(&format!("; {}: {}", violation.id, violation.detail));
-            }
-            (
-                invariant.to_string(),
-                InvariantVerdict {
-                    ok: outcome.violation_count == 0,
-                    violations: outcome.violation_count as u64,
-                    detail,
-                },
-            )
-        })
-        .collect()
 }
 
 fn config(scenario: &Scenario, options: &RunOptions) -> BTreeMap<String, String> {

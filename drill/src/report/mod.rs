@@ -101,6 +101,30 @@ pub struct Sample {
     pub dead_letters: u64,
 }
 
+/// The verdict on each of I1–I6 of a check, keyed `I1`…`I6` as `report.json` holds them; each
+/// detail names what was checked and the first few violations.
+pub fn verdicts(report: &crate::check::Report) -> BTreeMap<String, InvariantVerdict> {
+    const SHOWN: usize = 5;
+    crate::check::Invariant::ALL
+        .iter()
+        .map(|&invariant| {
+            let outcome = report.outcome(invariant);
+            let mut detail = format!("{} ({} checked)", invariant.title(), outcome.checked);
+            for violation in outcome.violations.iter().take(SHOWN) {
+                detail.push_str(&format!("; {}: {}", violation.id, violation.detail));
+            }
+            (
+                invariant.to_string(),
+                InvariantVerdict {
+                    ok: outcome.violation_count == 0,
+                    violations: outcome.violation_count as u64,
+                    detail,
+                },
+            )
+        })
+        .collect()
+}
+
 /// Writes `dir/report.json` and `dir/report.html`, creating `dir` if needed.
 pub fn write(dir: &Path, report: &DrillReport) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;

@@ -1,11 +1,9 @@
 //! `report.html` for a demo: the drill report's look (its stylesheet and verdict table from
 //! `lab_drill::report`), with the unsafe and the safe run side by side.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use lab_drill::check::{Invariant, Report};
-use lab_drill::report::{InvariantVerdict, STYLE, escape, verdict_table};
+use lab_drill::report::{STYLE, escape, verdict_table, verdicts};
 
 use super::outcome::Demo;
 use super::setup::Side;
@@ -50,30 +48,6 @@ pub(super) fn render(demo: &Demo) -> String {
          <code>report.json</code> beside it.</footer>\n</main>\n</body>\n</html>\n",
     );
     page
-}
-
-fn verdicts(report: &Report) -> BTreeMap<String, InvariantVerdict> {
-    Invariant::ALL
-        .iter()
-        .map(|&i| {
-            let outcome = report.outcome(i);
-            let detail = outcome
-                .violations
-                .iter()
-                .take(3)
-                .map(|v| format!("{}: {}", v.id, v.detail))
-                .collect::<Vec<_>>()
-                .join("; ");
-            (
-                i.to_string(),
-                InvariantVerdict {
-                    ok: outcome.violation_count == 0,
-                    violations: outcome.violation_count as u64,
-                    detail,
-                },
-            )
-        })
-        .collect()
 }
 
 fn happened(page: &mut String, title: &str, side: &Side) {
