@@ -17,6 +17,7 @@
 //! - [`sampler`]: samples a running drill every 250 ms (outcomes, latency, the resilience
 //!   counters of every approval-svc, breaker state, stock, challenges by state, dead letters);
 //!   a failed read keeps the previous value.
+//! - [`tally`]: what the load records per answer (outcomes, latencies), read by the sampler.
 //! - [`report`]: the drill report: `report.json`, and `report.html`, one self-contained page
 //!   with the verdicts, the configuration and a plot per quantity, fault windows shaded.
 #![forbid(unsafe_code)]
@@ -31,3 +32,4 @@ pub mod proxy;
 pub mod report;
 pub mod sampler;
 pub mod scenarios;
+pub mod tally;

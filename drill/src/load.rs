@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 
 use crate::metrics::ResilienceCounts;
 use crate::proxy::ProxyStats;
-use crate::sampler::LiveTally;
+use crate::tally::LiveTally;
 
 /// Counts of outcomes by label, e.g. `APPROVED`, `APPROVE_FAILED/OUT_OF_STOCK`,
 /// `error/UNAVAILABLE`.

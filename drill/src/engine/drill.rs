@@ -19,7 +19,7 @@ use crate::metrics::ResilienceCounts;
 use crate::process::{ServiceProcess, terminate_connections};
 use crate::proxy::{Fault, ProxyStats};
 use crate::report::FaultWindow;
-use crate::sampler::LiveTally;
+use crate::tally::LiveTally;
 
 use super::DrillError;
 use super::scenario::{Action, Databases, Service};
