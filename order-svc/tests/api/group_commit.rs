@@ -244,11 +244,10 @@ async fn bad_requests_inside_a_batch_fail_only_themselves() {
         };
         assert_eq!(&got, expected, "{key} x{quantity}");
     }
-    let keys: Vec<String> =
-        sqlx::query_scalar("SELECT idempotency_key FROM idempotency_keys ORDER BY 1")
-            .fetch_all(&shop.pool)
-            .await
-            .unwrap();
+    let keys: Vec<String> = sqlx::query_scalar("SELECT idempotency_key FROM orders ORDER BY 1")
+        .fetch_all(&shop.pool)
+        .await
+        .unwrap();
     assert_eq!(
         keys,
         ["blocked-batch", "greedy-a", "greedy-c", "taken"],
