@@ -4,7 +4,7 @@
 //! this process on PostgreSQL (`DATABASE_URL`, or a throwaway server).
 
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use clap::Parser;
@@ -15,6 +15,7 @@ use lab_proto::approval::v1 as approval_pb;
 use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use lab_proto::order::v1 as order_pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
+use tokio::process::Command;
 use uuid::Uuid;
 
 fn token(key: &TempKey, subject: &str, roles: &[&str]) -> String {
@@ -144,13 +145,9 @@ async fn secured(key: &TempKey, admin_url: &str, stop: &Shutdown) -> (SocketAddr
     (order_addr, approval_addr)
 }
 
-/// Runs `lab check` against both services with `args` and `env` added.
-fn lab_check(
-    order_addr: SocketAddr,
-    approval_addr: SocketAddr,
-    args: &[&str],
-    env: Option<&str>,
-) -> Output {
+/// Runs `lab check` against both services with `args` added and `LAB_TOKEN` set to `env`.
+async fn lab_check(addrs: (SocketAddr, SocketAddr), args: &[&str], env: Option<&str>) -> Output {
+    let (order_addr, approval_addr) = addrs;
     let mut command = Command::new(env!("CARGO_BIN_EXE_lab"));
     command
         .args(["check", "--settle", "10s", "--order-svc-url"])
@@ -162,7 +159,7 @@ fn lab_check(
     if let Some(token) = env {
         command.env("LAB_TOKEN", token);
     }
-    command.output().expect("lab runs")
+    command.output().await.expect("lab runs")
 }
 
 fn text(output: &Output) -> String {
@@ -174,7 +171,27 @@ fn text(output: &Output) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The check ran and found the approved challenge's order, every invariant holding.
+fn assert_clean(output: &Output) {
+    assert_eq!(output.status.code(), Some(0), "{}", text(output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("orders: 1 (CREATED 1)"),
+        "{}",
+        text(output)
+    );
+}
+
+/// The check could not run: exit 2, the services' refusal with `code` on stderr.
+fn assert_refused(output: &Output, code: tonic::Code) {
+    assert_eq!(output.status.code(), Some(2), "{}", text(output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains(code.description()),
+        "{}",
+        text(output)
+    );
+}
+
+#[tokio::test]
 async fn lab_check_reads_secured_services_with_a_token_and_is_refused_without() {
     let (admin_url, _throwaway) = match std::env::var("DATABASE_URL") {
         Ok(url) => (url, None),
@@ -188,57 +205,21 @@ async fn lab_check_reads_secured_services_with_a_token_and_is_refused_without() 
     };
     let key = TempKey::new().unwrap();
     let stop = Shutdown::new();
-    let (order_addr, approval_addr) = secured(&key, &admin_url, &stop).await;
+    let addrs = secured(&key, &admin_url, &stop).await;
     let checker = token(&key, "lab-check", &["approver", "shop-admin"]);
 
-    // The binary blocks; the services answer on this runtime's other worker.
-    let with_flag = tokio::task::spawn_blocking({
-        let checker = checker.clone();
-        move || lab_check(order_addr, approval_addr, &["--token", &checker], None)
-    })
-    .await
-    .unwrap();
-    assert_eq!(with_flag.status.code(), Some(0), "{}", text(&with_flag));
-    // The check really read the approved challenge and its order.
-    assert!(
-        String::from_utf8_lossy(&with_flag.stdout).contains("orders: 1 (CREATED 1)"),
-        "{}",
-        text(&with_flag)
+    assert_clean(&lab_check(addrs, &["--token", &checker], None).await);
+    assert_clean(&lab_check(addrs, &[], Some(&checker)).await);
+    assert_refused(
+        &lab_check(addrs, &[], None).await,
+        tonic::Code::Unauthenticated,
     );
-
-    let with_env = tokio::task::spawn_blocking(move || {
-        lab_check(order_addr, approval_addr, &[], Some(&checker))
-    })
-    .await
-    .unwrap();
-    assert_eq!(with_env.status.code(), Some(0), "{}", text(&with_env));
-
-    let without =
-        tokio::task::spawn_blocking(move || lab_check(order_addr, approval_addr, &[], None))
-            .await
-            .unwrap();
-    assert_eq!(without.status.code(), Some(2), "{}", text(&without));
-    assert!(
-        String::from_utf8_lossy(&without.stderr)
-            .contains(tonic::Code::Unauthenticated.description()),
-        "{}",
-        text(&without)
-    );
-
     // A token without `approver` cannot list every challenge: PERMISSION_DENIED, not a
     // partial report.
     let shop_only = token(&key, "ops", &["operator", "shop-admin"]);
-    let partial = tokio::task::spawn_blocking(move || {
-        lab_check(order_addr, approval_addr, &["--token", &shop_only], None)
-    })
-    .await
-    .unwrap();
-    assert_eq!(partial.status.code(), Some(2), "{}", text(&partial));
-    assert!(
-        String::from_utf8_lossy(&partial.stderr)
-            .contains(tonic::Code::PermissionDenied.description()),
-        "{}",
-        text(&partial)
+    assert_refused(
+        &lab_check(addrs, &["--token", &shop_only], None).await,
+        tonic::Code::PermissionDenied,
     );
     stop.trigger();
 }
