@@ -30,12 +30,19 @@ pub(crate) struct CheckArgs {
     /// useful right after a load run. `0s` checks once.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     settle: Duration,
+
+    /// Bearer token sent as `authorization: Bearer` on every call to both services, for a
+    /// system with authentication on (`lab up` prints one). It needs the roles `approver` and
+    /// `shop-admin`.
+    #[arg(long, env = "LAB_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Runs the check and prints the report.
 pub(crate) async fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let options = CheckOptions {
         stuck_after_lease: args.stuck_after_lease,
+        token: args.token,
         ..CheckOptions::default()
     };
     let result = if args.settle.is_zero() {

@@ -74,6 +74,8 @@ struct DevAuth {
     approver: String,
     operator: String,
     shop_admin: String,
+    /// `lab check`'s: it lists every challenge and reads every order and ledger.
+    checker: String,
     user: (String, String),
 }
 
@@ -84,10 +86,10 @@ const APPROVAL_SUBJECT: &str = lab_common::metadata::APPROVAL_CLIENT_ID;
 impl DevAuth {
     fn new() -> anyhow::Result<Self> {
         let key = lab_common::auth::issue::TempKey::new()?;
-        let token = |subject: &str, role: &str| {
+        let token = |subject: &str, roles: &[&str]| {
             key.signer().token(&lab_common::auth::issue::TokenSpec {
                 subject: subject.to_owned(),
-                roles: vec![role.to_owned()],
+                roles: roles.iter().map(|role| (*role).to_owned()).collect(),
                 // Outlives any demo session; the key dies with this `lab up`.
                 ttl: std::time::Duration::from_secs(7 * 24 * 3600),
                 ..Default::default()
@@ -95,14 +97,15 @@ impl DevAuth {
         };
         std::fs::write(
             key.dir().join("order-svc.token"),
-            token(APPROVAL_SUBJECT, "shop-client")?,
+            token(APPROVAL_SUBJECT, &["shop-client"])?,
         )?;
         let user = Uuid::now_v7().to_string();
         Ok(Self {
-            approver: token("alice", "approver")?,
-            operator: token("ops", "operator")?,
-            shop_admin: token("shop-admin", "shop-admin")?,
-            user: (token(&user, "user")?, user),
+            approver: token("alice", &["approver"])?,
+            operator: token("ops", &["operator"])?,
+            shop_admin: token("shop-admin", &["shop-admin"])?,
+            checker: token("lab-check", &["approver", "shop-admin"])?,
+            user: (token(&user, &["user"])?, user),
             key,
         })
     }
@@ -409,6 +412,10 @@ fn print_welcome(
         );
         println!("Pending demo challenges: {}", demo.challenge_ids.join(" "));
     }
+    let check_token = auth.map_or_else(String::new, |auth| format!(" --token {}", auth.checker));
+    println!(
+        "  lab check --approval-svc-url http://{approval_addr} --order-svc-url http://{order_addr}{check_token}   # invariants I1-I6"
+    );
     if several {
         println!("Each instance answers on its own:");
         for (n, addr) in order_addrs.iter().enumerate() {

@@ -1,5 +1,11 @@
 # Shared by tests/clients/*/run: build the release binaries, start order-svc and approval-svc on
-# free loopback ports, stop them at exit. Source it; it is not a suite itself (not executable).
+# free loopback ports with authentication on, stop them at exit. Source it; it is not a suite
+# itself (not executable).
+#
+# Authentication: `lab auth init` writes a fresh signing key into $LAB_WORK/keys; both services
+# verify with its jwks.json (AUTH_KEYS), approval-svc presents a `shop-client` token with sub
+# `approval-svc` (ORDER_SVC_TOKEN_FILE), as `lab up` does. `lab_token SUB ROLES` mints a token
+# for a suite's calls.
 #
 # Databases: with DATABASE_URL set, each service gets a fresh database on that server (created
 # with psql); without it, each binary starts its own private throwaway PostgreSQL.
@@ -31,7 +37,7 @@ lab_bin_dir() {
         echo "$LAB_BIN_DIR"
         return
     fi
-    (cd "$LAB_ROOT" && cargo build --release --quiet -p order-svc -p approval-svc) >&2
+    (cd "$LAB_ROOT" && cargo build --release --quiet -p order-svc -p approval-svc -p lab) >&2
     echo "${CARGO_TARGET_DIR:-$LAB_ROOT/target}/release"
 }
 
@@ -81,12 +87,23 @@ lab_pid_of() {
     cat "$LAB_WORK/$1.pid"
 }
 
-# lab_start_both [APPROVAL_ENV=VALUE…]: sets ORDER_ADDR and APPROVAL_ADDR.
+# lab_token SUB ROLES: prints a token for SUB with ROLES (comma-separated) signed by the key
+# lab_start_both made.
+lab_token() {
+    "$LAB_BIN/lab" auth token --key "$LAB_WORK/keys/private.pem" --sub "$1" --roles "$2" --ttl 1h
+}
+
+# lab_start_both [APPROVAL_ENV=VALUE…]: a fresh signing key, then both services with
+# authentication on; sets ORDER_ADDR and APPROVAL_ADDR.
 lab_start_both() {
     LAB_BIN="$(lab_bin_dir)"
-    lab_start order order-svc
+    "$LAB_BIN/lab" auth init "$LAB_WORK/keys" >/dev/null
+    lab_token approval-svc shop-client >"$LAB_WORK/keys/order-svc.token"
+    local auth="AUTH_KEYS=$LAB_WORK/keys/jwks.json"
+    lab_start order order-svc "$auth"
     ORDER_ADDR="$LAB_ADDR"
-    lab_start approval approval-svc ORDER_SVC_URL="http://$ORDER_ADDR" "$@"
+    lab_start approval approval-svc "$auth" ORDER_SVC_URL="http://$ORDER_ADDR" \
+        ORDER_SVC_TOKEN_FILE="$LAB_WORK/keys/order-svc.token" "$@"
     APPROVAL_ADDR="$LAB_ADDR"
     echo "order-svc on $ORDER_ADDR, approval-svc on $APPROVAL_ADDR"
 }

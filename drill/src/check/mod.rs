@@ -45,7 +45,7 @@ use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use tonic::transport::Channel;
 
 pub use self::evaluate::evaluate;
-use self::read::{clients, read_challenges, read_ledgers, read_orders, read_products};
+use self::read::{Call, clients, read_challenges, read_ledgers, read_orders, read_products};
 pub use self::report::{Invariant, Outcome, Report, Violation};
 
 pub use lab_common::metadata::APPROVAL_CLIENT_ID;
@@ -54,7 +54,7 @@ pub use lab_common::metadata::APPROVAL_CLIENT_ID;
 const KEPT_VIOLATIONS: usize = 1_000;
 
 /// How to check.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CheckOptions {
     /// The `client-id` approval-svc's orders carry. Default `approval-svc`.
     pub client_id: String,
@@ -66,6 +66,23 @@ pub struct CheckOptions {
     pub accepted: Vec<String>,
     /// Timeout of each RPC. Default 10 s.
     pub rpc_timeout: Duration,
+    /// A bearer token sent as `authorization: Bearer <token>` on every call, for services with
+    /// authentication on: it needs the `approver` role (to list every challenge) and
+    /// `shop-admin` (to read every order and ledger). Default none (open mode).
+    pub token: Option<String>,
+}
+
+// By hand: the token is a credential and stays out of logs.
+impl std::fmt::Debug for CheckOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckOptions")
+            .field("client_id", &self.client_id)
+            .field("stuck_after_lease", &self.stuck_after_lease)
+            .field("accepted", &self.accepted)
+            .field("rpc_timeout", &self.rpc_timeout)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Default for CheckOptions {
@@ -75,6 +92,7 @@ impl Default for CheckOptions {
             stuck_after_lease: Duration::from_secs(5),
             accepted: Vec::new(),
             rpc_timeout: Duration::from_secs(10),
+            token: None,
         }
     }
 }
@@ -90,6 +108,9 @@ pub enum CheckError {
         /// The cause.
         source: tonic::transport::Error,
     },
+    /// [`CheckOptions::token`] cannot be sent as a header (a character no header may hold).
+    #[error("the token cannot be sent as an authorization header")]
+    BadToken,
     /// An RPC failed.
     #[error("{rpc} failed: {status}")]
     Rpc {
@@ -138,10 +159,11 @@ pub async fn check_with(
     // Challenges first: an order created after this read belongs to a challenge that was
     // already APPROVING when it was read, which I4 treats as settling. Products after orders:
     // products are never deleted, so every order read has its product listed.
-    let challenges = read_challenges(&mut approval, options.rpc_timeout).await?;
-    let orders = read_orders(&mut order, options.rpc_timeout).await?;
-    let products = read_products(&mut order, options.rpc_timeout).await?;
-    let ledgers = read_ledgers(&order, &products, options.rpc_timeout).await?;
+    let call = Call::new(options.rpc_timeout, options.token.as_deref())?;
+    let challenges = read_challenges(&mut approval, &call).await?;
+    let orders = read_orders(&mut order, &call).await?;
+    let products = read_products(&mut order, &call).await?;
+    let ledgers = read_ledgers(&order, &products, &call).await?;
     Ok(evaluate(
         &challenges,
         &ledgers,

@@ -7,6 +7,7 @@ use lab_proto::approval::v1 as approval_pb;
 use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use lab_proto::order::v1 as order_pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 use approval_pb::ChallengeStatus as CStatus;
@@ -45,28 +46,51 @@ fn rpc_error(rpc: &'static str) -> impl Fn(tonic::Status) -> CheckError {
     }
 }
 
-fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(timeout);
-    request
+/// What every call of one check carries: its deadline and, against secured services, the
+/// bearer token (parsed once, so a token that cannot be a header fails before any call).
+#[derive(Clone)]
+pub(super) struct Call {
+    timeout: Duration,
+    authorization: Option<MetadataValue<Ascii>>,
+}
+
+impl Call {
+    pub(super) fn new(timeout: Duration, token: Option<&str>) -> Result<Self, CheckError> {
+        let authorization = token
+            .map(|token| format!("Bearer {}", token.trim()).parse())
+            .transpose()
+            .map_err(|_| CheckError::BadToken)?;
+        Ok(Self {
+            timeout,
+            authorization,
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(self.timeout);
+        if let Some(authorization) = &self.authorization {
+            request
+                .metadata_mut()
+                .insert("authorization", authorization.clone());
+        }
+        request
+    }
 }
 
 pub(super) async fn read_challenges(
     client: &mut ApprovalServiceClient<Channel>,
-    timeout: Duration,
+    call: &Call,
 ) -> Result<Vec<approval_pb::Challenge>, CheckError> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
         let page = client
-            .list_challenges(timed(
-                approval_pb::ListChallengesRequest {
-                    status: CStatus::Unspecified as i32,
-                    page_size: 500,
-                    page_token,
-                },
-                timeout,
-            ))
+            .list_challenges(call.request(approval_pb::ListChallengesRequest {
+                status: CStatus::Unspecified as i32,
+                page_size: 500,
+                page_token,
+            }))
             .await
             .map_err(rpc_error("ListChallenges"))?
             .into_inner();
@@ -80,19 +104,16 @@ pub(super) async fn read_challenges(
 
 pub(super) async fn read_products(
     client: &mut OrderServiceClient<Channel>,
-    timeout: Duration,
+    call: &Call,
 ) -> Result<Vec<order_pb::Product>, CheckError> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
         let page = client
-            .list_products(timed(
-                order_pb::ListProductsRequest {
-                    page_size: 500,
-                    page_token,
-                },
-                timeout,
-            ))
+            .list_products(call.request(order_pb::ListProductsRequest {
+                page_size: 500,
+                page_token,
+            }))
             .await
             .map_err(rpc_error("ListProducts"))?
             .into_inner();
@@ -106,20 +127,17 @@ pub(super) async fn read_products(
 
 pub(super) async fn read_orders(
     client: &mut OrderServiceClient<Channel>,
-    timeout: Duration,
+    call: &Call,
 ) -> Result<Vec<order_pb::Order>, CheckError> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
         let page = client
-            .list_orders(timed(
-                order_pb::ListOrdersRequest {
-                    page_size: 500,
-                    page_token,
-                    ..Default::default()
-                },
-                timeout,
-            ))
+            .list_orders(call.request(order_pb::ListOrdersRequest {
+                page_size: 500,
+                page_token,
+                ..Default::default()
+            }))
             .await
             .map_err(rpc_error("ListOrders"))?
             .into_inner();
@@ -138,7 +156,7 @@ const LEDGER_READS_IN_FLIGHT: usize = 16;
 pub(super) async fn read_ledgers(
     client: &OrderServiceClient<Channel>,
     products: &[order_pb::Product],
-    timeout: Duration,
+    call: &Call,
 ) -> Result<Vec<order_pb::ProductLedger>, CheckError> {
     // Owned ids: a stream over references makes this future's `Send` unprovable where a
     // drill's hook (a higher-ranked closure) awaits a check.
@@ -146,12 +164,12 @@ pub(super) async fn read_ledgers(
     futures::stream::iter(ids)
         .map(|product_id| {
             let mut client = client.clone();
+            let call = call.clone();
             async move {
                 client
-                    .get_product_ledger(timed(
-                        order_pb::GetProductLedgerRequest { product_id },
-                        timeout,
-                    ))
+                    .get_product_ledger(
+                        call.request(order_pb::GetProductLedgerRequest { product_id }),
+                    )
                     .await
                     .map_err(rpc_error("GetProductLedger"))?
                     .into_inner()
