@@ -37,8 +37,9 @@ pub struct Config {
     #[arg(long, env = "DB_POOL_SIZE", default_value_t = 32)]
     pub db_pool_size: u32,
 
-    /// How long an idempotency key's claim is kept (at least 24h in production). The order
-    /// created under a key holds it for good: a later retry still replays that order.
+    /// How long a claim row in `idempotency_keys` is kept before the reaper deletes it. Orders
+    /// are their keys' claims now and no claim row is written; this only drains rows written by
+    /// earlier releases. The order created under a key holds it for good.
     #[arg(long, env = "IDEMPOTENCY_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub idempotency_retention: Duration,
 
