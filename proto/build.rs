@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 /// Each package's files are compiled together: prost writes one Rust file per package.
 const PACKAGES: &[(&[&str], &str)] = &[
-    (&["lab/order/v1/order.proto"], "order_descriptor.bin"),
+    (&["lab/audit/v1/audit.proto"], "audit_descriptor.bin"),
+    (
+        &["lab/order/v1/order.proto", "lab/order/v1/ops.proto"],
+        "order_descriptor.bin",
+    ),
     (
         &[
             "lab/approval/v1/approval.proto",
@@ -14,6 +18,10 @@ const PACKAGES: &[(&[&str], &str)] = &[
         "approval_descriptor.bin",
     ),
 ];
+
+/// The audit event is one message shared by both services' OpsService: generated once, in
+/// `lab.audit.v1`, and referred to from the packages that import it.
+const SHARED: &[(&str, &str)] = &[(".lab.audit.v1", "crate::audit::v1")];
 
 /// Described to reflection clients but not generated: tonic-types has the Rust types.
 const DESCRIBED_ONLY: &[(&str, &str)] = &[(
@@ -38,10 +46,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             out_dir.join(descriptor_name),
             prost::Message::encode_to_vec(&descriptors),
         )?;
-        tonic_prost_build::configure()
+        let mut builder = tonic_prost_build::configure();
+        for (proto_path, rust_path) in SHARED {
+            if !files
+                .iter()
+                .any(|file| proto_path[1..].replace('.', "/") == file_package(file))
+            {
+                builder = builder.extern_path(*proto_path, *rust_path);
+            }
+        }
+        builder
             .build_client(true)
             .build_server(true)
             .compile_fds(descriptors)?;
     }
     Ok(())
+}
+
+/// `lab/audit/v1/audit.proto` → `lab/audit/v1`.
+fn file_package(file: &str) -> &str {
+    file.rsplit_once('/').map_or("", |(directory, _)| directory)
 }

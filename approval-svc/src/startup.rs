@@ -218,6 +218,7 @@ impl Application {
             },
         ));
         let ops = OpsApi::new(
+            pool.clone(),
             Arc::clone(&checker),
             breaker.clone(),
             saga.orders().endpoints(),

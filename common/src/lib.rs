@@ -1,5 +1,6 @@
 //! Plumbing shared by the concurrency-lab services.
 //!
+//! - [`audit`]: the append-only audit trail of state-changing calls (write, list).
 //! - [`batch`]: leader/follower group commit (one transaction for the writes that arrive together,
 //!   in one queue or one per key).
 //! - [`auth`]: bearer-token authentication, roles, protected mode (one tower layer).
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod alerts;
+pub mod audit;
 pub mod auth;
 pub mod batch;
 pub mod grpc;

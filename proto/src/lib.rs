@@ -2,10 +2,24 @@
 //!
 //! - [`order::v1`]: `lab.order.v1.OrderService`, the shop.
 //! - [`approval::v1`]: `lab.approval.v1.ApprovalService`, challenge approvals.
+//! - [`audit::v1`]: `lab.audit.v1.AuditEvent`, the audit trail's event both services list.
 //!
 //! Each package also exposes its encoded `FileDescriptorSet` for gRPC server reflection, and
 //! [`google_rpc`] describes the error details every error carries.
 #![forbid(unsafe_code)]
+
+/// `lab.audit.v1`: the audit trail's event, shared by both services' `OpsService`.
+pub mod audit {
+    /// Version 1 of the audit event.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("lab.audit.v1");
+
+        /// Encoded `FileDescriptorSet` of `lab/audit/v1/audit.proto` and its imports.
+        pub const FILE_DESCRIPTOR_SET: &[u8] =
+            include_bytes!(concat!(env!("OUT_DIR"), "/audit_descriptor.bin"));
+    }
+}
 
 /// `lab.order.v1`: products, stock and idempotent orders.
 pub mod order {
@@ -14,7 +28,7 @@ pub mod order {
         #![allow(missing_docs, clippy::all)]
         tonic::include_proto!("lab.order.v1");
 
-        /// Encoded `FileDescriptorSet` of `lab/order/v1/order.proto` and its imports.
+        /// Encoded `FileDescriptorSet` of `lab/order/v1/*.proto` and their imports.
         pub const FILE_DESCRIPTOR_SET: &[u8] =
             include_bytes!(concat!(env!("OUT_DIR"), "/order_descriptor.bin"));
     }

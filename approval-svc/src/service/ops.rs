@@ -1,13 +1,15 @@
-//! The gRPC handlers of `lab.approval.v1.OpsService`: consistency checks on demand and control
-//! of the circuit breaker towards order-svc.
+//! The gRPC handlers of `lab.approval.v1.OpsService`: consistency checks on demand, control of
+//! the circuit breaker towards order-svc, and the audit trail.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use lab_common::audit::{self, AuditQuery};
 use lab_common::validate::Violations;
 use lab_proto::approval::v1 as pb;
 use lab_proto::approval::v1::ops_service_server::OpsService;
 use resilience::{BreakerHandle, BreakerState, EndpointState, EndpointsHandle};
+use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
 use crate::consistency::{CheckOptions, Checker};
@@ -19,19 +21,22 @@ const WAIT_FOR_RUNNING_CHECK: Duration = Duration::from_secs(30);
 /// The OpsService implementation.
 #[derive(Debug, Clone)]
 pub struct OpsApi {
+    pool: PgPool,
     checker: Arc<Checker>,
     breaker: BreakerHandle,
     endpoints: Option<EndpointsHandle>,
 }
 
 impl OpsApi {
-    /// Handlers over this instance's checker and breaker.
+    /// Handlers over this instance's database (the audit trail), checker and breaker.
     pub fn new(
+        pool: PgPool,
         checker: Arc<Checker>,
         breaker: BreakerHandle,
         endpoints: Option<EndpointsHandle>,
     ) -> Self {
         Self {
+            pool,
             checker,
             breaker,
             endpoints,
@@ -132,6 +137,30 @@ impl OpsService for OpsApi {
         tracing::warn!(%state, "circuit breaker set by an operator");
         Ok(Response::new(pb::SetCircuitBreakerResponse {
             state: circuit_state(state).into(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_audit_events(
+        &self,
+        request: Request<pb::ListAuditEventsRequest>,
+    ) -> Result<Response<pb::ListAuditEventsResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = Violations::default();
+        let query = AuditQuery::parse(
+            request.page_size,
+            &request.page_token,
+            &request.actor,
+            &request.target_id,
+            &mut violations,
+        );
+        violations.into_result()?;
+        let (events, next_page_token) = audit::list(&self.pool, &query)
+            .await
+            .map_err(ApprovalError::from)?;
+        Ok(Response::new(pb::ListAuditEventsResponse {
+            events,
+            next_page_token,
         }))
     }
 }
