@@ -412,6 +412,9 @@ fn print_welcome(
         );
         println!("Pending demo challenges: {}", demo.challenge_ids.join(" "));
     }
+    println!(
+        "  grpcurl -plaintext {operator}{order_addr} lab.order.v1.OpsService/ListAuditEvents   # the shop's audit trail"
+    );
     let check_token = auth.map_or_else(String::new, |auth| format!(" --token {}", auth.checker));
     println!(
         "  lab check --approval-svc-url http://{approval_addr} --order-svc-url http://{order_addr}{check_token}   # invariants I1-I6"

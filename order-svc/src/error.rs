@@ -68,6 +68,25 @@ pub enum OrderError {
     Unanswered,
 }
 
+impl OrderError {
+    /// The reason of a refusal the service decided, which the audit trail records as the call's
+    /// outcome; `None` for a failure (of the database, or a batch that left a request
+    /// unanswered), whose transaction was rolled back and whose outcome nobody knows.
+    pub fn refusal(&self) -> Option<Reason> {
+        match self {
+            Self::Invalid(_) => Some(Reason::InvalidArgument),
+            Self::ProductNotFound(_) => Some(Reason::ProductNotFound),
+            Self::OrderNotFound(_) | Self::KeyNotFound => Some(Reason::OrderNotFound),
+            Self::OutOfStock { .. } => Some(Reason::OutOfStock),
+            Self::CustomerLimitReached { .. } => Some(Reason::CustomerLimitReached),
+            Self::KeyReused => Some(Reason::IdempotencyKeyReused),
+            Self::KeyContended => Some(Reason::IdempotencyKeyInUse),
+            Self::StockOverflow => Some(Reason::StockOverflow),
+            Self::Database(_) | Self::Unanswered => None,
+        }
+    }
+}
+
 impl From<sqlx::Error> for OrderError {
     fn from(error: sqlx::Error) -> Self {
         Self::Database(Arc::new(error))
@@ -168,5 +187,44 @@ impl From<OrderError> for Status {
                 lab_common::status::internal()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_records_the_reason_its_status_carries() {
+        let (product_id, order_id) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut violations = Violations::default();
+        violations.add("quantity", "must be positive");
+        let refusals = [
+            OrderError::Invalid(violations),
+            OrderError::ProductNotFound(product_id),
+            OrderError::OrderNotFound(order_id),
+            OrderError::KeyNotFound,
+            OrderError::OutOfStock {
+                product_id,
+                requested: 2,
+                available: 1,
+            },
+            OrderError::CustomerLimitReached {
+                product_id,
+                requested: 2,
+                limit: 2,
+                held: 1,
+            },
+            OrderError::KeyReused,
+            OrderError::KeyContended,
+            OrderError::StockOverflow,
+        ];
+        for refusal in refusals {
+            let reason = refusal.refusal();
+            assert!(reason.is_some(), "{refusal:?} is a refusal");
+            assert_eq!(Reason::of(&Status::from(refusal)), reason);
+        }
+        assert_eq!(OrderError::Unanswered.refusal(), None);
+        assert_eq!(OrderError::from(sqlx::Error::PoolTimedOut).refusal(), None);
     }
 }

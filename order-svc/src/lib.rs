@@ -12,10 +12,15 @@
 //!   ([`group_commit`]). An instance that saw a product sold out refuses first attempts from
 //!   memory until a restock or cancel is heard through LISTEN/NOTIFY ([`sold_out`],
 //!   [`stock_listener`]). `max_per_customer` bounds the units one customer's orders hold.
+//! - Every state-changing call that reaches the database writes one event to the append-only
+//!   audit trail, in the transaction of its change (a batch's events in the batch's one
+//!   statement): see [`repository::audited`]. Operators list it through
+//!   `lab.order.v1.OpsService/ListAuditEvents` ([`service::ops`]).
 //!
 //! Modules: [`config`] (flags and environment), [`startup`] (the [`Application`] that binds and
-//! serves), [`service`] (gRPC handlers), [`repository`] (SQL), [`domain`] (validated inputs),
-//! [`error`] (the one error type and its mapping to `tonic::Status`), [`reaper`] (expired keys),
+//! serves), [`service`] (gRPC handlers of both services), [`repository`] (SQL, the audit trail
+//! included), [`domain`] (validated inputs), [`error`] (the one error type and its mapping to
+//! `tonic::Status`), [`reaper`] (expired keys),
 //! [`group_commit`], [`sold_out`] and [`stock_listener`] (the hot row and the sold-out fast path),
 //! [`metrics`] (what `/metrics` shows besides the per-RPC counters).
 #![forbid(unsafe_code)]

@@ -11,6 +11,9 @@ use lab_common::postgres::PostgresError;
 use lab_common::service::{self, ServiceDatabase, ServingState};
 use lab_common::shutdown::Shutdown;
 use lab_proto::order::v1::FILE_DESCRIPTOR_SET;
+use lab_proto::order::v1::ops_service_server::{
+    OpsServiceServer, SERVICE_NAME as OPS_SERVICE_NAME,
+};
 use lab_proto::order::v1::order_service_server::{
     OrderServiceServer, SERVICE_NAME as ORDER_SERVICE_NAME,
 };
@@ -23,6 +26,7 @@ use crate::domain::Limits;
 use crate::group_commit::GroupCommit;
 use crate::reaper;
 use crate::service::OrderApi;
+use crate::service::ops::OpsApi;
 use crate::sold_out::SoldOutFlags;
 use crate::stock_listener;
 use lab_common::batch::{Batching, Refill};
@@ -184,6 +188,7 @@ impl Application {
             orders,
             sold_out.clone(),
         );
+        let ops = OpsApi::new(pool.clone());
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let (reflection_v1, reflection_v1alpha) = reflection(&[
             FILE_DESCRIPTOR_SET,
@@ -224,7 +229,10 @@ impl Application {
 
         tracing::info!(tls = %listener.security, "listening on {}", listener.local_addr);
         let served = service::server(config.request_timeout, config.max_concurrent_requests)
-            .layer(GrpcMetricsLayer::new(&[ORDER_SERVICE_NAME]))
+            .layer(GrpcMetricsLayer::new(&[
+                ORDER_SERVICE_NAME,
+                OPS_SERVICE_NAME,
+            ]))
             // Inside the metrics, so refusals are counted by code like any other answer.
             .layer(AuthLayer::new(verifier, crate::service::access::policy))
             // Innermost, so injected faults show in the metrics and traces like real ones.
@@ -234,6 +242,9 @@ impl Application {
             .add_service(reflection_v1alpha)
             .add_service(
                 OrderServiceServer::new(api).max_decoding_message_size(config.max_message_bytes),
+            )
+            .add_service(
+                OpsServiceServer::new(ops).max_decoding_message_size(config.max_message_bytes),
             )
             .serve_with_incoming_shutdown(listener.incoming, serving.clone().drain_on(shutdown));
         // tonic waits for every connection to close; a client that keeps one open must not

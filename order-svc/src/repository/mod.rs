@@ -1,6 +1,8 @@
 //! SQL access. Each function is one short transaction (or one statement) so row locks on a hot
-//! product are held for as little time as possible.
+//! product are held for as little time as possible. State changes write their audit event in
+//! their transaction ([`audited`]).
 
+pub mod audited;
 mod idempotency;
 mod orders;
 mod products;

@@ -1,10 +1,12 @@
 //! Products and their stock counters.
 
-use sqlx::PgPool;
+use lab_common::audit::Caller;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{NewProduct, Product, ProductLedger};
 use crate::error::OrderError;
+use crate::repository::audited::{CREATE_PRODUCT, RESTOCK, commit_with_event};
 use lab_common::paging::PageRequest;
 
 const PRODUCT_COLUMNS: &str =
@@ -14,20 +16,27 @@ const PRODUCT_COLUMNS: &str =
 /// in the transaction that returns it, so every instance drops its sold-out flag.
 pub const STOCK_CHANNEL: &str = "lab_stock";
 
-/// Inserts a product with its initial stock and per-customer limit.
-pub async fn create_product(pool: &PgPool, product: &NewProduct) -> Result<Product, OrderError> {
-    let product = sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
+/// Inserts a product with its initial stock and per-customer limit, and `caller`'s event.
+pub async fn create_product(
+    pool: &PgPool,
+    caller: &Caller,
+    product: &NewProduct,
+) -> Result<Product, OrderError> {
+    let product_id = Uuid::now_v7();
+    let mut transaction = pool.begin().await?;
+    let result = sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO products (product_id, name, stock, initial_stock, max_per_customer)
          VALUES ($1, $2, $3, $3, $4)
          RETURNING {PRODUCT_COLUMNS}"
     )))
-    .bind(Uuid::now_v7())
+    .bind(product_id)
     .bind(&product.name)
     .bind(product.initial_stock)
     .bind(product.max_per_customer)
-    .fetch_one(pool)
-    .await?;
-    Ok(product)
+    .fetch_one(&mut *transaction)
+    .await
+    .map_err(OrderError::from);
+    commit_with_event(transaction, caller, CREATE_PRODUCT, product_id, result).await
 }
 
 /// Reads one product.
@@ -83,36 +92,56 @@ pub async fn list_products(
     Ok(page.finish(rows, |product| product.product_id))
 }
 
-/// Adds `quantity` units to stock and to the `restocked` counter, atomically, and notifies
-/// [`STOCK_CHANNEL`] in the same statement (hence transaction): listeners hear of it exactly
-/// when it commits.
+/// Adds `quantity` units to stock and to the `restocked` counter, atomically, notifies
+/// [`STOCK_CHANNEL`] in the same transaction (listeners hear of it exactly when it commits), and
+/// records `caller`'s event with it.
 pub async fn restock(
     pool: &PgPool,
+    caller: &Caller,
     product_id: Uuid,
     quantity: i64,
 ) -> Result<Product, OrderError> {
-    let result = sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
+    let mut transaction = pool.begin().await?;
+    let result = add_stock(&mut transaction, product_id, quantity).await;
+    commit_with_event(transaction, caller, RESTOCK, product_id, result).await
+}
+
+async fn add_stock(
+    connection: &mut PgConnection,
+    product_id: Uuid,
+    quantity: i64,
+) -> Result<Product, OrderError> {
+    // Counters that would overflow are refused by the WHERE, not by the bigint arithmetic
+    // failing: a failed statement would abort the transaction, and the refusal's event with it.
+    // The supply (initial + restocked, which `stock_within_supply` computes) bounds both stock
+    // and restocked.
+    let restocked = sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
         "WITH restocked AS (
              UPDATE products
              SET stock = stock + $2, restocked = restocked + $2, updated_at = now()
-             WHERE product_id = $1
+             WHERE product_id = $1 AND initial_stock + restocked <= {MAX} - $2
              RETURNING {PRODUCT_COLUMNS}
          )
          SELECT restocked.*, pg_notify($3, restocked.product_id::text) AS notified
-         FROM restocked"
+         FROM restocked",
+        MAX = i64::MAX
     )))
     .bind(product_id)
     .bind(quantity)
     .bind(STOCK_CHANNEL)
-    .fetch_optional(pool)
-    .await;
-    match result {
-        Ok(Some(product)) => Ok(product),
-        Ok(None) => Err(OrderError::ProductNotFound(product_id)),
-        // 22003 numeric_value_out_of_range: the bigint counters would overflow.
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("22003") => {
-            Err(OrderError::StockOverflow)
-        }
-        Err(error) => Err(error.into()),
+    .fetch_optional(&mut *connection)
+    .await?;
+    if let Some(product) = restocked {
+        return Ok(product);
     }
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT FROM products WHERE product_id = $1)")
+            .bind(product_id)
+            .fetch_one(&mut *connection)
+            .await?;
+    Err(if exists {
+        OrderError::StockOverflow
+    } else {
+        OrderError::ProductNotFound(product_id)
+    })
 }

@@ -7,14 +7,19 @@
 use lab_common::auth::{AuthError, Principal, principal};
 use tonic::Request;
 
+const OPERATOR: &str = "operator";
 const SHOP_ADMIN: &str = "shop-admin";
 const SHOP_CLIENT: &str = "shop-client";
 const USER: &str = "user";
 
 /// The roles admitting each RPC. Product reads are open to every role that shops; the ledger
 /// (stock counters of a product) counts as a product read, since approval-svc's consistency
-/// check, with its `shop-client` token, needs it.
+/// check, with its `shop-client` token, needs it. The audit trail (`OpsService`) is the
+/// operator's alone.
 pub fn policy(path: &str) -> &'static [&'static str] {
+    if path.starts_with("/lab.order.v1.OpsService/") {
+        return &[OPERATOR];
+    }
     let method = path
         .strip_prefix("/lab.order.v1.OrderService/")
         .unwrap_or_default();

@@ -1,10 +1,15 @@
-//! The gRPC handlers of `lab.order.v1.OrderService`: parse, call the repository, convert.
+//! The gRPC handlers of `lab.order.v1.OrderService`: parse, call the repository, convert; and
+//! of `lab.order.v1.OpsService` ([`ops`]). State-changing handlers read their [`Caller`] first
+//! and hand it to the repository, which records the call's audit event with the change
+//! ([`repository::audited`] says which calls are recorded and which are not).
 
 pub mod access;
 mod convert;
+pub mod ops;
 mod parse;
 
-use lab_common::metadata::IDEMPOTENT_REPLAYED;
+use lab_common::audit::Caller;
+use lab_common::metadata::{self, IDEMPOTENT_REPLAYED};
 use lab_proto::order::v1 as pb;
 use lab_proto::order::v1::order_service_server::OrderService;
 use sqlx::PgPool;
@@ -46,8 +51,9 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::CreateProductRequest>,
     ) -> Result<Response<pb::CreateProductResponse>, Status> {
+        let caller = caller(&request);
         let new_product = parse::new_product(request.get_ref(), self.limits)?;
-        let product = repository::create_product(&self.pool, &new_product).await?;
+        let product = repository::create_product(&self.pool, &caller, &new_product).await?;
         tracing::info!(product_id = %product.product_id, "product created");
         Ok(Response::new(pb::CreateProductResponse {
             product: Some(product.into()),
@@ -84,8 +90,9 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::RestockRequest>,
     ) -> Result<Response<pb::RestockResponse>, Status> {
+        let caller = caller(&request);
         let (product_id, quantity) = parse::restock(request.get_ref(), self.limits)?;
-        let product = repository::restock(&self.pool, product_id, quantity).await?;
+        let product = repository::restock(&self.pool, &caller, product_id, quantity).await?;
         tracing::info!(stock = product.stock, "restocked");
         Ok(Response::new(pb::RestockResponse {
             product: Some(product.into()),
@@ -97,6 +104,7 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::CreateOrderRequest>,
     ) -> Result<Response<pb::CreateOrderResponse>, Status> {
+        let caller = caller(&request);
         let (scope, order) =
             parse::create_order(request.metadata(), request.get_ref(), self.limits)?;
         // Only a first attempt may be refused from memory: a retry may be the re-send of a
@@ -115,7 +123,11 @@ impl OrderService for OrderApi {
         }
         let outcome = self
             .orders
-            .place(PlaceRequest { scope, order })
+            .place(PlaceRequest {
+                scope,
+                order,
+                caller,
+            })
             .await
             .inspect_err(crate::metrics::order_refused)?;
         let (order, replayed) = match outcome {
@@ -184,14 +196,11 @@ impl OrderService for OrderApi {
         &self,
         request: Request<pb::CancelOrderRequest>,
     ) -> Result<Response<pb::CancelOrderResponse>, Status> {
+        let caller = caller(&request);
         let (order_id, reason) = parse::cancel(request.get_ref())?;
-        if access::own_orders_only(&request).is_some() {
-            owned(
-                &request,
-                &repository::get_order(&self.pool, order_id).await?,
-            )?;
-        }
-        let (order, restored) = repository::cancel_order(&self.pool, order_id, &reason).await?;
+        let owner = access::own_orders_only(&request);
+        let (order, restored) =
+            repository::cancel_order(&self.pool, &caller, order_id, &reason, owner).await?;
         if restored {
             crate::metrics::order_cancelled();
         }
@@ -212,6 +221,20 @@ impl OrderService for OrderApi {
             ledger: Some(ledger.into()),
         }))
     }
+}
+
+/// The audit trail's caller: the token's subject; in open mode the `client-id` the service
+/// scopes keys by (`anonymous` when absent or not a valid one).
+fn caller<T>(request: &Request<T>) -> Caller {
+    Caller::of(request, || {
+        request
+            .metadata()
+            .get(metadata::CLIENT_ID)
+            .and_then(|value| value.to_str().ok())
+            .filter(|client_id| metadata::is_valid_key(client_id))
+            .unwrap_or(metadata::ANONYMOUS_CLIENT)
+            .to_owned()
+    })
 }
 
 /// Another client's order is NOT_FOUND to a shop-client: its existence is not its business.

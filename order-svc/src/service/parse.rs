@@ -1,6 +1,7 @@
 //! Requests to validated inputs. Every check of one request is collected before failing, so a
 //! client learns all its mistakes from one INVALID_ARGUMENT.
 
+use lab_common::audit::AuditQuery;
 use lab_common::metadata;
 use lab_common::paging::PageRequest;
 use lab_common::validate::Violations;
@@ -176,6 +177,19 @@ pub(super) fn list_products(request: &pb::ListProductsRequest) -> Result<PageReq
     let mut violations = Violations::default();
     let page = PageRequest::parse(request.page_size, &request.page_token, &mut violations);
     finish(violations, page)
+}
+
+/// ListAuditEvents: the filters and the page.
+pub(super) fn audit_query(request: &pb::ListAuditEventsRequest) -> Result<AuditQuery, OrderError> {
+    let mut violations = Violations::default();
+    let query = AuditQuery::parse(
+        request.page_size,
+        &request.page_token,
+        &request.actor,
+        &request.target_id,
+        &mut violations,
+    );
+    finish(violations, query)
 }
 
 /// CancelOrder: the order and a bounded reason.

@@ -6,19 +6,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use lab_proto::order::v1 as pb;
+use lab_proto::order::v1::ops_service_client::OpsServiceClient;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 use uuid::Uuid;
 
-use crate::helpers::{TestShop, WAIT, config, order_request, reason, shared};
+use crate::auth_support::{AUDIENCE, Credentials as Keys, with_auth};
+use crate::helpers::{TestShop, WAIT, client_channel, config, order_request, reason, shared};
 
-#[path = "../../../common/tests/support/auth.rs"]
-mod support;
-
-use support::{AUDIENCE, Credentials as Keys, with_auth};
-
-async fn secured_shop(keys: &Keys) -> TestShop {
+/// A shop that trusts `keys`.
+pub(crate) async fn secured_shop(keys: &Keys) -> TestShop {
     let jwks = keys.0.jwks();
     TestShop::spawn_with(move |config| {
         config.auth.auth_keys = Some(jwks);
@@ -45,13 +43,15 @@ async fn admin_product(client: &mut OrderServiceClient<Channel>, admin: &str) ->
         .unwrap()
 }
 
-/// What the shop holds: products, total stock, orders, cancelled orders, idempotency keys.
-async fn snapshot(shop: &TestShop) -> (i64, i64, i64, i64, i64) {
+/// What the shop holds: products, total stock, orders, cancelled orders, idempotency keys,
+/// audit events.
+async fn snapshot(shop: &TestShop) -> (i64, i64, i64, i64, i64, i64) {
     sqlx::query_as(
         "SELECT (SELECT count(*) FROM products), (SELECT coalesce(sum(stock), 0)::bigint FROM products),
                 (SELECT count(*) FROM orders),
                 (SELECT count(*) FROM orders WHERE status = 'CANCELLED'),
-                (SELECT count(*) FROM idempotency_keys)",
+                (SELECT count(*) FROM idempotency_keys),
+                (SELECT count(*) FROM audit_events)",
     )
     .fetch_one(&shop.pool)
     .await
@@ -61,6 +61,7 @@ async fn snapshot(shop: &TestShop) -> (i64, i64, i64, i64, i64) {
 /// Calls `rpc` with a body that would write (or read) something real, under `header`.
 async fn call(
     client: &mut OrderServiceClient<Channel>,
+    ops: &mut OpsServiceClient<Channel>,
     rpc: &str,
     header: Option<&str>,
     product_id: &str,
@@ -127,11 +128,18 @@ async fn call(
                 product_id: product()
             })
         ),
+        "ListAuditEvents" => ops
+            .list_audit_events(with_auth(
+                Request::new(pb::ListAuditEventsRequest::default()),
+                header,
+            ))
+            .await
+            .map(drop),
         other => panic!("no such RPC {other}"),
     }
 }
 
-const RPCS: [&str; 10] = [
+const RPCS: [&str; 11] = [
     "CreateProduct",
     "GetProduct",
     "ListProducts",
@@ -142,6 +150,7 @@ const RPCS: [&str; 10] = [
     "ListOrders",
     "CancelOrder",
     "GetProductLedger",
+    "ListAuditEvents",
 ];
 
 #[tokio::test]
@@ -164,12 +173,14 @@ async fn every_rpc_refuses_every_bad_credential_and_writes_nothing() {
         .unwrap();
     let before = snapshot(&shop).await;
 
-    let cases = keys.bad(&["shop-admin", "shop-client"], &["approver", "operator"]);
+    let mut ops = OpsServiceClient::new(client_channel(&shop).await);
+    let cases = keys.bad(&["shop-admin", "shop-client", "operator"], &["approver"]);
     for rpc in RPCS {
         for bad in &cases {
             let header = bad.header.as_deref();
             let outcome = call(
                 &mut client,
+                &mut ops,
                 rpc,
                 header,
                 &product.product_id,
@@ -185,13 +196,8 @@ async fn every_rpc_refuses_every_bad_credential_and_writes_nothing() {
         "a refused call wrote something"
     );
     // Health and reflection stay open.
-    let mut health = tonic_health::pb::health_client::HealthClient::new(
-        Channel::from_shared(format!("http://{}", shop.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(client_channel(&shop).await);
     health
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await

@@ -10,15 +10,7 @@ use tonic_reflection::pb::v1 as reflection_v1;
 use tonic_reflection::pb::v1alpha as reflection_v1alpha;
 use uuid::Uuid;
 
-use crate::helpers::{TestShop, order_request, shared};
-
-async fn channel(shop: &TestShop) -> Channel {
-    Channel::from_shared(format!("http://{}", shop.addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
+use crate::helpers::{TestShop, client_channel as channel, order_request, shared};
 
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_list_the_services_and_describe_the_rpcs() {
@@ -48,19 +40,46 @@ async fn reflection_v1_and_v1alpha_list_the_services_and_describe_the_rpcs() {
     };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
     assert!(names.contains(&"lab.order.v1.OrderService"), "{names:?}");
+    assert!(names.contains(&"lab.order.v1.OpsService"), "{names:?}");
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 
     let mut v1alpha =
         reflection_v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let orders = v1alpha_files(&mut v1alpha, "lab.order.v1.OrderService").await;
+    for rpc in [
+        "CreateProduct",
+        "GetProduct",
+        "Restock",
+        "CreateOrder",
+        "GetOrder",
+        "LookupOrder",
+        "ListOrders",
+        "CancelOrder",
+    ] {
+        assert!(orders.contains(rpc), "{rpc} missing from reflection");
+    }
+    let ops = v1alpha_files(&mut v1alpha, "lab.order.v1.OpsService").await;
+    assert!(ops.contains("ListAuditEvents"), "ListAuditEvents missing");
+    // The event's own file, which OpsService's imports: grpcurl needs it to describe the answer.
+    let event = v1alpha_files(&mut v1alpha, "lab.audit.v1.AuditEvent").await;
+    assert!(event.contains("request_id"), "AuditEvent not described");
+    shop.stop().await;
+}
+
+/// The files reflection v1alpha serves for `symbol`, as lossy text to search.
+async fn v1alpha_files(
+    client: &mut reflection_v1alpha::server_reflection_client::ServerReflectionClient<Channel>,
+    symbol: &str,
+) -> String {
     let request = reflection_v1alpha::ServerReflectionRequest {
         host: String::new(),
         message_request: Some(
             reflection_v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-                "lab.order.v1.OrderService".into(),
+                symbol.into(),
             ),
         ),
     };
-    let mut responses = v1alpha
+    let mut responses = client
         .server_reflection_info(tokio_stream::once(request))
         .await
         .unwrap()
@@ -72,22 +91,9 @@ async fn reflection_v1_and_v1alpha_list_the_services_and_describe_the_rpcs() {
         ),
     ) = response.message_response
     else {
-        panic!("unexpected reflection answer");
+        panic!("unexpected reflection answer for {symbol}");
     };
-    let descriptors = String::from_utf8_lossy(&files.file_descriptor_proto.concat()).into_owned();
-    for rpc in [
-        "CreateProduct",
-        "GetProduct",
-        "Restock",
-        "CreateOrder",
-        "GetOrder",
-        "LookupOrder",
-        "ListOrders",
-        "CancelOrder",
-    ] {
-        assert!(descriptors.contains(rpc), "{rpc} missing from reflection");
-    }
-    shop.stop().await;
+    String::from_utf8_lossy(&files.file_descriptor_proto.concat()).into_owned()
 }
 
 #[tokio::test]

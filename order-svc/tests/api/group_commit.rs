@@ -90,7 +90,7 @@ async fn mixed_quantities_on_two_instances_neither_oversell_nor_undersell() {
 
 /// Holds `product_id`'s row lock in an open transaction, so the batch in the database waits and
 /// the requests sent meanwhile form the next batch.
-async fn hold_row_lock(
+pub(crate) async fn hold_row_lock(
     shop: &TestShop,
     product_id: &str,
 ) -> sqlx::Transaction<'static, sqlx::Postgres> {
@@ -105,7 +105,7 @@ async fn hold_row_lock(
 
 /// Sends a request that becomes a batch of its own and waits, in the database, for the lock
 /// `hold_row_lock` holds; returns its task.
-async fn blocked_batch(
+pub(crate) async fn blocked_batch(
     shop: &TestShop,
     product_id: &str,
 ) -> tokio::task::JoinHandle<Result<tonic::Response<pb::CreateOrderResponse>, tonic::Status>> {

@@ -212,6 +212,16 @@ pub(crate) async fn try_connect(
     Ok(OrderServiceClient::new(channel))
 }
 
+/// A new connection to `shop`, for the clients of its other services (OpsService, health,
+/// reflection).
+pub(crate) async fn client_channel(shop: &TestShop) -> Channel {
+    Channel::from_shared(format!("http://{}", shop.addr))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to order-svc")
+}
+
 /// Waits until `condition` holds, polling every [`POLL`], for at most `within`.
 pub(crate) async fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
