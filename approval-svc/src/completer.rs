@@ -5,7 +5,8 @@
 //! [`crate::repository::completer::claim_due`]), then drives each claimed one outside any
 //! transaction, exactly as a request would: APPROVING (lease expired) and due retries through the
 //! approval's phases 2–3 with the challenge's own key, REVOKING through the cancel. A full batch
-//! starts the next round at once; otherwise the task sleeps one period.
+//! starts the next round at once; otherwise the task sleeps one period. What it finishes is
+//! recorded in the audit trail as `system` (see [`crate::audit`]).
 //!
 //! While the circuit breaker towards order-svc is not closed, a round claims (and so drives) no
 //! more challenges than the breaker's half-open probes ([`RoundLimit`]): the others could only
@@ -18,6 +19,7 @@ use futures::StreamExt;
 use lab_common::shutdown::Shutdown;
 use tracing::Instrument;
 
+use crate::audit::{Action, Asked};
 use crate::domain::{Challenge, Status};
 use crate::repository::completer::claim_due;
 use crate::saga::Saga;
@@ -127,8 +129,15 @@ async fn drive(saga: &Saga, challenge: Challenge) {
     );
     let result = async {
         match challenge.status() {
-            Status::Revoking => saga.drive_revoke(challenge, None).await,
-            _ => saga.drive_approval(challenge, None).await,
+            Status::Revoking => {
+                let completed_by = Asked::system(Action::CompleteRevoke, "");
+                saga.drive_revoke(challenge, None, Some(&completed_by))
+                    .await
+            }
+            _ => {
+                let asked = Asked::system(Action::CompleteApproval, "");
+                saga.drive_approval(challenge, None, asked).await
+            }
         }
     }
     .instrument(span.clone())

@@ -12,7 +12,7 @@ use tonic::{Code, Status};
 
 use uuid::Uuid;
 
-use crate::domain::Status as ChallengeStatus;
+use crate::domain::{Challenge, Status as ChallengeStatus, Transition};
 use crate::repository::attempts::BatchError;
 
 /// The operation refused by [`ApprovalError::WrongState`]; it names the `ErrorInfo.reason`.
@@ -39,6 +39,37 @@ impl Operation {
             Self::Retry => Reason::ChallengeNotRetryable,
             Self::Revoke => Reason::ChallengeNotRevocable,
             Self::Requeue => Reason::ChallengeNotDeadLettered,
+        }
+    }
+
+    /// Whether a challenge in `status` answers this operation as a duplicate would be answered:
+    /// with the row as it stands (it already is where the operation leads, or on its way).
+    pub fn replays(self, status: ChallengeStatus) -> bool {
+        use ChallengeStatus::*;
+        match self {
+            Self::Approve => matches!(status, Approving | Approved | ApproveFailed),
+            Self::Retry => matches!(status, Approving | Approved),
+            Self::Reject => status == Rejected,
+            Self::Revoke => matches!(status, Revoking | Revoked),
+            Self::Requeue => false,
+        }
+    }
+
+    /// The answer to a locking transition of challenge `id` for this operation: the row when
+    /// applied or replayed, else the refusal.
+    pub fn answer(self, id: Uuid, transition: Transition) -> Result<Challenge, ApprovalError> {
+        match transition {
+            Transition::Applied(row) => Ok(row),
+            Transition::Unchanged(row) if self.replays(row.status()) => {
+                tracing::debug!(status = row.status().as_str(), "duplicate request");
+                Ok(row)
+            }
+            Transition::Unchanged(row) => Err(ApprovalError::WrongState {
+                id,
+                status: row.status(),
+                operation: self,
+            }),
+            Transition::Missing => Err(ApprovalError::NotFound(id)),
         }
     }
 

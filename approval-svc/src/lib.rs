@@ -17,9 +17,10 @@
 //! [`error`] (the one error type and its mapping to `tonic::Status`), [`deadline`],
 //! [`failpoints`] (test-only failure points), [`breaker_gate`], [`consistency`]
 //! (the checker that compares both sides, heals and alerts), [`metrics`] (what `/metrics`
-//! shows).
+//! shows), [`audit`] (what the audit trail records, and where).
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod breaker_gate;
 pub mod completer;
 pub mod config;

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::audit::Asked;
 use crate::deadline::call_budget;
 use crate::domain::{AttemptOutcome, Challenge, FailureReason, NextStep, Status, Transition};
 use crate::error::{ApprovalError, Operation};
@@ -93,35 +94,25 @@ impl Saga {
         &self.settings
     }
 
-    /// ApproveChallenge: PENDING starts an attempt; APPROVING, APPROVED and APPROVE_FAILED are
-    /// returned as they stand (a duplicate never starts a second attempt).
+    /// ApproveChallenge by `asked.caller`, recorded as the approver: PENDING starts an attempt;
+    /// APPROVING, APPROVED and APPROVE_FAILED are returned as they stand (a duplicate never
+    /// starts a second attempt).
     pub async fn approve(
         &self,
         id: Uuid,
-        approver: &str,
+        asked: Asked,
         deadline: Option<Instant>,
     ) -> Result<Challenge, ApprovalError> {
-        let transition = self
-            .writes
-            .start_attempt(StartRequest {
-                id,
-                from: &[Status::Pending],
-                approver: Some(approver.to_owned()),
-                new_key: Uuid::now_v7().to_string(),
-                lease: self.settings.lease,
-            })
-            .await?;
-        match transition {
-            Transition::Applied(challenge) => self.drive_approval(challenge, deadline).await,
-            Transition::Unchanged(challenge) => match challenge.status() {
-                Status::Approving | Status::Approved | Status::ApproveFailed => {
-                    tracing::debug!(status = challenge.status().as_str(), "duplicate approval");
-                    Ok(challenge)
-                }
-                status => Err(wrong_state(id, status, Operation::Approve)),
-            },
-            Transition::Missing => Err(ApprovalError::NotFound(id)),
-        }
+        let request = StartRequest {
+            id,
+            from: &[Status::Pending],
+            operation: Operation::Approve,
+            approver: Some(asked.caller.actor.clone()),
+            new_key: Uuid::now_v7().to_string(),
+            lease: self.settings.lease,
+            asked,
+        };
+        self.start(request, deadline).await
     }
 
     /// RetryApproval: APPROVE_FAILED (dead-lettered or not) starts an attempt now with the same
@@ -130,35 +121,43 @@ impl Saga {
     pub async fn retry(
         &self,
         id: Uuid,
+        asked: Asked,
         deadline: Option<Instant>,
     ) -> Result<Challenge, ApprovalError> {
-        let transition = self
-            .writes
-            .start_attempt(StartRequest {
-                id,
-                from: &[Status::ApproveFailed],
-                approver: None,
-                // Used only when the old key's order was cancelled; otherwise the key is kept.
-                new_key: Uuid::now_v7().to_string(),
-                lease: self.settings.lease,
-            })
-            .await?;
-        match transition {
-            Transition::Applied(challenge) => self.drive_approval(challenge, deadline).await,
-            Transition::Unchanged(challenge) => match challenge.status() {
-                Status::Approving | Status::Approved => Ok(challenge),
-                status => Err(wrong_state(id, status, Operation::Retry)),
-            },
-            Transition::Missing => Err(ApprovalError::NotFound(id)),
+        let request = StartRequest {
+            id,
+            from: &[Status::ApproveFailed],
+            operation: Operation::Retry,
+            approver: None,
+            // Used only when the old key's order was cancelled; otherwise the key is kept.
+            new_key: Uuid::now_v7().to_string(),
+            lease: self.settings.lease,
+            asked,
+        };
+        self.start(request, deadline).await
+    }
+
+    /// Phase 1 through the group-committed intents, then phases 2 and 3 when it applied.
+    async fn start(
+        &self,
+        request: StartRequest,
+        deadline: Option<Instant>,
+    ) -> Result<Challenge, ApprovalError> {
+        let (id, operation, asked) = (request.id, request.operation, request.asked.clone());
+        match self.writes.start_attempt(request).await? {
+            Transition::Applied(challenge) => self.drive_approval(challenge, deadline, asked).await,
+            unapplied => operation.answer(id, unapplied),
         }
     }
 
-    /// Phases 2 and 3 of an attempt the caller has started (the challenge is APPROVING under
-    /// `challenge.attempts`): the order call, then the conditional outcome write.
+    /// Phases 2 and 3 of an attempt `asked` has started (the challenge is APPROVING under
+    /// `challenge.attempts`): the order call, then the conditional outcome write with `asked`'s
+    /// audit event.
     pub async fn drive_approval(
         &self,
         challenge: Challenge,
         deadline: Option<Instant>,
+        asked: Asked,
     ) -> Result<Challenge, ApprovalError> {
         let id = challenge.challenge_id;
         let budget = self.budget(deadline);
@@ -184,6 +183,7 @@ impl Saga {
             id,
             attempt: challenge.attempts,
             outcome,
+            asked,
         };
         // An injected failure must fail this write alone: it gets a transaction of its own.
         let written = if self.failure_points.take_approval_commit() {
@@ -197,31 +197,32 @@ impl Saga {
         self.settle(id, written).await
     }
 
-    /// RevokeApproval: APPROVED starts a revoke; REVOKING and REVOKED are returned as they
-    /// stand (a REVOKING one is finished by whoever holds it or, after its lease, a completer).
+    /// RevokeApproval (recorded for `asked` with its start): APPROVED starts a revoke; REVOKING
+    /// and REVOKED are returned as they stand (a REVOKING one is finished by whoever holds it
+    /// or, after its lease, a completer).
     pub async fn revoke(
         &self,
         id: Uuid,
         reason: &str,
+        asked: &Asked,
         deadline: Option<Instant>,
     ) -> Result<Challenge, ApprovalError> {
-        match challenges::start_revoke(&self.pool, id, reason, self.settings.lease).await? {
-            Transition::Applied(challenge) => self.drive_revoke(challenge, deadline).await,
-            Transition::Unchanged(challenge) => match challenge.status() {
-                Status::Revoking | Status::Revoked => Ok(challenge),
-                status => Err(wrong_state(id, status, Operation::Revoke)),
-            },
-            Transition::Missing => Err(ApprovalError::NotFound(id)),
+        let lease = self.settings.lease;
+        match challenges::start_revoke(&self.pool, id, reason, lease, asked).await? {
+            Transition::Applied(challenge) => self.drive_revoke(challenge, deadline, None).await,
+            unapplied => Operation::Revoke.answer(id, unapplied),
         }
     }
 
-    /// Cancels the order of a REVOKING challenge, then writes REVOKED. When the cancel fails the
+    /// Cancels the order of a REVOKING challenge, then writes REVOKED, with the event of
+    /// `completed_by` when the service finishes a revoke on its own. When the cancel fails the
     /// challenge stays REVOKING and the completer repeats it after the lease; CancelOrder is
     /// idempotent, so the stock comes back exactly once however often it is repeated.
     pub async fn drive_revoke(
         &self,
         challenge: Challenge,
         deadline: Option<Instant>,
+        completed_by: Option<&Asked>,
     ) -> Result<Challenge, ApprovalError> {
         let id = challenge.challenge_id;
         let Some(order_id) = challenge.order_id else {
@@ -247,7 +248,7 @@ impl Saga {
             }
         }
         let fail_commit = self.failure_points.take_revoke_commit();
-        let written = challenges::finish_revoke(&self.pool, id, fail_commit).await;
+        let written = challenges::finish_revoke(&self.pool, id, completed_by, fail_commit).await;
         self.settle(id, written).await
     }
 
@@ -352,14 +353,6 @@ impl Saga {
         challenges::get(&self.pool, id)
             .await?
             .ok_or(ApprovalError::NotFound(id))
-    }
-}
-
-fn wrong_state(id: Uuid, status: Status, operation: Operation) -> ApprovalError {
-    ApprovalError::WrongState {
-        id,
-        status,
-        operation,
     }
 }
 

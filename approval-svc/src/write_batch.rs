@@ -4,7 +4,8 @@
 //! (one WAL flush under durable settings) per approval. The saga's guarantees are those of the
 //! single writes: each intent is committed before its caller calls order-svc, each outcome is
 //! fenced by `attempts`, and each caller gets exactly its own answer (see
-//! [`attempts::start_attempts`] and [`attempts::finish_attempts`]).
+//! [`attempts::start_attempts`] and [`attempts::finish_attempts`]). A batch's transaction also
+//! writes its requests' audit events, in one insert (see [`crate::audit`]).
 //!
 //! No timer at low load: a batch is then one request; under load a batch waits briefly for the
 //! callers of the previous one (`--write-batch-refill-wait`; lab-common's `batch` module says

@@ -19,6 +19,8 @@
 //!   product's ledger) and an APPROVED challenge without its order (I3) are only reported.
 //! - **Alerts**: see [`alerting`]; incidents live in `consistency_incidents`, and one resolves
 //!   only when a check sees its subject holding.
+//! - **Audit**: every heal is recorded as `system` under the check's run id (see
+//!   [`crate::audit`]).
 //!
 //! order-svc is reached through [`shop`]; the metrics are in [`metrics`].
 
@@ -137,7 +139,11 @@ impl Checker {
                 _ = ticker.tick() => {}
                 () = shutdown.triggered() => return,
             }
-            match self.check(CheckOptions::default(), Duration::ZERO).await {
+            let run_id = Uuid::now_v7().to_string();
+            match self
+                .check(CheckOptions::default(), Duration::ZERO, &run_id)
+                .await
+            {
                 Ok(report) => tracing::info!(
                     violations = report.violations.len(),
                     healed = report.healed(),
@@ -150,19 +156,29 @@ impl Checker {
         }
     }
 
-    /// Runs one check, waiting up to `wait` for another instance's check to finish. Dropping
-    /// the future cancels the check and releases its lock.
-    pub async fn check(&self, options: CheckOptions, wait: Duration) -> Result<Report, CheckError> {
+    /// Runs one check, waiting up to `wait` for another instance's check to finish; its heals
+    /// are recorded in the audit trail under `run_id`. Dropping the future cancels the check
+    /// and releases its lock.
+    pub async fn check(
+        &self,
+        options: CheckOptions,
+        wait: Duration,
+        run_id: &str,
+    ) -> Result<Report, CheckError> {
         let Some(lock) = CheckLock::acquire(&self.pool, wait).await? else {
             return Err(CheckError::Busy);
         };
-        let result = self.check_locked(options).await;
+        let result = self.check_locked(options, run_id).await;
         lock.release().await;
         metrics::check_finished(result.is_ok());
         result
     }
 
-    async fn check_locked(&self, options: CheckOptions) -> Result<Report, CheckError> {
+    async fn check_locked(
+        &self,
+        options: CheckOptions,
+        run_id: &str,
+    ) -> Result<Report, CheckError> {
         let started = Instant::now();
         let started_at = store::now(&self.pool).await?;
         let since = if options.full {
@@ -176,6 +192,7 @@ impl Checker {
             self.shop.clone(),
             &self.saga,
             !options.dry_run,
+            run_id,
             started_at,
             self.settings.settle,
         );

@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use lab_common::audit::{self, Caller};
 use lab_proto::order::v1 as order_pb;
 use sqlx::PgPool;
 use tonic::Status;
@@ -17,6 +18,7 @@ use uuid::Uuid;
 use super::report::{Invariant, Violation};
 use super::shop::Shop;
 use super::store;
+use crate::audit::{Action, Asked};
 use crate::domain::{Challenge, Status as ChallengeStatus};
 use crate::saga::Saga;
 
@@ -38,6 +40,8 @@ pub struct Scan<'a> {
     shop: Shop,
     saga: &'a Saga,
     heal: bool,
+    /// Who heals, for the audit trail: the service, under the check's run id.
+    healer: Caller,
     now: DateTime<Utc>,
     settle: chrono::Duration,
     seen: HashSet<String>,
@@ -65,12 +69,14 @@ fn is_created(order: &order_pb::Order) -> bool {
 
 impl<'a> Scan<'a> {
     /// A scan at database time `now`; in-flight work younger than `settle` past its lease is
-    /// left to the saga and the completer.
+    /// left to the saga and the completer. Heals (when `heal`) are recorded as the service's,
+    /// under `run_id`.
     pub fn new(
         pool: &'a PgPool,
         shop: Shop,
         saga: &'a Saga,
         heal: bool,
+        run_id: &str,
         now: DateTime<Utc>,
         settle: Duration,
     ) -> Self {
@@ -79,6 +85,7 @@ impl<'a> Scan<'a> {
             shop,
             saga,
             heal,
+            healer: Caller::system(run_id),
             now,
             settle: chrono::Duration::from_std(settle).unwrap_or(chrono::Duration::MAX),
             seen: HashSet::new(),
@@ -99,6 +106,10 @@ impl<'a> Scan<'a> {
         } else {
             None
         }
+    }
+
+    fn healing(&self, action: Action) -> Asked {
+        Asked::new(self.healer.clone(), action)
     }
 
     fn lease_long_expired(&self, challenge: &Challenge) -> bool {
@@ -173,7 +184,11 @@ impl<'a> Scan<'a> {
                 let violation =
                     Violation::new(Invariant::NothingStuck, "stuck in REVOKING").challenge(id);
                 if self.found(violation).is_some() && self.heal {
-                    let finished = self.saga.drive_revoke(challenge.clone(), None).await;
+                    let healer = self.healing(Action::CompleteRevoke);
+                    let finished = self
+                        .saga
+                        .drive_revoke(challenge.clone(), None, Some(&healer))
+                        .await;
                     let healed =
                         matches!(&finished, Ok(c) if c.status() == ChallengeStatus::Revoked);
                     self.mark_last(
@@ -230,7 +245,8 @@ impl<'a> Scan<'a> {
         )
         .challenge(challenge.challenge_id);
         if self.found(violation).is_some() && self.heal {
-            let healed = store::reschedule_lost(self.pool, challenge.challenge_id).await?;
+            let healer = self.healing(Action::RescheduleRetry);
+            let healed = store::reschedule_lost(self.pool, challenge.challenge_id, &healer).await?;
             self.mark_last(healed, "put back on the retry schedule");
         }
         Ok(())
@@ -255,16 +271,17 @@ impl<'a> Scan<'a> {
         match (order, order_id) {
             (Some(order), Some(order_id)) if is_created(&order) => {
                 if self.heal {
-                    let healed =
-                        store::roll_forward(self.pool, challenge.challenge_id, key, order_id)
-                            .await?;
+                    let healer = self.healing(Action::CompleteApproval);
+                    let id = challenge.challenge_id;
+                    let healed = store::roll_forward(self.pool, id, key, order_id, &healer).await?;
                     self.mark_last(healed, "rolled forward to APPROVED");
                 }
             }
             (Some(_), Some(_)) if challenge.status() == ChallengeStatus::Approving => {
                 if self.heal {
-                    let healed =
-                        store::fail_order_cancelled(self.pool, challenge.challenge_id, key).await?;
+                    let healer = self.healing(Action::CompleteApproval);
+                    let id = challenge.challenge_id;
+                    let healed = store::fail_order_cancelled(self.pool, id, key, &healer).await?;
                     self.mark_last(
                         healed,
                         "its order was cancelled outside the saga: recorded APPROVE_FAILED \
@@ -283,9 +300,18 @@ impl<'a> Scan<'a> {
         order_id: Uuid,
     ) -> Result<(), ScanError> {
         if self.found(violation.order(order_id)).is_some() && self.heal {
-            self.shop.cancel(order_id).await?;
+            self.cancel(order_id).await?;
             self.mark_last(true, "cancelled the order (compensation)");
         }
+        Ok(())
+    }
+
+    /// Cancels an order in order-svc, then records it: the change is order-svc's, so no
+    /// transaction here could hold both.
+    async fn cancel(&mut self, order_id: Uuid) -> Result<(), ScanError> {
+        self.shop.cancel(order_id).await?;
+        let event = self.healing(Action::CancelOrder).event(order_id, audit::OK);
+        audit::record(self.pool, [event]).await?;
         Ok(())
     }
 
@@ -345,7 +371,7 @@ impl<'a> Scan<'a> {
                 .order(order_id)
                 .product(product_id);
                 if self.found(violation).is_some() && self.heal {
-                    self.shop.cancel(order_id).await?;
+                    self.cancel(order_id).await?;
                     self.mark_last(true, "cancelled the duplicate order");
                 }
             }

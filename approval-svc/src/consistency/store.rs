@@ -1,12 +1,17 @@
 //! The checker's SQL: what changed, the repairs it may make, its watermark and its incidents.
 //! Every repair is one conditional statement, so it is a no-op when a saga or completer moved
-//! the challenge on in the meantime.
+//! the challenge on in the meantime; a repair that changed its row records its audit event in
+//! the same transaction.
 
 use chrono::{DateTime, Utc};
+use lab_common::audit::{self, AuditEvent};
 use sqlx::PgPool;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
 use uuid::Uuid;
 
 use super::report::Violation;
+use crate::audit::Asked;
 use crate::domain::{Challenge, FailureReason};
 
 const WATERMARK: &str = "default";
@@ -98,14 +103,32 @@ pub async fn challenge_by_key(pool: &PgPool, key: &str) -> sqlx::Result<Option<C
         .await
 }
 
-/// APPROVE_FAILED, or APPROVING past its lease, whose order exists after all → APPROVED.
+/// Runs one repair (a conditional UPDATE of one row) and, when it changed the row, records
+/// `event` in the same transaction; true when it did.
+async fn heal(
+    pool: &PgPool,
+    repair: Query<'_, sqlx::Postgres, PgArguments>,
+    event: AuditEvent,
+) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let healed = repair.execute(&mut *tx).await?.rows_affected() == 1;
+    if healed {
+        audit::record(&mut *tx, [event]).await?;
+    }
+    tx.commit().await?;
+    Ok(healed)
+}
+
+/// APPROVE_FAILED, or APPROVING past its lease, whose order exists after all → APPROVED,
+/// recorded for `asked` with outcome `OK`.
 pub async fn roll_forward(
     pool: &PgPool,
     challenge_id: Uuid,
     key: &str,
     order_id: Uuid,
+    asked: &Asked,
 ) -> sqlx::Result<bool> {
-    let result = sqlx::query(
+    let repair = sqlx::query(
         "UPDATE challenges
          SET status = 'APPROVED', order_id = $3, failure_reason = NULL, failure_message = '',
              dead_lettered = false, next_attempt_at = NULL, lease_expires_at = NULL,
@@ -115,21 +138,21 @@ pub async fn roll_forward(
     )
     .bind(challenge_id)
     .bind(key)
-    .bind(order_id)
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected() == 1)
+    .bind(order_id);
+    heal(pool, repair, asked.event(challenge_id, audit::OK)).await
 }
 
 /// APPROVING past its lease whose order under `key` was cancelled outside the saga →
 /// APPROVE_FAILED with ORDER_CANCELLED, definitive (no retry scheduled), as the saga records a
-/// replayed order that is not CREATED.
+/// replayed order that is not CREATED; recorded for `asked` with that reason.
 pub async fn fail_order_cancelled(
     pool: &PgPool,
     challenge_id: Uuid,
     key: &str,
+    asked: &Asked,
 ) -> sqlx::Result<bool> {
-    let result = sqlx::query(
+    let reason = FailureReason::OrderCancelled.as_str();
+    let repair = sqlx::query(
         "UPDATE challenges
          SET status = 'APPROVE_FAILED', failure_reason = $3, failure_message = $4,
              dead_lettered = false, next_attempt_at = NULL, lease_expires_at = NULL,
@@ -139,17 +162,19 @@ pub async fn fail_order_cancelled(
     )
     .bind(challenge_id)
     .bind(key)
-    .bind(FailureReason::OrderCancelled.as_str())
-    .bind("the order under this challenge's key was cancelled outside the saga")
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected() == 1)
+    .bind(reason)
+    .bind("the order under this challenge's key was cancelled outside the saga");
+    heal(pool, repair, asked.event(challenge_id, reason)).await
 }
 
 /// A transient failure that is neither scheduled nor dead-lettered would never be retried:
-/// put it back on the schedule, due now.
-pub async fn reschedule_lost(pool: &PgPool, challenge_id: Uuid) -> sqlx::Result<bool> {
-    let result = sqlx::query(
+/// put it back on the schedule, due now; recorded for `asked` with outcome `OK`.
+pub async fn reschedule_lost(
+    pool: &PgPool,
+    challenge_id: Uuid,
+    asked: &Asked,
+) -> sqlx::Result<bool> {
+    let repair = sqlx::query(
         "UPDATE challenges SET next_attempt_at = now(), updated_at = now()
          WHERE challenge_id = $1 AND status = 'APPROVE_FAILED' AND NOT dead_lettered
            AND next_attempt_at IS NULL
@@ -163,10 +188,8 @@ pub async fn reschedule_lost(pool: &PgPool, challenge_id: Uuid) -> sqlx::Result<
             .filter(|reason| reason.is_transient())
             .map(FailureReason::as_str)
             .collect::<Vec<_>>(),
-    )
-    .execute(pool)
-    .await?;
-    Ok(result.rows_affected() == 1)
+    );
+    heal(pool, repair, asked.event(challenge_id, audit::OK)).await
 }
 
 /// An incident still open.

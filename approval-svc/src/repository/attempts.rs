@@ -2,16 +2,20 @@
 //! transaction: phase 1 (the intent: APPROVING, key, attempt, lease) and phase 3 (the outcome,
 //! fenced by `attempts`). A batch answers each request as if, for each challenge, the request
 //! that applies ran first and the others right after it; see `docs/decisions.md` ("Issue 11:
-//! approval-svc group commit").
+//! approval-svc group commit"). Each write also records its requests' audit events, in one
+//! insert per batch (see [`crate::audit`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use lab_common::audit;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::audit::{Asked, attempt_outcome, transition_outcome};
 use crate::domain::{AttemptOutcome, Challenge, FailureReason, NextStep, Status, Transition};
+use crate::error::Operation;
 
 /// Phase 1 of one approval attempt (see [`start_attempt`]).
 #[derive(Debug, Clone)]
@@ -20,6 +24,11 @@ pub struct StartRequest {
     pub id: Uuid,
     /// The states the attempt may start from.
     pub from: &'static [Status],
+    /// What the caller asked: decides the outcome recorded when the attempt does not start.
+    pub operation: Operation,
+    /// Who asked, for the audit event of a request that does not start (one that starts
+    /// records at its outcome write).
+    pub asked: Asked,
     /// The approver to record, if any.
     pub approver: Option<String>,
     /// The idempotency key to assign when the challenge has none (or after ORDER_CANCELLED).
@@ -37,6 +46,8 @@ pub struct FinishRequest {
     pub attempt: i32,
     /// What to write.
     pub outcome: AttemptOutcome,
+    /// Who drove the attempt, for its audit event (written whether or not the fence holds).
+    pub asked: Asked,
 }
 
 /// Why a final write did not happen.
@@ -85,7 +96,8 @@ pub async fn start_attempt(pool: &PgPool, request: StartRequest) -> sqlx::Result
 /// one statement writes every transition. A challenge named twice takes at most one attempt: the
 /// first request whose `from` matches applies, and the others see the row it left (APPROVING),
 /// as they would right after it (no request starts from APPROVING, so that order answers every
-/// request of the batch consistently).
+/// request of the batch consistently). Each request that does not start records its audit
+/// event here (a duplicate's `REPLAYED`, a refusal's reason), one insert for the batch.
 pub async fn start_attempts(
     conn: &mut PgConnection,
     requests: &[StartRequest],
@@ -137,7 +149,7 @@ pub async fn start_attempts(
         .await?;
         by_id(rows)
     };
-    Ok(requests
+    let transitions: Vec<Transition> = requests
         .iter()
         .zip(applies)
         .map(
@@ -147,7 +159,17 @@ pub async fn start_attempts(
                 (None, None) => Transition::Missing,
             },
         )
-        .collect())
+        .collect();
+    let unstarted = requests
+        .iter()
+        .zip(&transitions)
+        .filter(|(_, transition)| !matches!(transition, Transition::Applied(_)))
+        .map(|(request, transition)| {
+            let outcome = transition_outcome(request.operation, transition);
+            request.asked.event(request.id, outcome)
+        });
+    audit::record(&mut *conn, unstarted).await?;
+    Ok(transitions)
 }
 
 /// Phase 3 of an approval attempt: writes the outcome, but only if the challenge is still
@@ -176,7 +198,8 @@ pub async fn finish_attempt(
 /// [`finish_attempt`] for many requests inside the caller's transaction, one answer per request
 /// in order. Rows are locked in `challenge_id` order, then one statement writes every outcome
 /// whose fence holds. Of two requests for one challenge at most one is written: once it is, the
-/// challenge is no longer APPROVING, so the other is fenced out as it would be after it.
+/// challenge is no longer APPROVING, so the other is fenced out as it would be after it. Every
+/// request records its attempt's audit event, fenced out or not, one insert for the batch.
 pub async fn finish_attempts(
     conn: &mut PgConnection,
     requests: &[FinishRequest],
@@ -190,6 +213,13 @@ pub async fn finish_attempts(
         },
         &locked,
     );
+    audit::record(
+        &mut *conn,
+        requests
+            .iter()
+            .map(|r| r.asked.event(r.id, attempt_outcome(&r.outcome))),
+    )
+    .await?;
     let chosen: Vec<&FinishRequest> = picked(requests, &applies);
     if chosen.is_empty() {
         return Ok(vec![None; requests.len()]);

@@ -4,11 +4,14 @@
 //! before any handler work: a refused call writes nothing, starts no attempt and takes no
 //! lease. What needs the request body is decided here too, asked by the handlers: a `user`
 //! acts only for itself ([`own_challenges_only`]), an approver is who its token says
-//! ([`approver`]).
+//! ([`caller`]).
 
+use lab_common::audit::Caller;
 use lab_common::auth::{AuthError, principal};
 use tonic::Request;
 use uuid::Uuid;
+
+use crate::audit::ANONYMOUS;
 
 const APPROVER: &str = "approver";
 const OPERATOR: &str = "operator";
@@ -48,8 +51,10 @@ pub fn check_submitter(own: Option<&str>, user_id: Uuid) -> Result<(), AuthError
     }
 }
 
-/// The approver to record: the token's subject when authentication is on (the request's
-/// `approver` field is then ignored), else `given`.
-pub fn approver<T>(request: &Request<T>, given: &str) -> String {
-    principal(request).map_or_else(|| given.to_owned(), |caller| caller.subject.clone())
+/// Who makes the call, for its audit event and as the approver a decision records: the
+/// token's subject when authentication is on (the request's `approver` field is then ignored),
+/// else the request's `approver` where it has one, else [`ANONYMOUS`]. Read before the body is
+/// taken.
+pub fn caller<T>(request: &Request<T>, approver: Option<&str>) -> Caller {
+    Caller::of(request, || approver.unwrap_or(ANONYMOUS).to_owned())
 }

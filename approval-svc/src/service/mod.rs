@@ -3,6 +3,9 @@
 //! Approvals, retries and revokes run in a spawned task: if the caller goes away (cancel,
 //! deadline, dropped connection) the handler future is dropped, but the saga still writes its
 //! outcome, so an order created by the call is never left to the completer alone.
+//!
+//! Each handler reads its caller from the request before the body; the audit events are
+//! written with the changes (see [`crate::audit`]).
 
 pub mod access;
 mod convert;
@@ -19,8 +22,11 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use uuid::Uuid;
 
+use lab_common::audit::Caller;
+
+use crate::audit::{Action, Asked};
 use crate::deadline::caller_deadline;
-use crate::domain::{Challenge, Status as ChallengeStatus};
+use crate::domain::{Challenge, Transition};
 use crate::error::{ApprovalError, Operation};
 use crate::repository::challenges;
 use crate::saga::Saga;
@@ -43,12 +49,14 @@ impl ApprovalApi {
         &self,
         request: pb::SubmitChallengeRequest,
         own: Option<String>,
+        caller: Caller,
     ) -> Result<Challenge, ApprovalError> {
         let new = parse::submit(&request, self.max_quantity)?;
         access::check_submitter(own.as_deref(), new.user_id)?;
         let id = Uuid::now_v7();
         tracing::Span::current().record("challenge_id", tracing::field::display(id));
-        let challenge = challenges::insert(self.saga.pool(), id, &new).await?;
+        let asked = Asked::new(caller, Action::SubmitChallenge);
+        let challenge = challenges::submit(self.saga.pool(), id, &new, &asked).await?;
         tracing::info!("challenge submitted");
         Ok(challenge)
     }
@@ -95,9 +103,12 @@ impl ApprovalApi {
     ) -> Result<Challenge, ApprovalError> {
         let deadline = caller_deadline(request.metadata(), Instant::now());
         let (id, approver) = parse::approve(request.get_ref())?;
-        let approver = access::approver(&request, &approver);
+        let asked = Asked::new(
+            access::caller(&request, Some(&approver)),
+            Action::ApproveChallenge,
+        );
         let saga = Arc::clone(&self.saga);
-        detached(async move { saga.approve(id, &approver, deadline).await }).await
+        detached(async move { saga.approve(id, asked, deadline).await }).await
     }
 
     #[tracing::instrument(skip_all, fields(challenge_id = %request.get_ref().challenge_id))]
@@ -106,23 +117,17 @@ impl ApprovalApi {
         request: Request<pb::RejectChallengeRequest>,
     ) -> Result<Challenge, ApprovalError> {
         let (id, approver, reason) = parse::reject(request.get_ref())?;
-        let approver = access::approver(&request, &approver);
-        if let Some(challenge) =
-            challenges::reject(self.saga.pool(), id, &approver, &reason).await?
-        {
+        let asked = Asked::new(
+            access::caller(&request, Some(&approver)),
+            Action::RejectChallenge,
+        );
+        let pool = self.saga.pool();
+        let transition = challenges::reject(pool, id, &asked.caller.actor, &reason, &asked).await?;
+        if matches!(transition, Transition::Applied(_)) {
             tracing::info!("challenge rejected");
-            return Ok(challenge);
         }
-        match challenges::get(self.saga.pool(), id).await? {
-            None => Err(ApprovalError::NotFound(id)),
-            // A repeated reject finds its own result: return it, as for any duplicate.
-            Some(challenge) if challenge.status() == ChallengeStatus::Rejected => Ok(challenge),
-            Some(challenge) => Err(ApprovalError::WrongState {
-                id,
-                status: challenge.status(),
-                operation: Operation::Reject,
-            }),
-        }
+        // A repeated reject finds its own result: it is returned, as for any duplicate.
+        Operation::Reject.answer(id, transition)
     }
 
     #[tracing::instrument(skip_all, fields(challenge_id = %request.get_ref().challenge_id))]
@@ -132,8 +137,9 @@ impl ApprovalApi {
     ) -> Result<Challenge, ApprovalError> {
         let deadline = caller_deadline(request.metadata(), Instant::now());
         let id = parse::challenge_id(&request.get_ref().challenge_id)?;
+        let asked = Asked::new(access::caller(&request, None), Action::RetryApproval);
         let saga = Arc::clone(&self.saga);
-        detached(async move { saga.retry(id, deadline).await }).await
+        detached(async move { saga.retry(id, asked, deadline).await }).await
     }
 
     #[tracing::instrument(skip_all, fields(challenge_id = %request.get_ref().challenge_id))]
@@ -143,8 +149,9 @@ impl ApprovalApi {
     ) -> Result<Challenge, ApprovalError> {
         let deadline = caller_deadline(request.metadata(), Instant::now());
         let (id, reason) = parse::revoke(request.get_ref())?;
+        let asked = Asked::new(access::caller(&request, None), Action::RevokeApproval);
         let saga = Arc::clone(&self.saga);
-        detached(async move { saga.revoke(id, &reason, deadline).await }).await
+        detached(async move { saga.revoke(id, &reason, &asked, deadline).await }).await
     }
 
     #[tracing::instrument(skip_all)]
@@ -161,24 +168,18 @@ impl ApprovalApi {
         })
     }
 
-    #[tracing::instrument(skip_all, fields(challenge_id = %request.challenge_id))]
+    #[tracing::instrument(skip_all, fields(challenge_id = %request.get_ref().challenge_id))]
     async fn requeue(
         &self,
-        request: pb::RequeueDeadLetterRequest,
+        request: Request<pb::RequeueDeadLetterRequest>,
     ) -> Result<Challenge, ApprovalError> {
-        let id = parse::challenge_id(&request.challenge_id)?;
-        if let Some(challenge) = challenges::requeue(self.saga.pool(), id).await? {
+        let id = parse::challenge_id(&request.get_ref().challenge_id)?;
+        let asked = Asked::new(access::caller(&request, None), Action::RequeueDeadLetter);
+        let transition = challenges::requeue(self.saga.pool(), id, &asked).await?;
+        if matches!(transition, Transition::Applied(_)) {
             tracing::info!("dead letter requeued");
-            return Ok(challenge);
         }
-        match challenges::get(self.saga.pool(), id).await? {
-            None => Err(ApprovalError::NotFound(id)),
-            Some(challenge) => Err(ApprovalError::WrongState {
-                id,
-                status: challenge.status(),
-                operation: Operation::Requeue,
-            }),
-        }
+        Operation::Requeue.answer(id, transition)
     }
 }
 
@@ -201,8 +202,9 @@ impl ApprovalService for ApprovalApi {
         request: Request<pb::SubmitChallengeRequest>,
     ) -> Result<Response<pb::SubmitChallengeResponse>, Status> {
         let own = access::own_challenges_only(&request);
+        let caller = access::caller(&request, None);
         respond(
-            self.submit(request.into_inner(), own)
+            self.submit(request.into_inner(), own, caller)
                 .await
                 .map(|challenge| pb::SubmitChallengeResponse {
                     challenge: Some(challenge.into()),
@@ -293,10 +295,12 @@ impl ApprovalService for ApprovalApi {
         &self,
         request: Request<pb::RequeueDeadLetterRequest>,
     ) -> Result<Response<pb::RequeueDeadLetterResponse>, Status> {
-        respond(self.requeue(request.into_inner()).await.map(|challenge| {
-            pb::RequeueDeadLetterResponse {
-                challenge: Some(challenge.into()),
-            }
-        }))
+        respond(
+            self.requeue(request)
+                .await
+                .map(|challenge| pb::RequeueDeadLetterResponse {
+                    challenge: Some(challenge.into()),
+                }),
+        )
     }
 }

@@ -1,10 +1,13 @@
 //! The gRPC handlers of `lab.approval.v1.OpsService`: consistency checks on demand, control of
-//! the circuit breaker towards order-svc, and the audit trail.
+//! the circuit breaker towards order-svc, and the audit trail. A check that heals and a
+//! breaker change are recorded right after they happen: neither is one transaction of this
+//! database (see [`crate::audit`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use lab_common::audit::{self, AuditQuery};
+use lab_common::audit::{self, AuditEvent, AuditQuery, OK};
+use lab_common::reason::Reason;
 use lab_common::validate::Violations;
 use lab_proto::approval::v1 as pb;
 use lab_proto::approval::v1::ops_service_server::OpsService;
@@ -12,8 +15,12 @@ use resilience::{BreakerHandle, BreakerState, EndpointState, EndpointsHandle};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 
+use uuid::Uuid;
+
+use crate::audit::{Action, Asked, CONSISTENCY_CHECK, ORDER_SVC};
 use crate::consistency::{CheckOptions, Checker};
 use crate::error::ApprovalError;
+use crate::service::access;
 
 /// How long RunConsistencyCheck waits for a check already running elsewhere.
 const WAIT_FOR_RUNNING_CHECK: Duration = Duration::from_secs(30);
@@ -70,6 +77,13 @@ impl OpsApi {
     }
 }
 
+/// Writes `event` on its own: the change it records was not this database's.
+async fn record(pool: &PgPool, event: AuditEvent) -> Result<(), Status> {
+    audit::record(pool, [event])
+        .await
+        .map_err(|error| ApprovalError::from(error).into())
+}
+
 fn circuit_state(state: BreakerState) -> pb::CircuitState {
     match state {
         BreakerState::Closed => pb::CircuitState::Closed,
@@ -90,11 +104,30 @@ impl OpsService for OpsApi {
             full: request.get_ref().full,
             dry_run: request.get_ref().dry_run,
         };
-        let report = self
+        let asked = Asked::new(access::caller(&request, None), Action::RunConsistencyCheck);
+        // The heals share the call's request id, so the trail ties them to it.
+        let run_id = match asked.caller.request_id.as_str() {
+            "" => Uuid::now_v7().to_string(),
+            id => id.to_owned(),
+        };
+        let checked = self
             .checker
-            .check(options, WAIT_FOR_RUNNING_CHECK)
+            .check(options, WAIT_FOR_RUNNING_CHECK, &run_id)
             .await
-            .map_err(ApprovalError::from)?;
+            .map_err(|error| Status::from(ApprovalError::from(error)));
+        let recorded = if options.dry_run {
+            Ok(())
+        } else {
+            let outcome = match &checked {
+                Ok(_) => OK.to_owned(),
+                Err(status) => lab_common::status::reason(status)
+                    .unwrap_or_else(|| Reason::Internal.as_str().to_owned()),
+            };
+            record(&self.pool, asked.event(CONSISTENCY_CHECK, outcome)).await
+        };
+        // A failed check answers with its own status, whatever became of its event.
+        let report = checked?;
+        recorded?;
         tracing::info!(
             violations = report.violations.len(),
             healed = report.healed(),
@@ -121,6 +154,7 @@ impl OpsService for OpsApi {
         &self,
         request: Request<pb::SetCircuitBreakerRequest>,
     ) -> Result<Response<pb::SetCircuitBreakerResponse>, Status> {
+        let asked = Asked::new(access::caller(&request, None), Action::SetCircuitBreaker);
         match pb::CircuitState::try_from(request.get_ref().state) {
             Ok(pb::CircuitState::ForcedOpen) => self.breaker.force_open(),
             Ok(pb::CircuitState::Closed) => self.breaker.reset(),
@@ -135,6 +169,9 @@ impl OpsService for OpsApi {
         }
         let state = self.breaker.state();
         tracing::warn!(%state, "circuit breaker set by an operator");
+        // After the change, so breaker control works even when the database does not; a failed
+        // write is reported, and a retry (setting a state is idempotent) records it.
+        record(&self.pool, asked.event(ORDER_SVC, OK)).await?;
         Ok(Response::new(pb::SetCircuitBreakerResponse {
             state: circuit_state(state).into(),
         }))

@@ -12,23 +12,20 @@ use tonic::{Code, Request};
 use uuid::Uuid;
 
 use crate::helpers::*;
+use crate::support::{self, AUDIENCE, Credentials};
 
-#[path = "../../../common/tests/support/auth.rs"]
-mod support;
-
-use support::{AUDIENCE, Credentials};
-
-fn with_auth<T>(message: T, header: Option<&str>) -> Request<T> {
+/// `message` with `authorization: <header>` when given.
+pub(crate) fn with_auth<T>(message: T, header: Option<&str>) -> Request<T> {
     support::with_auth(Request::new(message), header)
 }
 
 /// Both services secured by `key`; approval-svc presents a `shop-client` token (sub
 /// `approval-svc`) from a file; a product of 10 exists.
-struct Secured {
-    order: OrderSvc,
-    approval: ApprovalSvc,
-    approvals_db: PgPool,
-    product_id: String,
+pub(crate) struct Secured {
+    pub order: OrderSvc,
+    pub approval: ApprovalSvc,
+    pub approvals_db: PgPool,
+    pub product_id: String,
 }
 
 impl Secured {
@@ -43,7 +40,7 @@ impl Secured {
     }
 }
 
-async fn secured(key: &Credentials) -> Secured {
+pub(crate) async fn secured(key: &Credentials) -> Secured {
     let mut order_config = order_config(fresh_database().await);
     order_config.auth.auth_keys = Some(key.0.jwks());
     order_config.auth.auth_audience = Some(AUDIENCE.into());
@@ -86,11 +83,12 @@ async fn secured(key: &Credentials) -> Secured {
     }
 }
 
-/// Challenges, attempts made, approvers recorded, challenges by state, dead letters.
-async fn snapshot(pool: &PgPool) -> (i64, i64, i64, Vec<String>, i64) {
-    let (count, attempts, approvers, dead): (i64, i64, i64, i64) = sqlx::query_as(
+/// Challenges, attempts made, approvers recorded, challenges by state, dead letters, audit
+/// events.
+async fn snapshot(pool: &PgPool) -> (i64, i64, i64, Vec<String>, i64, i64) {
+    let (count, attempts, approvers, dead, events): (i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT count(*), coalesce(sum(attempts), 0)::bigint, count(approver),
-                count(*) FILTER (WHERE dead_lettered)
+                count(*) FILTER (WHERE dead_lettered), (SELECT count(*) FROM audit_events)
          FROM challenges",
     )
     .fetch_one(pool)
@@ -101,10 +99,10 @@ async fn snapshot(pool: &PgPool) -> (i64, i64, i64, Vec<String>, i64) {
             .fetch_all(pool)
             .await
             .unwrap();
-    (count, attempts, approvers, states, dead)
+    (count, attempts, approvers, states, dead, events)
 }
 
-const RPCS: [&str; 12] = [
+const RPCS: [&str; 13] = [
     "SubmitChallenge",
     "GetChallenge",
     "ListChallenges",
@@ -117,6 +115,7 @@ const RPCS: [&str; 12] = [
     "RunConsistencyCheck",
     "GetCircuitBreaker",
     "SetCircuitBreaker",
+    "ListAuditEvents",
 ];
 
 async fn call(
@@ -199,6 +198,10 @@ async fn call(
             apb::SetCircuitBreakerRequest {
                 state: apb::CircuitState::ForcedOpen as i32
             }
+        ),
+        "ListAuditEvents" => send!(
+            ops.list_audit_events,
+            apb::ListAuditEventsRequest::default()
         ),
         other => panic!("no such RPC {other}"),
     }

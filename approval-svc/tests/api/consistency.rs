@@ -442,6 +442,43 @@ async fn duplicate_orders_stuck_and_lost_approvals_are_found_and_healed() {
             3,
             "one note per healed incident"
         );
+        // Each heal is recorded as the service's, under the check's request id, the challenges'
+        // in the transaction of their repair (the row's last writer wrote the event too).
+        let (run_id,): (String,) = sqlx::query_as(
+            "SELECT request_id FROM audit_events WHERE action = 'RunConsistencyCheck'",
+        )
+        .fetch_one(&approval_sql)
+        .await
+        .unwrap();
+        assert!(!run_id.is_empty());
+        let heals: Vec<(String, String, String, String, String, bool)> = sqlx::query_as(
+            "SELECT a.actor, a.action, a.target_id, a.outcome, a.request_id,
+                    c.challenge_id IS NULL OR a.xmin::text = c.xmin::text
+             FROM audit_events a LEFT JOIN challenges c ON c.challenge_id::text = a.target_id
+             WHERE a.actor = 'system' ORDER BY a.event_id",
+        )
+        .fetch_all(&approval_sql)
+        .await
+        .unwrap();
+        let heal = |action: &str, target: &str| {
+            let text = |value: &str| value.to_owned();
+            (
+                text("system"),
+                text(action),
+                text(target),
+                text("OK"),
+                run_id.clone(),
+                true,
+            )
+        };
+        assert_eq!(
+            heals,
+            [
+                heal("CompleteApproval", &stuck.challenge_id),
+                heal("RescheduleRetry", &lost.challenge_id),
+                heal("CancelOrder", &duplicate.to_string()),
+            ]
+        );
 
         let again = check(&approval, false, false).await;
         assert!(

@@ -13,6 +13,7 @@ use lab_proto::approval::v1::approval_service_client::ApprovalServiceClient;
 use lab_proto::order::v1 as opb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use resilience::{BreakerHandle, FaultHandle};
+use sqlx::PgPool;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -231,6 +232,8 @@ pub(crate) struct ApprovalSvc {
     pub metrics_addr: Option<SocketAddr>,
     /// The circuit breaker of its order-svc client.
     pub breaker: BreakerHandle,
+    /// Its own database pool (the service's role).
+    pub pool: PgPool,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -263,6 +266,7 @@ impl ApprovalSvc {
         let failure_points = app.failure_points();
         let metrics_addr = app.metrics_addr();
         let breaker = app.breaker();
+        let pool = app.pool().clone();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
             app.run_until(async move {
@@ -276,6 +280,7 @@ impl ApprovalSvc {
             failure_points,
             metrics_addr,
             breaker,
+            pool,
             stop: Some(stop),
             task: Some(task),
         }

@@ -2,6 +2,8 @@
 //! PostgreSQL database. One test binary (modules below) keeps linking cheap.
 
 mod approve;
+mod audit;
+mod audit_trail;
 mod auth;
 mod check_lock;
 mod check_verdicts;
@@ -17,6 +19,8 @@ mod ops;
 mod outage;
 mod recovery;
 mod revoke;
+#[path = "../../../common/tests/support/auth.rs"]
+mod support;
 mod tls;
 mod unknown_outcomes;
 mod validation;

@@ -5,13 +5,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use approval_svc::audit::{Action, Asked};
 use approval_svc::domain::{
     AttemptOutcome, Challenge, FailureReason, NewChallenge, NextStep, Status, Transition,
 };
-use approval_svc::error::ApprovalError;
+use approval_svc::error::{ApprovalError, Operation};
 use approval_svc::repository::attempts::{self, BatchError, FinishRequest, StartRequest};
 use approval_svc::repository::challenges;
 use approval_svc::write_batch::WriteBatches;
+use lab_common::audit::Caller;
 use lab_proto::approval::v1 as apb;
 use sqlx::PgPool;
 use tokio::sync::Barrier;
@@ -231,14 +233,43 @@ async fn pending(pool: &PgPool) -> Uuid {
     id
 }
 
-fn start(id: Uuid, from: &'static [Status]) -> StartRequest {
+/// An approval from PENDING, else a retry, asked by `admin` under request id `request_id`.
+fn start_as(id: Uuid, from: &'static [Status], request_id: &str) -> StartRequest {
+    let (operation, action) = if from == [Status::Pending] {
+        (Operation::Approve, Action::ApproveChallenge)
+    } else {
+        (Operation::Retry, Action::RetryApproval)
+    };
     StartRequest {
         id,
         from,
+        operation,
         approver: Some("admin".into()),
         new_key: Uuid::now_v7().to_string(),
         lease: Duration::from_secs(30),
+        asked: Asked::new(asked_by_admin(request_id), action),
     }
+}
+
+fn start(id: Uuid, from: &'static [Status]) -> StartRequest {
+    start_as(id, from, "")
+}
+
+fn asked_by_admin(request_id: &str) -> Caller {
+    Caller {
+        actor: "admin".into(),
+        request_id: request_id.into(),
+    }
+}
+
+/// The audit trail as (action, target, outcome, request id), oldest first.
+async fn recorded(pool: &PgPool) -> Vec<(String, String, String, String)> {
+    sqlx::query_as(
+        "SELECT action, target_id, outcome, request_id FROM audit_events ORDER BY event_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 fn row(transition: &Transition) -> (&'static str, Option<&Challenge>) {
@@ -250,20 +281,26 @@ fn row(transition: &Transition) -> (&'static str, Option<&Challenge>) {
 }
 
 /// One batch with duplicates, a wrong state and a missing row decides each request as the
-/// applying request followed by the others would: one attempt per challenge.
+/// applying request followed by the others would: one attempt per challenge; each request that
+/// did not start records its event in the batch (one that started records at its outcome).
 #[tokio::test]
 async fn a_start_batch_decides_each_request_as_single_writes_would() {
     bounded(async {
         let pool = migrated_pool().await;
-        let (first, second) = (pending(&pool).await, pending(&pool).await);
+        let (first, second, third) = (
+            pending(&pool).await,
+            pending(&pool).await,
+            pending(&pool).await,
+        );
         let missing = Uuid::now_v7();
         let requests = [
-            start(second, &[Status::ApproveFailed]),
-            start(first, &[Status::Pending]),
-            start(first, &[Status::Pending]),
-            start(missing, &[Status::Pending]),
-            start(first, &[Status::ApproveFailed]),
-            start(second, &[Status::Pending]),
+            start_as(second, &[Status::ApproveFailed], "0"),
+            start_as(first, &[Status::Pending], "1"),
+            start_as(first, &[Status::Pending], "2"),
+            start_as(missing, &[Status::Pending], "3"),
+            start_as(first, &[Status::ApproveFailed], "4"),
+            start_as(second, &[Status::Pending], "5"),
+            start_as(third, &[Status::ApproveFailed], "6"),
         ];
         let mut tx = pool.begin().await.unwrap();
         let transitions = attempts::start_attempts(&mut tx, &requests).await.unwrap();
@@ -286,6 +323,26 @@ async fn a_start_batch_decides_each_request_as_single_writes_would() {
                 ("missing", None),
                 ("unchanged", approving(first)),
                 ("applied", approving(second)),
+                ("unchanged", Some((third, Status::Pending, 0))),
+            ]
+        );
+        let event = |action: &str, id: Uuid, outcome: &str, request_id: &str| {
+            let text = |value: &str| value.to_owned();
+            (
+                text(action),
+                id.to_string(),
+                text(outcome),
+                text(request_id),
+            )
+        };
+        assert_eq!(
+            recorded(&pool).await,
+            [
+                event("RetryApproval", second, "REPLAYED", "0"),
+                event("ApproveChallenge", first, "REPLAYED", "2"),
+                event("ApproveChallenge", missing, "CHALLENGE_NOT_FOUND", "3"),
+                event("RetryApproval", first, "REPLAYED", "4"),
+                event("RetryApproval", third, "CHALLENGE_NOT_RETRYABLE", "6"),
             ]
         );
         let Transition::Applied(applied) = &transitions[1] else {
@@ -304,7 +361,8 @@ async fn a_start_batch_decides_each_request_as_single_writes_would() {
 
 /// One batch of outcomes: the write whose fence holds lands; a second outcome for the same
 /// attempt, a stale attempt and a missing row are fenced out (`None`); a failure's schedule and
-/// an uncharged attempt's budget are written as by the single write.
+/// an uncharged attempt's budget are written as by the single write. Every request records its
+/// attempt's event in the batch, fenced out or not.
 #[tokio::test]
 async fn a_finish_batch_is_fenced_by_attempts() {
     bounded(async {
@@ -325,6 +383,7 @@ async fn a_finish_batch_is_fenced_by_attempts() {
             id,
             attempt,
             outcome,
+            asked: Asked::system(Action::CompleteApproval, format!("attempt {attempt}")),
         };
         let unavailable = AttemptOutcome::Failed {
             reason: FailureReason::OrderServiceUnavailable,
@@ -378,6 +437,21 @@ async fn a_finish_batch_is_fenced_by_attempts() {
             Status::Approving,
             "fenced out: untouched"
         );
+        let outcomes: Vec<(String, String)> = recorded(&pool)
+            .await
+            .into_iter()
+            .map(|(_, target, outcome, _)| (target, outcome))
+            .collect();
+        let unavailable = "ORDER_SERVICE_UNAVAILABLE";
+        let expected = [
+            (approved, "OK"),
+            (approved, unavailable),
+            (failed, unavailable),
+            (stale, "OK"),
+            (requests[4].id, "OK"),
+        ]
+        .map(|(id, outcome)| (id.to_string(), outcome.to_owned()));
+        assert_eq!(outcomes, expected);
     })
     .await;
 }
