@@ -11,7 +11,6 @@ use resilience::{BreakerConfig, OutlierConfig, ResilienceConfig, RetryConfig};
 use tonic::transport::ClientTlsConfig;
 
 use crate::failpoints::FailurePoints;
-use crate::write_batch;
 use lab_common::alerts::Webhook;
 
 fn parse_webhook(text: &str) -> Result<Webhook, String> {
@@ -187,12 +186,6 @@ pub struct Config {
     /// last batch's time in the database. 0 turns it off.
     #[arg(long, env = "WRITE_BATCH_REFILL_WAIT", default_value = "2ms", value_parser = humantime::parse_duration)]
     pub write_batch_refill_wait: Duration,
-
-    /// Queues of the group-committed intents (and of the outcomes), a challenge always in the
-    /// same one, each with one batch in flight: under load a wave of approvals is written as
-    /// this many batches in parallel. 1 writes one batch at a time.
-    #[arg(long, env = "WRITE_BATCH_LANES", default_value_t = write_batch::DEFAULT_LANES, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub write_batch_lanes: u16,
 
     /// Timeout of one attempt of an order-svc call.
     #[arg(long, env = "ORDER_ATTEMPT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]

@@ -41,8 +41,6 @@ pub struct SagaSettings {
     pub jitter: JitterRng,
     /// How long a batch of the attempts' writes may wait for the callers of the last one.
     pub write_refill_wait: Duration,
-    /// Queues per kind of the attempts' writes, each with one batch in flight.
-    pub write_lanes: usize,
 }
 
 /// Runs approvals and revokes against the database and order-svc.
@@ -68,7 +66,6 @@ impl Saga {
         Self {
             writes: WriteBatches::new(
                 pool.clone(),
-                settings.write_lanes,
                 write_batch::DEFAULT_MAX_BATCH,
                 settings.write_refill_wait,
             ),
@@ -387,7 +384,6 @@ mod tests {
             },
             jitter: JitterRng::seed_from_u64(15),
             write_refill_wait: Duration::ZERO,
-            write_lanes: 1,
         };
         Saga::new(pool, orders, settings, FailurePoints::default())
     }

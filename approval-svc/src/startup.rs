@@ -137,7 +137,6 @@ impl Application {
                 },
                 jitter: JitterRng::thread(),
                 write_refill_wait: config.write_batch_refill_wait,
-                write_lanes: usize::from(config.write_batch_lanes),
             },
             config.failure_points.clone(),
         ));

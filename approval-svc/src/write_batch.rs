@@ -11,22 +11,12 @@
 //! callers of the previous one (`--write-batch-refill-wait`; lab-common's `batch` module says
 //! why). A failed batch fails each of its requests with
 //! the batch's database error; the next batch starts afresh.
-//!
-//! **Lanes.** Each kind of write has `--write-batch-lanes` queues, a challenge always in the same
-//! one (by its id), each with at most one batch in flight. One queue kept one PostgreSQL backend
-//! busy while the others idled: under a flood of approvals the intents, the order call and the
-//! outcomes moved in lock-step waves, one batch of 256 at a time, so a round cost three batch
-//! times in a row. Lanes split a wave into batches written in parallel, on as many backends (and
-//! cores). They cannot deadlock or contend: lanes hold disjoint challenges, and a lane's batch
-//! locks its rows in id order. Two requests for one challenge meet in one lane, so a batch still
-//! answers them as if they ran one after the other.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use lab_common::batch::{Batching, GroupCommit, Refill};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::domain::{Challenge, Transition};
 use crate::repository::attempts::{self, BatchError, FinishRequest, StartRequest};
@@ -35,27 +25,20 @@ use crate::repository::attempts::{self, BatchError, FinishRequest, StartRequest}
 /// that one statement's arrays stay modest.
 pub const DEFAULT_MAX_BATCH: usize = 256;
 
-/// Default number of lanes per kind of write: one per core of a small machine.
-pub const DEFAULT_LANES: u16 = 2;
-
 type StartAnswer = Result<Transition, BatchError>;
 type FinishAnswer = Result<Option<Challenge>, BatchError>;
 
 /// The two group-commit queues of one instance (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct WriteBatches {
-    starts: GroupCommit<StartRequest, StartAnswer, Lane>,
-    finishes: GroupCommit<FinishRequest, FinishAnswer, Lane>,
-    lanes: usize,
+    starts: GroupCommit<StartRequest, StartAnswer>,
+    finishes: GroupCommit<FinishRequest, FinishAnswer>,
 }
 
-/// The queue a challenge's writes go through.
-type Lane = u64;
-
 impl WriteBatches {
-    /// `lanes` queues per kind over `pool` (at least one), batches of at most `max_batch`
-    /// requests each, refilled under load for at most `refill_wait`.
-    pub fn new(pool: PgPool, lanes: usize, max_batch: usize, refill_wait: Duration) -> Self {
+    /// Queues over `pool`, batches of at most `max_batch` requests each, refilled under load for
+    /// at most `refill_wait`.
+    pub fn new(pool: PgPool, max_batch: usize, refill_wait: Duration) -> Self {
         let batching = Batching {
             max_batch,
             refill: Refill {
@@ -63,7 +46,7 @@ impl WriteBatches {
             },
         };
         let start_pool = pool.clone();
-        let starts = GroupCommit::keyed(batching, move |_: Lane, requests: Vec<StartRequest>| {
+        let starts = GroupCommit::new(batching, move |requests: Vec<StartRequest>| {
             let pool = start_pool.clone();
             async move {
                 crate::metrics::write_batch("start", requests.len());
@@ -77,38 +60,26 @@ impl WriteBatches {
                 answers(written, requests.len())
             }
         });
-        let finishes =
-            GroupCommit::keyed(batching, move |_: Lane, requests: Vec<FinishRequest>| {
-                let pool = pool.clone();
-                async move {
-                    crate::metrics::write_batch("finish", requests.len());
-                    let written = async {
-                        let mut tx = pool.begin().await?;
-                        let rows = attempts::finish_attempts(&mut tx, &requests).await?;
-                        tx.commit().await?;
-                        Ok(rows)
-                    }
-                    .await;
-                    answers(written, requests.len())
+        let finishes = GroupCommit::new(batching, move |requests: Vec<FinishRequest>| {
+            let pool = pool.clone();
+            async move {
+                crate::metrics::write_batch("finish", requests.len());
+                let written = async {
+                    let mut tx = pool.begin().await?;
+                    let rows = attempts::finish_attempts(&mut tx, &requests).await?;
+                    tx.commit().await?;
+                    Ok(rows)
                 }
-            });
-        Self {
-            starts,
-            finishes,
-            lanes: lanes.max(1),
-        }
-    }
-
-    /// The lane of challenge `id`: the low bits of a UUID v7 are random, so lanes fill evenly.
-    fn lane(&self, id: Uuid) -> Lane {
-        id.as_u64_pair().1 % self.lanes as u64
+                .await;
+                answers(written, requests.len())
+            }
+        });
+        Self { starts, finishes }
     }
 
     /// [`attempts::start_attempt`], committed with whatever other intents arrive meanwhile.
     pub async fn start_attempt(&self, request: StartRequest) -> Result<Transition, BatchError> {
-        self.starts
-            .submit_to(self.lane(request.id), request)
-            .await?
+        self.starts.submit(request).await?
     }
 
     /// [`attempts::finish_attempt`] (without a failure point), committed with whatever other
@@ -117,9 +88,7 @@ impl WriteBatches {
         &self,
         request: FinishRequest,
     ) -> Result<Option<Challenge>, BatchError> {
-        self.finishes
-            .submit_to(self.lane(request.id), request)
-            .await?
+        self.finishes.submit(request).await?
     }
 }
 
