@@ -11,11 +11,13 @@ challenges). Runs these checks through the public API and prints `N passed, N fa
 4. refusals: no token -> UNAUTHENTICATED with ErrorInfo reason TOKEN_MISSING, a wrong role ->
    PERMISSION_DENIED with ROLE_REQUIRED, and nothing written;
 5. the approver recorded is the token's subject (the request's `approver` field is ignored);
-6. health and reflection answer without a token.
+6. the audit trails: an operator lists the approval's events in approval-svc and its order's in
+   order-svc, each with its actor, action, outcome and request id;
+7. health and reflection answer without a token.
 
 Usage: python client.py ORDER_ADDR APPROVAL_ADDR, with the generated code on PYTHONPATH and the
-tokens in ADMIN_TOKEN (shop-admin), SHOP_TOKEN (shop-client) and APPROVER_TOKEN (approver, sub
-APPROVER_SUB).
+tokens in ADMIN_TOKEN (shop-admin), SHOP_TOKEN (shop-client), APPROVER_TOKEN (approver, sub
+APPROVER_SUB) and OPERATOR_TOKEN (operator).
 """
 
 import os
@@ -37,8 +39,12 @@ from grpc_status import rpc_status
 
 from lab.approval.v1 import approval_pb2 as approval
 from lab.approval.v1 import approval_pb2_grpc as approval_grpc
+from lab.approval.v1 import ops_pb2 as approval_ops
+from lab.approval.v1 import ops_pb2_grpc as approval_ops_grpc
 from lab.order.v1 import order_pb2 as order
 from lab.order.v1 import order_pb2_grpc as order_grpc
+from lab.order.v1 import ops_pb2 as order_ops
+from lab.order.v1 import ops_pb2_grpc as order_ops_grpc
 
 TIMEOUT = 10.0
 
@@ -49,7 +55,7 @@ def bearer(variable):
 
 
 # One token per role, as a deployment hands them out (read once the environment is known).
-ADMIN = SHOP = APPROVER = ()
+ADMIN = SHOP = APPROVER = OPERATOR = ()
 
 
 def create_product(shop, name, stock):
@@ -231,6 +237,49 @@ def approver_is_the_token(shop, approvals):
     assert approved.approver == os.environ["APPROVER_SUB"], approved.approver
 
 
+def audit_trails(order_addr, approval_addr):
+    shop = order_grpc.OrderServiceStub(grpc.insecure_channel(order_addr))
+    approvals = approval_grpc.ApprovalServiceStub(grpc.insecure_channel(approval_addr))
+    product = create_product(shop, "python audit", 1)
+    challenge = submit(approvals, product.product_id)
+    request_id = f"python-{uuid.uuid4()}"
+    approved = approvals.ApproveChallenge(
+        approval.ApproveChallengeRequest(challenge_id=challenge.challenge_id, approver="x"),
+        metadata=APPROVER + (("x-request-id", request_id),),
+        timeout=TIMEOUT,
+    ).challenge
+    assert approved.status == approval.CHALLENGE_STATUS_APPROVED, status_name(approved)
+
+    approval_trail = approval_ops_grpc.OpsServiceStub(grpc.insecure_channel(approval_addr))
+    events = approval_trail.ListAuditEvents(
+        approval_ops.ListAuditEventsRequest(target_id=challenge.challenge_id),
+        metadata=OPERATOR,
+        timeout=TIMEOUT,
+    ).events
+    seen = [(e.action, e.actor, e.outcome) for e in events]
+    assert seen == [
+        ("SubmitChallenge", os.environ["APPROVER_SUB"], "OK"),
+        ("ApproveChallenge", os.environ["APPROVER_SUB"], "OK"),
+    ], seen
+    assert events[1].request_id == request_id, events[1].request_id
+    assert events[0].at.seconds <= events[1].at.seconds
+
+    order_trail = order_ops_grpc.OpsServiceStub(grpc.insecure_channel(order_addr))
+    events = order_trail.ListAuditEvents(
+        order_ops.ListAuditEventsRequest(target_id=approved.order_id),
+        metadata=OPERATOR,
+        timeout=TIMEOUT,
+    ).events
+    assert [(e.action, e.outcome) for e in events] == [("CreateOrder", "OK")], events
+
+    denied = refusal(
+        lambda: order_trail.ListAuditEvents(
+            order_ops.ListAuditEventsRequest(), metadata=APPROVER, timeout=TIMEOUT
+        )
+    )
+    assert denied == (grpc.StatusCode.PERMISSION_DENIED, ["ROLE_REQUIRED"]), denied
+
+
 def open_without_token(order_addr, approval_addr):
     for addr, service in (
         (order_addr, "lab.order.v1.OrderService"),
@@ -246,8 +295,9 @@ def open_without_token(order_addr, approval_addr):
 
 
 def main():
-    global ADMIN, SHOP, APPROVER  # set once, before any check runs
+    global ADMIN, SHOP, APPROVER, OPERATOR  # set once, before any check runs
     ADMIN, SHOP, APPROVER = bearer("ADMIN_TOKEN"), bearer("SHOP_TOKEN"), bearer("APPROVER_TOKEN")
+    OPERATOR = bearer("OPERATOR_TOKEN")
     order_addr, approval_addr = sys.argv[1], sys.argv[2]
     shop = order_grpc.OrderServiceStub(grpc.insecure_channel(order_addr))
     approvals = approval_grpc.ApprovalServiceStub(grpc.insecure_channel(approval_addr))
@@ -260,6 +310,7 @@ def main():
         approver_is_the_token,
     )
     checks = [(check.__name__, partial(check, shop, approvals)) for check in on_services]
+    checks.append(("audit_trails", partial(audit_trails, order_addr, approval_addr)))
     checks.append(("open_without_token", partial(open_without_token, order_addr, approval_addr)))
     for name, check in checks:
         try:
