@@ -50,8 +50,8 @@
 use lab_common::audit::{AuditEvent, Caller, OK, REPLAYED};
 use lab_common::reason::Reason;
 
+use crate::domain::Operation;
 use crate::domain::{AttemptOutcome, Transition};
-use crate::error::Operation;
 
 /// The open-mode actor of a call whose request names nobody.
 pub const ANONYMOUS: &str = "anonymous";

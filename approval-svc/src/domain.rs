@@ -244,6 +244,49 @@ pub struct NewChallenge {
     pub title: String,
 }
 
+/// An operation an operator or approver asks of a challenge; a refusal
+/// ([`ApprovalError::WrongState`](crate::error::ApprovalError::WrongState)) names its
+/// `ErrorInfo.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// ApproveChallenge.
+    Approve,
+    /// RejectChallenge.
+    Reject,
+    /// RetryApproval.
+    Retry,
+    /// RevokeApproval.
+    Revoke,
+    /// RequeueDeadLetter.
+    Requeue,
+}
+
+impl Operation {
+    /// The `ErrorInfo.reason` of a refusal.
+    pub fn reason(self) -> Reason {
+        match self {
+            Self::Approve => Reason::ChallengeNotApprovable,
+            Self::Reject => Reason::ChallengeNotRejectable,
+            Self::Retry => Reason::ChallengeNotRetryable,
+            Self::Revoke => Reason::ChallengeNotRevocable,
+            Self::Requeue => Reason::ChallengeNotDeadLettered,
+        }
+    }
+
+    /// Whether a challenge in `status` answers this operation as a duplicate would be answered:
+    /// with the row as it stands (it already is where the operation leads, or on its way).
+    pub fn replays(self, status: Status) -> bool {
+        use Status::*;
+        match self {
+            Self::Approve => matches!(status, Approving | Approved | ApproveFailed),
+            Self::Retry => matches!(status, Approving | Approved),
+            Self::Reject => status == Rejected,
+            Self::Revoke => matches!(status, Revoking | Revoked),
+            Self::Requeue => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

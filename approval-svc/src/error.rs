@@ -12,49 +12,10 @@ use tonic::{Code, Status};
 
 use uuid::Uuid;
 
-use crate::domain::{Challenge, Status as ChallengeStatus, Transition};
+use crate::domain::{Challenge, Operation, Status as ChallengeStatus, Transition};
 use crate::repository::attempts::BatchError;
 
-/// The operation refused by [`ApprovalError::WrongState`]; it names the `ErrorInfo.reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    /// ApproveChallenge.
-    Approve,
-    /// RejectChallenge.
-    Reject,
-    /// RetryApproval.
-    Retry,
-    /// RevokeApproval.
-    Revoke,
-    /// RequeueDeadLetter.
-    Requeue,
-}
-
 impl Operation {
-    /// The `ErrorInfo.reason` of a refusal.
-    pub fn reason(self) -> Reason {
-        match self {
-            Self::Approve => Reason::ChallengeNotApprovable,
-            Self::Reject => Reason::ChallengeNotRejectable,
-            Self::Retry => Reason::ChallengeNotRetryable,
-            Self::Revoke => Reason::ChallengeNotRevocable,
-            Self::Requeue => Reason::ChallengeNotDeadLettered,
-        }
-    }
-
-    /// Whether a challenge in `status` answers this operation as a duplicate would be answered:
-    /// with the row as it stands (it already is where the operation leads, or on its way).
-    pub fn replays(self, status: ChallengeStatus) -> bool {
-        use ChallengeStatus::*;
-        match self {
-            Self::Approve => matches!(status, Approving | Approved | ApproveFailed),
-            Self::Retry => matches!(status, Approving | Approved),
-            Self::Reject => status == Rejected,
-            Self::Revoke => matches!(status, Revoking | Revoked),
-            Self::Requeue => false,
-        }
-    }
-
     /// The answer to a locking transition of challenge `id` for this operation: the row when
     /// applied or replayed, else the refusal.
     pub fn answer(self, id: Uuid, transition: Transition) -> Result<Challenge, ApprovalError> {

@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use crate::audit::Asked;
 use crate::deadline::call_budget;
+use crate::domain::Operation;
 use crate::domain::{AttemptOutcome, Challenge, FailureReason, NextStep, Status, Transition};
-use crate::error::{ApprovalError, Operation};
+use crate::error::ApprovalError;
 use crate::failpoints::FailurePoints;
 use crate::orders::{OrderGateway, classify, earlier_attempts, failure_message, never_sent};
 use crate::repository::attempts::{self, FinishError, FinishRequest, StartRequest};

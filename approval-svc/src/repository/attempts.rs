@@ -14,8 +14,8 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::audit::{Asked, attempt_outcome, transition_outcome};
+use crate::domain::Operation;
 use crate::domain::{AttemptOutcome, Challenge, FailureReason, NextStep, Status, Transition};
-use crate::error::Operation;
 
 /// Phase 1 of one approval attempt (see [`start_attempt`]).
 #[derive(Debug, Clone)]

@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::attempts::FinishError;
 use crate::audit::{Asked, transition_outcome};
+use crate::domain::Operation;
 use crate::domain::{Challenge, NewChallenge, Status, Transition};
-use crate::error::Operation;
 
 /// The smallest UUID: `challenge_id > it` keeps the keyset condition index-friendly on the first
 /// page, where `$n IS NULL OR …` would not be.

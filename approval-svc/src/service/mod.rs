@@ -26,8 +26,9 @@ use lab_common::audit::Caller;
 
 use crate::audit::{Action, Asked};
 use crate::deadline::caller_deadline;
+use crate::domain::Operation;
 use crate::domain::{Challenge, Transition};
-use crate::error::{ApprovalError, Operation};
+use crate::error::ApprovalError;
 use crate::repository::challenges;
 use crate::saga::Saga;
 

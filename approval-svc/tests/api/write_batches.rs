@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use approval_svc::audit::{Action, Asked};
+use approval_svc::domain::Operation;
 use approval_svc::domain::{
     AttemptOutcome, Challenge, FailureReason, NewChallenge, NextStep, Status, Transition,
 };
-use approval_svc::error::{ApprovalError, Operation};
+use approval_svc::error::ApprovalError;
 use approval_svc::repository::attempts::{self, BatchError, FinishRequest, StartRequest};
 use approval_svc::repository::challenges;
 use approval_svc::write_batch::WriteBatches;
