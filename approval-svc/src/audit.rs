@@ -21,7 +21,8 @@
 //! The rules:
 //!
 //! - **Actor**: the token's `sub` with authentication on (whatever the request's `approver`
-//!   says); in open mode the request's `approver` where it has one, else [`ANONYMOUS`]. The
+//!   says); in open mode the request's `approver` where it has one, else `anonymous`
+//!   ([`ANONYMOUS_CLIENT`](lab_common::metadata::ANONYMOUS_CLIENT), as order-svc). The
 //!   approver recorded on a challenge is this same actor ([`crate::service::access::caller`]).
 //! - **Not recorded**: calls refused before the database (authentication, roles, bad input, a
 //!   `user` acting for another): they change nothing; the request log and metrics count them.
@@ -52,9 +53,6 @@ use lab_common::reason::Reason;
 
 use crate::domain::Operation;
 use crate::domain::{AttemptOutcome, Transition};
-
-/// The open-mode actor of a call whose request names nobody.
-pub const ANONYMOUS: &str = "anonymous";
 
 /// The target of a consistency check's event.
 pub const CONSISTENCY_CHECK: &str = "consistency-check";

@@ -8,10 +8,9 @@
 
 use lab_common::audit::Caller;
 use lab_common::auth::{AuthError, principal};
+use lab_common::metadata::ANONYMOUS_CLIENT;
 use tonic::Request;
 use uuid::Uuid;
-
-use crate::audit::ANONYMOUS;
 
 const APPROVER: &str = "approver";
 const OPERATOR: &str = "operator";
@@ -53,8 +52,8 @@ pub fn check_submitter(own: Option<&str>, user_id: Uuid) -> Result<(), AuthError
 
 /// Who makes the call, for its audit event and as the approver a decision records: the
 /// token's subject when authentication is on (the request's `approver` field is then ignored),
-/// else the request's `approver` where it has one, else [`ANONYMOUS`]. Read before the body is
+/// else the request's `approver` where it has one, else [`ANONYMOUS_CLIENT`]. Read before the body is
 /// taken.
 pub fn caller<T>(request: &Request<T>, approver: Option<&str>) -> Caller {
-    Caller::of(request, || approver.unwrap_or(ANONYMOUS).to_owned())
+    Caller::of(request, || approver.unwrap_or(ANONYMOUS_CLIENT).to_owned())
 }
