@@ -5,7 +5,7 @@
 //! approval-svc group commit"). Each write also records its requests' audit events, in one
 //! insert per batch (see [`crate::audit`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +22,8 @@ use crate::domain::{AttemptOutcome, Challenge, FailureReason, NextStep, Status, 
 pub struct StartRequest {
     /// The challenge.
     pub id: Uuid,
-    /// The states the attempt may start from.
-    pub from: &'static [Status],
+    /// The state the attempt starts from.
+    pub from: Status,
     /// What the caller asked: decides the outcome recorded when the attempt does not start.
     pub operation: Operation,
     /// Who asked, for the audit event of a request that does not start (one that starts
@@ -92,73 +92,51 @@ pub async fn start_attempt(pool: &PgPool, request: StartRequest) -> sqlx::Result
 }
 
 /// [`start_attempt`] for many requests inside the caller's transaction, one transition per
-/// request in order. Rows are locked in `challenge_id` order (two batches never deadlock), then
-/// one statement writes every transition. A challenge named twice takes at most one attempt: the
-/// first request whose `from` matches applies, and the others see the row it left (APPROVING),
-/// as they would right after it (no request starts from APPROVING, so that order answers every
-/// request of the batch consistently). Each request that does not start records its audit
-/// event here (a duplicate's `REPLAYED`, a refusal's reason), one insert for the batch.
+/// request in order, in one statement ([`START_ATTEMPTS`]): it locks the rows in
+/// `challenge_id` order (two batches never deadlock), writes every transition and returns the
+/// rows as they stand. A challenge named twice takes at most one attempt: the first request
+/// whose `from` matches applies, and the others see the row it left (APPROVING), as they would
+/// right after it (no request starts from APPROVING, so that order answers every request of the
+/// batch consistently). Each request that does not start records its audit event here (a
+/// duplicate's `REPLAYED`, a refusal's reason), one insert for the batch.
 pub async fn start_attempts(
     conn: &mut PgConnection,
     requests: &[StartRequest],
 ) -> sqlx::Result<Vec<Transition>> {
-    let locked = lock(conn, requests.iter().map(|r| r.id)).await?;
-    let applies = choose(
-        requests,
-        |r| r.id,
-        |request, current| request.from.contains(&current.status()),
-        &locked,
-    );
-    let chosen: Vec<&StartRequest> = picked(requests, &applies);
-    let written: HashMap<Uuid, Challenge> = if chosen.is_empty() {
-        HashMap::new()
-    } else {
-        let fresh_key = |r: &&StartRequest| {
-            locked[&r.id].failure_reason() == Some(FailureReason::OrderCancelled)
-        };
-        let rows: Vec<Challenge> = sqlx::query_as(
-            "UPDATE challenges c SET
-                 status = 'APPROVING',
-                 idempotency_key = CASE WHEN i.fresh_key THEN i.new_key
-                                        ELSE COALESCE(c.idempotency_key, i.new_key) END,
-                 budget_start = CASE WHEN i.fresh_key THEN c.attempts ELSE c.budget_start END,
-                 attempts = c.attempts + 1,
-                 approver = COALESCE(i.approver, c.approver),
-                 lease_expires_at = now() + i.lease_us * interval '1 microsecond',
-                 failure_reason = NULL,
-                 failure_message = '',
-                 dead_lettered = false,
-                 next_attempt_at = NULL,
-                 updated_at = now()
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::bool[])
-                  AS i(id, new_key, approver, lease_us, fresh_key)
-             WHERE c.challenge_id = i.id
-             RETURNING c.*",
-        )
-        .bind(chosen.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(chosen.iter().map(|r| r.new_key.clone()).collect::<Vec<_>>())
+    let rows: Vec<SlottedRow> = sqlx::query_as(START_ATTEMPTS)
+        .bind(requests.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(requests.iter().map(|r| r.from.as_str()).collect::<Vec<_>>())
         .bind(
-            chosen
+            requests
                 .iter()
-                .map(|r| r.approver.clone())
+                .map(|r| r.new_key.as_str())
                 .collect::<Vec<_>>(),
         )
-        .bind(chosen.iter().map(|r| micros(r.lease)).collect::<Vec<_>>())
-        .bind(chosen.iter().map(fresh_key).collect::<Vec<_>>())
+        .bind(
+            requests
+                .iter()
+                .map(|r| r.approver.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(requests.iter().map(|r| micros(r.lease)).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
-        by_id(rows)
-    };
+    let standing: HashMap<Uuid, Challenge> = rows
+        .iter()
+        .map(|row| (row.challenge.challenge_id, row.challenge.clone()))
+        .collect();
+    let mut applied = by_slot(rows);
     let transitions: Vec<Transition> = requests
         .iter()
-        .zip(applies)
-        .map(
-            |(request, applies)| match (written.get(&request.id), locked.get(&request.id)) {
-                (Some(row), _) if applies => Transition::Applied(row.clone()),
-                (Some(row), _) | (None, Some(row)) => Transition::Unchanged(row.clone()),
-                (None, None) => Transition::Missing,
-            },
-        )
+        .enumerate()
+        .map(|(slot, request)| match applied.remove(&slot) {
+            Some(row) => Transition::Applied(row),
+            None => standing
+                .get(&request.id)
+                .map_or(Transition::Missing, |row| {
+                    Transition::Unchanged(row.clone())
+                }),
+        })
         .collect();
     let unstarted = requests
         .iter()
@@ -171,6 +149,52 @@ pub async fn start_attempts(
     audit::record(&mut *conn, unstarted).await?;
     Ok(transitions)
 }
+
+/// The intents of a batch in one statement, so that a batch costs one round trip and each row
+/// is read and decoded once. `locked` takes the rows in `challenge_id` order, one primary-key
+/// lookup per id (two batches never deadlock; and `= ANY($1)` would let the planner scan the
+/// whole table once a batch is large, about a hundred ids); `chosen` is, per challenge, the first
+/// request by arrival (`slot`) whose `from` is the row's state; `written` moves those to
+/// APPROVING. Every locked row comes back once: as written, with the slot that applied, or as
+/// it stood. After ORDER_CANCELLED the attempt takes the request's new key and a fresh retry
+/// budget (see [`start_attempt`]).
+const START_ATTEMPTS: &str = "
+    WITH locked AS MATERIALIZED (
+        SELECT c.* FROM (SELECT DISTINCT id FROM unnest($1::uuid[]) AS ids(id) ORDER BY id) ids
+        CROSS JOIN LATERAL (
+            SELECT * FROM challenges WHERE challenge_id = ids.id FOR UPDATE
+        ) c
+    ),
+    chosen AS (
+        SELECT DISTINCT ON (i.id) i.*,
+               l.failure_reason IS NOT DISTINCT FROM 'ORDER_CANCELLED' AS fresh_key
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+             WITH ORDINALITY AS i(id, from_status, new_key, approver, lease_us, slot)
+        JOIN locked l ON l.challenge_id = i.id AND l.status = i.from_status
+        ORDER BY i.id, i.slot
+    ),
+    written AS (
+        UPDATE challenges c SET
+            status = 'APPROVING',
+            idempotency_key = CASE WHEN i.fresh_key THEN i.new_key
+                                   ELSE COALESCE(c.idempotency_key, i.new_key) END,
+            budget_start = CASE WHEN i.fresh_key THEN c.attempts ELSE c.budget_start END,
+            attempts = c.attempts + 1,
+            approver = COALESCE(i.approver, c.approver),
+            lease_expires_at = now() + i.lease_us * interval '1 microsecond',
+            failure_reason = NULL,
+            failure_message = '',
+            dead_lettered = false,
+            next_attempt_at = NULL,
+            updated_at = now()
+        FROM chosen i
+        WHERE c.challenge_id = i.id
+        RETURNING i.slot AS applied_slot, c.*
+    )
+    SELECT * FROM written
+    UNION ALL
+    SELECT NULL, l.* FROM locked l
+    WHERE NOT EXISTS (SELECT 1 FROM written w WHERE w.challenge_id = l.challenge_id)";
 
 /// Phase 3 of an approval attempt: writes the outcome, but only if the challenge is still
 /// APPROVING under this attempt (`attempts` is the fencing token). `None` when a newer attempt
@@ -196,23 +220,15 @@ pub async fn finish_attempt(
 }
 
 /// [`finish_attempt`] for many requests inside the caller's transaction, one answer per request
-/// in order. Rows are locked in `challenge_id` order, then one statement writes every outcome
-/// whose fence holds. Of two requests for one challenge at most one is written: once it is, the
-/// challenge is no longer APPROVING, so the other is fenced out as it would be after it. Every
-/// request records its attempt's audit event, fenced out or not, one insert for the batch.
+/// in order, in one statement: it locks the challenges still APPROVING in `challenge_id` order,
+/// then writes every outcome whose fence holds. Of two requests for one challenge at most one
+/// is written: once it is, the challenge is no longer APPROVING, so the other is fenced out as
+/// it would be after it. Every request records its attempt's audit event, fenced out or not,
+/// one insert for the batch.
 pub async fn finish_attempts(
     conn: &mut PgConnection,
     requests: &[FinishRequest],
 ) -> sqlx::Result<Vec<Option<Challenge>>> {
-    let locked = lock(conn, requests.iter().map(|r| r.id)).await?;
-    let applies = choose(
-        requests,
-        |r| r.id,
-        |request, current| {
-            current.status() == Status::Approving && current.attempts == request.attempt
-        },
-        &locked,
-    );
     audit::record(
         &mut *conn,
         requests
@@ -220,12 +236,24 @@ pub async fn finish_attempts(
             .map(|r| r.asked.event(r.id, attempt_outcome(&r.outcome))),
     )
     .await?;
-    let chosen: Vec<&FinishRequest> = picked(requests, &applies);
-    if chosen.is_empty() {
-        return Ok(vec![None; requests.len()]);
-    }
-    let rows: Vec<Challenge> = sqlx::query_as(
-        "UPDATE challenges c SET
+    let rows: Vec<SlottedRow> = sqlx::query_as(
+        "WITH locked AS MATERIALIZED (
+             SELECT c.* FROM (SELECT DISTINCT id FROM unnest($1::uuid[]) AS ids(id) ORDER BY id) ids
+             CROSS JOIN LATERAL (
+                 SELECT challenge_id, attempts FROM challenges
+                 WHERE challenge_id = ids.id AND status = 'APPROVING' FOR UPDATE
+             ) c
+         ),
+         chosen AS (
+             SELECT DISTINCT ON (i.id) i.*
+             FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::uuid[], $5::text[], $6::text[],
+                         $7::bigint[], $8::bool[], $9::bool[])
+                  WITH ORDINALITY AS i(id, attempt, approved, order_id, reason, message,
+                                       retry_us, dead_letter, charged, slot)
+             JOIN locked l ON l.challenge_id = i.id AND l.attempts = i.attempt
+             ORDER BY i.id, i.slot
+         )
+         UPDATE challenges c SET
              status = CASE WHEN i.approved THEN 'APPROVED' ELSE 'APPROVE_FAILED' END,
              order_id = CASE WHEN i.approved THEN i.order_id ELSE c.order_id END,
              failure_reason = CASE WHEN i.approved THEN c.failure_reason ELSE i.reason END,
@@ -236,23 +264,20 @@ pub async fn finish_attempts(
              budget_start = c.budget_start + CASE WHEN i.approved OR i.charged THEN 0 ELSE 1 END,
              lease_expires_at = NULL,
              updated_at = now()
-         FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::uuid[], $5::text[], $6::text[],
-                     $7::bigint[], $8::bool[], $9::bool[])
-              AS i(id, attempt, approved, order_id, reason, message, retry_us, dead_letter,
-                   charged)
-         WHERE c.challenge_id = i.id AND c.status = 'APPROVING' AND c.attempts = i.attempt
-         RETURNING c.*",
+         FROM chosen i
+         WHERE c.challenge_id = i.id
+         RETURNING i.slot AS applied_slot, c.*",
     )
-    .bind(chosen.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind(chosen.iter().map(|r| r.attempt).collect::<Vec<_>>())
+    .bind(requests.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(requests.iter().map(|r| r.attempt).collect::<Vec<_>>())
     .bind(
-        chosen
+        requests
             .iter()
             .map(|r| failed(r).is_none())
             .collect::<Vec<_>>(),
     )
     .bind(
-        chosen
+        requests
             .iter()
             .map(|r| match r.outcome {
                 AttemptOutcome::Approved { order_id } => Some(order_id),
@@ -261,19 +286,19 @@ pub async fn finish_attempts(
             .collect::<Vec<_>>(),
     )
     .bind(
-        chosen
+        requests
             .iter()
             .map(|r| failed(r).map(|(reason, ..)| reason.as_str()))
             .collect::<Vec<_>>(),
     )
     .bind(
-        chosen
+        requests
             .iter()
             .map(|r| failed(r).map_or("", |(_, message, ..)| message))
             .collect::<Vec<_>>(),
     )
     .bind(
-        chosen
+        requests
             .iter()
             .map(|r| match failed(r) {
                 Some((_, _, NextStep::RetryAfter(delay), _)) => Some(micros(delay)),
@@ -282,53 +307,41 @@ pub async fn finish_attempts(
             .collect::<Vec<_>>(),
     )
     .bind(
-        chosen
+        requests
             .iter()
             .map(|r| failed(r).is_some_and(|(_, _, next, _)| next == NextStep::DeadLetter))
             .collect::<Vec<_>>(),
     )
     .bind(
-        chosen
+        requests
             .iter()
             .map(|r| failed(r).is_none_or(|(.., charged)| charged))
             .collect::<Vec<_>>(),
     )
     .fetch_all(&mut *conn)
     .await?;
-    let written = by_id(rows);
-    Ok(requests
-        .iter()
-        .zip(applies)
-        .map(|(request, applies)| applies.then(|| written.get(&request.id).cloned()).flatten())
+    let mut written = by_slot(rows);
+    Ok((0..requests.len())
+        .map(|slot| written.remove(&slot))
         .collect())
 }
 
-/// Which requests apply, deciding them in arrival order against the locked rows: the first
-/// request for a challenge that `applies_to` its locked row applies, and no later one for that
-/// challenge does (each transition here leaves a state no request starts from).
-fn choose<R>(
-    requests: &[R],
-    id: impl Fn(&R) -> Uuid,
-    applies_to: impl Fn(&R, &Challenge) -> bool,
-    locked: &HashMap<Uuid, Challenge>,
-) -> Vec<bool> {
-    let mut taken = HashSet::new();
-    requests
-        .iter()
-        .map(|request| {
-            locked
-                .get(&id(request))
-                .is_some_and(|current| applies_to(request, current))
-                && taken.insert(id(request))
-        })
-        .collect()
+/// A row a batch wrote or found: the challenge as it stands, and the 1-based slot of the
+/// request that wrote it, if one did.
+#[derive(sqlx::FromRow)]
+struct SlottedRow {
+    applied_slot: Option<i64>,
+    #[sqlx(flatten)]
+    challenge: Challenge,
 }
 
-fn picked<'r, R>(requests: &'r [R], applies: &[bool]) -> Vec<&'r R> {
-    requests
-        .iter()
-        .zip(applies)
-        .filter_map(|(request, applies)| applies.then_some(request))
+/// The written rows by the 0-based index of the request that wrote them.
+fn by_slot(rows: Vec<SlottedRow>) -> HashMap<usize, Challenge> {
+    rows.into_iter()
+        .filter_map(|row| {
+            let slot = usize::try_from(row.applied_slot? - 1).ok()?;
+            Some((slot, row.challenge))
+        })
         .collect()
 }
 
@@ -343,29 +356,6 @@ fn failed(request: &FinishRequest) -> Option<(FailureReason, &str, NextStep, boo
             charged,
         } => Some((*reason, message.as_str(), *next, *charged)),
     }
-}
-
-/// Locks the challenges in `challenge_id` order (so concurrent batches take their locks in one
-/// order and never deadlock) and returns them as they stand.
-async fn lock(
-    conn: &mut PgConnection,
-    ids: impl Iterator<Item = Uuid>,
-) -> sqlx::Result<HashMap<Uuid, Challenge>> {
-    let ids: Vec<Uuid> = ids.collect();
-    let rows = sqlx::query_as(
-        "SELECT * FROM challenges WHERE challenge_id = ANY($1)
-         ORDER BY challenge_id FOR UPDATE",
-    )
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(by_id(rows))
-}
-
-fn by_id(rows: Vec<Challenge>) -> HashMap<Uuid, Challenge> {
-    rows.into_iter()
-        .map(|row| (row.challenge_id, row))
-        .collect()
 }
 
 /// A duration in whole microseconds (PostgreSQL's interval resolution), saturating.

@@ -235,8 +235,8 @@ async fn pending(pool: &PgPool) -> Uuid {
 }
 
 /// An approval from PENDING, else a retry, asked by `admin` under request id `request_id`.
-fn start_as(id: Uuid, from: &'static [Status], request_id: &str) -> StartRequest {
-    let (operation, action) = if from == [Status::Pending] {
+fn start_as(id: Uuid, from: Status, request_id: &str) -> StartRequest {
+    let (operation, action) = if from == Status::Pending {
         (Operation::Approve, Action::ApproveChallenge)
     } else {
         (Operation::Retry, Action::RetryApproval)
@@ -252,7 +252,7 @@ fn start_as(id: Uuid, from: &'static [Status], request_id: &str) -> StartRequest
     }
 }
 
-fn start(id: Uuid, from: &'static [Status]) -> StartRequest {
+fn start(id: Uuid, from: Status) -> StartRequest {
     start_as(id, from, "")
 }
 
@@ -295,13 +295,13 @@ async fn a_start_batch_decides_each_request_as_single_writes_would() {
         );
         let missing = Uuid::now_v7();
         let requests = [
-            start_as(second, &[Status::ApproveFailed], "0"),
-            start_as(first, &[Status::Pending], "1"),
-            start_as(first, &[Status::Pending], "2"),
-            start_as(missing, &[Status::Pending], "3"),
-            start_as(first, &[Status::ApproveFailed], "4"),
-            start_as(second, &[Status::Pending], "5"),
-            start_as(third, &[Status::ApproveFailed], "6"),
+            start_as(second, Status::ApproveFailed, "0"),
+            start_as(first, Status::Pending, "1"),
+            start_as(first, Status::Pending, "2"),
+            start_as(missing, Status::Pending, "3"),
+            start_as(first, Status::ApproveFailed, "4"),
+            start_as(second, Status::Pending, "5"),
+            start_as(third, Status::ApproveFailed, "6"),
         ];
         let mut tx = pool.begin().await.unwrap();
         let transitions = attempts::start_attempts(&mut tx, &requests).await.unwrap();
@@ -374,7 +374,7 @@ async fn a_finish_batch_is_fenced_by_attempts() {
             pending(&pool).await,
         );
         for id in [approved, failed, stale] {
-            let started = attempts::start_attempt(&pool, start(id, &[Status::Pending]))
+            let started = attempts::start_attempt(&pool, start(id, Status::Pending))
                 .await
                 .unwrap();
             assert!(matches!(started, Transition::Applied(_)), "{started:?}");
@@ -466,7 +466,7 @@ async fn a_failed_batch_fails_its_callers_and_the_next_batch_works() {
         let id = pending(&pool).await;
         let batches = WriteBatches::new(pool.clone(), 16, Duration::ZERO);
         // A lease past the end of time: PostgreSQL refuses the timestamp.
-        let mut overflowing = start(id, &[Status::Pending]);
+        let mut overflowing = start(id, Status::Pending);
         overflowing.lease = Duration::MAX;
         let error = batches.start_attempt(overflowing).await.unwrap_err();
         assert!(matches!(error, BatchError::Database(_)), "{error:?}");
@@ -483,7 +483,7 @@ async fn a_failed_batch_fails_its_callers_and_the_next_batch_works() {
         );
 
         let transition = batches
-            .start_attempt(start(id, &[Status::Pending]))
+            .start_attempt(start(id, Status::Pending))
             .await
             .unwrap();
         assert!(
