@@ -281,6 +281,73 @@ fn row(transition: &Transition) -> (&'static str, Option<&Challenge>) {
     }
 }
 
+/// A large batch on a large table finds its rows by primary key: no statement of either write
+/// scans the table. (Before, the rows were locked with `challenge_id = ANY($1)`, which the
+/// planner turned into a scan of the whole table once a batch held a couple of hundred ids.)
+#[tokio::test]
+async fn large_batches_find_their_rows_by_primary_key() {
+    bounded(async {
+        let pool = migrated_pool().await;
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO challenges (challenge_id, user_id, product_id, quantity, title, status)
+             SELECT gen_random_uuid(), gen_random_uuid(), gen_random_uuid(), 1, 'bulk', 'PENDING'
+             FROM generate_series(1, 20000)
+             RETURNING challenge_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        sqlx::query("ANALYZE challenges")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let batch = &ids[..200];
+
+        let mut tx = pool.begin().await.unwrap();
+        let started = attempts::start_attempts(
+            &mut tx,
+            &batch
+                .iter()
+                .map(|id| start(*id, Status::Pending))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            started
+                .iter()
+                .all(|transition| matches!(transition, Transition::Applied(_)))
+        );
+        let finished = attempts::finish_attempts(
+            &mut tx,
+            &batch
+                .iter()
+                .map(|id| FinishRequest {
+                    id: *id,
+                    attempt: 1,
+                    outcome: AttemptOutcome::Approved {
+                        order_id: Uuid::now_v7(),
+                    },
+                    asked: Asked::system(Action::CompleteApproval, "bulk"),
+                })
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+        assert!(finished.iter().all(Option::is_some));
+        // This transaction's own counters, before they are flushed to the shared ones.
+        let seq_scans: i64 = sqlx::query_scalar(
+            "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'challenges'",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(seq_scans, 0, "a batch scanned the whole challenges table");
+    })
+    .await;
+}
+
 /// One batch with duplicates, a wrong state and a missing row decides each request as the
 /// applying request followed by the others would: one attempt per challenge; each request that
 /// did not start records its event in the batch (one that started records at its outcome).
