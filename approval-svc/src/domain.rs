@@ -117,6 +117,15 @@ impl FailureReason {
             .find(|reason| reason.as_str() == value)
     }
 
+    /// True for the shop's answers about the sale itself (no stock, no such product, the
+    /// order was cancelled), as opposed to a failure to get an answer or a refused call.
+    pub fn is_business_answer(self) -> bool {
+        matches!(
+            self,
+            Self::OutOfStock | Self::ProductNotFound | Self::OrderCancelled
+        )
+    }
+
     /// True for failures worth an automatic retry: the order service may answer differently
     /// next time (and, for an unknown outcome, the retry replays an order already created).
     pub fn is_transient(self) -> bool {
@@ -303,5 +312,22 @@ mod tests {
         assert!(!FailureReason::ProductNotFound.is_transient());
         assert!(!FailureReason::RejectedByOrderService.is_transient());
         assert!(!FailureReason::OrderCancelled.is_transient());
+    }
+
+    #[test]
+    fn business_answers_are_neither_transient_nor_refused_calls() {
+        let business: Vec<_> = FailureReason::ALL
+            .into_iter()
+            .filter(|reason| reason.is_business_answer())
+            .collect();
+        assert_eq!(
+            business,
+            [
+                FailureReason::OutOfStock,
+                FailureReason::ProductNotFound,
+                FailureReason::OrderCancelled
+            ]
+        );
+        assert!(business.iter().all(|reason| !reason.is_transient()));
     }
 }

@@ -165,13 +165,14 @@ impl Saga {
         };
         crate::metrics::attempt_finished(&outcome);
         // Every attempt is in the audit trail and the metrics; at a flash sale's rate a log
-        // line per approval costs a tenth of the service's CPU, so only the failures an
-        // operator acts on (order-svc unreachable, breaker, deadline) log at INFO.
+        // line per approval costs a tenth of the service's CPU, so the shop's business answers
+        // (an order, no stock, no such product, a cancelled order) log at DEBUG and only the
+        // failures an operator acts on (unreachable, breaker, deadline, refused) at INFO.
         match &outcome {
             AttemptOutcome::Approved { order_id } => {
                 tracing::debug!(%order_id, attempt = challenge.attempts, "order created");
             }
-            AttemptOutcome::Failed { reason, next, .. } if reason.is_transient() => {
+            AttemptOutcome::Failed { reason, next, .. } if !reason.is_business_answer() => {
                 tracing::info!(
                     reason = reason.as_str(),
                     ?next,
