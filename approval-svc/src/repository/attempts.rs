@@ -121,23 +121,28 @@ pub async fn start_attempts(
         .bind(requests.iter().map(|r| micros(r.lease)).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
-    let standing: HashMap<Uuid, Challenge> = rows
+    // Each row is decoded once and cloned only for a request that did not apply, which sees
+    // the row as the batch left it (written by another request of the batch, or not at all).
+    let (written, unwritten) = by_slot(rows);
+    let standing: HashMap<Uuid, &Challenge> = unwritten
         .iter()
-        .map(|row| (row.challenge.challenge_id, row.challenge.clone()))
+        .chain(written.values())
+        .map(|row| (row.challenge_id, row))
         .collect();
-    let mut applied = by_slot(rows);
-    let transitions: Vec<Transition> = requests
+    let mut transitions: Vec<Transition> = requests
         .iter()
         .enumerate()
-        .map(|(slot, request)| match applied.remove(&slot) {
-            Some(row) => Transition::Applied(row),
-            None => standing
-                .get(&request.id)
-                .map_or(Transition::Missing, |row| {
-                    Transition::Unchanged(row.clone())
-                }),
+        .map(|(slot, request)| match standing.get(&request.id) {
+            // Replaced by `Applied` with the row itself below.
+            _ if written.contains_key(&slot) => Transition::Missing,
+            Some(row) => Transition::Unchanged((*row).clone()),
+            None => Transition::Missing,
         })
         .collect();
+    drop(standing);
+    for (slot, row) in written {
+        transitions[slot] = Transition::Applied(row);
+    }
     let unstarted = requests
         .iter()
         .zip(&transitions)
@@ -320,7 +325,7 @@ pub async fn finish_attempts(
     )
     .fetch_all(&mut *conn)
     .await?;
-    let mut written = by_slot(rows);
+    let (mut written, _) = by_slot(rows);
     Ok((0..requests.len())
         .map(|slot| written.remove(&slot))
         .collect())
@@ -335,14 +340,23 @@ struct SlottedRow {
     challenge: Challenge,
 }
 
-/// The written rows by the 0-based index of the request that wrote them.
-fn by_slot(rows: Vec<SlottedRow>) -> HashMap<usize, Challenge> {
-    rows.into_iter()
-        .filter_map(|row| {
-            let slot = usize::try_from(row.applied_slot? - 1).ok()?;
-            Some((slot, row.challenge))
-        })
-        .collect()
+/// The rows of a batch: those a request wrote, by that request's 0-based index, and the
+/// others.
+fn by_slot(rows: Vec<SlottedRow>) -> (HashMap<usize, Challenge>, Vec<Challenge>) {
+    let mut written = HashMap::with_capacity(rows.len());
+    let mut unwritten = Vec::new();
+    for row in rows {
+        match row
+            .applied_slot
+            .and_then(|slot| usize::try_from(slot - 1).ok())
+        {
+            Some(slot) => {
+                written.insert(slot, row.challenge);
+            }
+            None => unwritten.push(row.challenge),
+        }
+    }
+    (written, unwritten)
 }
 
 /// The failure a request writes: reason, message, next step, charged; `None` for an approval.
