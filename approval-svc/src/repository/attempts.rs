@@ -139,7 +139,6 @@ pub async fn start_attempts(
             None => Transition::Missing,
         })
         .collect();
-    drop(standing);
     for (slot, row) in written {
         transitions[slot] = Transition::Applied(row);
     }
@@ -155,21 +154,30 @@ pub async fn start_attempts(
     Ok(transitions)
 }
 
+/// The `locked` CTE both batch statements start with: the challenges named in `$1`, locked in
+/// `challenge_id` order (so two batches never deadlock each other or the single-row writers),
+/// one primary-key lookup per id. `challenge_id = ANY($1)` would leave the access path to the
+/// planner, which scans the whole table once a batch holds about a hundred ids.
+macro_rules! locked_in_id_order {
+    () => {
+        "WITH locked AS MATERIALIZED (
+            SELECT c.* FROM (SELECT DISTINCT id FROM unnest($1::uuid[]) AS ids(id) ORDER BY id) ids
+            CROSS JOIN LATERAL (
+                SELECT * FROM challenges WHERE challenge_id = ids.id FOR UPDATE
+            ) c
+        )"
+    };
+}
+
 /// The intents of a batch in one statement, so that a batch costs one round trip and each row
-/// is read and decoded once. `locked` takes the rows in `challenge_id` order, one primary-key
-/// lookup per id (two batches never deadlock; and `= ANY($1)` would let the planner scan the
-/// whole table once a batch is large, about a hundred ids); `chosen` is, per challenge, the first
-/// request by arrival (`slot`) whose `from` is the row's state; `written` moves those to
-/// APPROVING. Every locked row comes back once: as written, with the slot that applied, or as
+/// is read and decoded once. `locked` takes the batch's rows (`locked_in_id_order!`); `chosen`
+/// is, per challenge, the first request by arrival (`slot`) whose `from` is the row's state;
+/// `written` moves those to APPROVING. Every locked row comes back once: as written, with the slot that applied, or as
 /// it stood. After ORDER_CANCELLED the attempt takes the request's new key and a fresh retry
 /// budget (see [`start_attempt`]).
-const START_ATTEMPTS: &str = "
-    WITH locked AS MATERIALIZED (
-        SELECT c.* FROM (SELECT DISTINCT id FROM unnest($1::uuid[]) AS ids(id) ORDER BY id) ids
-        CROSS JOIN LATERAL (
-            SELECT * FROM challenges WHERE challenge_id = ids.id FOR UPDATE
-        ) c
-    ),
+const START_ATTEMPTS: &str = concat!(
+    locked_in_id_order!(),
+    ",
     chosen AS (
         SELECT DISTINCT ON (i.id) i.*,
                l.failure_reason IS NOT DISTINCT FROM 'ORDER_CANCELLED' AS fresh_key
@@ -199,7 +207,40 @@ const START_ATTEMPTS: &str = "
     SELECT * FROM written
     UNION ALL
     SELECT NULL, l.* FROM locked l
-    WHERE NOT EXISTS (SELECT 1 FROM written w WHERE w.challenge_id = l.challenge_id)";
+    WHERE NOT EXISTS (SELECT 1 FROM written w WHERE w.challenge_id = l.challenge_id)"
+);
+
+/// The outcomes of a batch in one statement: `locked` as for [`START_ATTEMPTS`]; `chosen` is,
+/// per challenge, the first request by arrival whose fencing `attempts` is the row's while it
+/// is APPROVING; the update writes those and returns each with its slot.
+const FINISH_ATTEMPTS: &str = concat!(
+    locked_in_id_order!(),
+    ",
+    chosen AS (
+        SELECT DISTINCT ON (i.id) i.*
+        FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::uuid[], $5::text[], $6::text[],
+                    $7::bigint[], $8::bool[], $9::bool[])
+             WITH ORDINALITY AS i(id, attempt, approved, order_id, reason, message,
+                                  retry_us, dead_letter, charged, slot)
+        JOIN locked l
+          ON l.challenge_id = i.id AND l.status = 'APPROVING' AND l.attempts = i.attempt
+        ORDER BY i.id, i.slot
+    )
+    UPDATE challenges c SET
+        status = CASE WHEN i.approved THEN 'APPROVED' ELSE 'APPROVE_FAILED' END,
+        order_id = CASE WHEN i.approved THEN i.order_id ELSE c.order_id END,
+        failure_reason = CASE WHEN i.approved THEN c.failure_reason ELSE i.reason END,
+        failure_message = CASE WHEN i.approved THEN c.failure_message ELSE i.message END,
+        next_attempt_at = CASE WHEN i.approved THEN c.next_attempt_at
+                               ELSE now() + i.retry_us * interval '1 microsecond' END,
+        dead_lettered = CASE WHEN i.approved THEN c.dead_lettered ELSE i.dead_letter END,
+        budget_start = c.budget_start + CASE WHEN i.approved OR i.charged THEN 0 ELSE 1 END,
+        lease_expires_at = NULL,
+        updated_at = now()
+    FROM chosen i
+    WHERE c.challenge_id = i.id
+    RETURNING i.slot AS applied_slot, c.*"
+);
 
 /// Phase 3 of an approval attempt: writes the outcome, but only if the challenge is still
 /// APPROVING under this attempt (`attempts` is the fencing token). `None` when a newer attempt
@@ -225,8 +266,8 @@ pub async fn finish_attempt(
 }
 
 /// [`finish_attempt`] for many requests inside the caller's transaction, one answer per request
-/// in order, in one statement: it locks the challenges still APPROVING in `challenge_id` order,
-/// then writes every outcome whose fence holds. Of two requests for one challenge at most one
+/// in order, in one statement ([`FINISH_ATTEMPTS`]): it locks the challenges in `challenge_id`
+/// order, then writes every outcome whose fence holds (still APPROVING under that attempt). Of two requests for one challenge at most one
 /// is written: once it is, the challenge is no longer APPROVING, so the other is fenced out as
 /// it would be after it. Every request records its attempt's audit event, fenced out or not,
 /// one insert for the batch.
@@ -241,90 +282,59 @@ pub async fn finish_attempts(
             .map(|r| r.asked.event(r.id, attempt_outcome(&r.outcome))),
     )
     .await?;
-    let rows: Vec<SlottedRow> = sqlx::query_as(
-        "WITH locked AS MATERIALIZED (
-             SELECT c.* FROM (SELECT DISTINCT id FROM unnest($1::uuid[]) AS ids(id) ORDER BY id) ids
-             CROSS JOIN LATERAL (
-                 SELECT challenge_id, attempts FROM challenges
-                 WHERE challenge_id = ids.id AND status = 'APPROVING' FOR UPDATE
-             ) c
-         ),
-         chosen AS (
-             SELECT DISTINCT ON (i.id) i.*
-             FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::uuid[], $5::text[], $6::text[],
-                         $7::bigint[], $8::bool[], $9::bool[])
-                  WITH ORDINALITY AS i(id, attempt, approved, order_id, reason, message,
-                                       retry_us, dead_letter, charged, slot)
-             JOIN locked l ON l.challenge_id = i.id AND l.attempts = i.attempt
-             ORDER BY i.id, i.slot
-         )
-         UPDATE challenges c SET
-             status = CASE WHEN i.approved THEN 'APPROVED' ELSE 'APPROVE_FAILED' END,
-             order_id = CASE WHEN i.approved THEN i.order_id ELSE c.order_id END,
-             failure_reason = CASE WHEN i.approved THEN c.failure_reason ELSE i.reason END,
-             failure_message = CASE WHEN i.approved THEN c.failure_message ELSE i.message END,
-             next_attempt_at = CASE WHEN i.approved THEN c.next_attempt_at
-                                    ELSE now() + i.retry_us * interval '1 microsecond' END,
-             dead_lettered = CASE WHEN i.approved THEN c.dead_lettered ELSE i.dead_letter END,
-             budget_start = c.budget_start + CASE WHEN i.approved OR i.charged THEN 0 ELSE 1 END,
-             lease_expires_at = NULL,
-             updated_at = now()
-         FROM chosen i
-         WHERE c.challenge_id = i.id
-         RETURNING i.slot AS applied_slot, c.*",
-    )
-    .bind(requests.iter().map(|r| r.id).collect::<Vec<_>>())
-    .bind(requests.iter().map(|r| r.attempt).collect::<Vec<_>>())
-    .bind(
-        requests
-            .iter()
-            .map(|r| failed(r).is_none())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        requests
-            .iter()
-            .map(|r| match r.outcome {
-                AttemptOutcome::Approved { order_id } => Some(order_id),
-                AttemptOutcome::Failed { .. } => None,
-            })
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        requests
-            .iter()
-            .map(|r| failed(r).map(|(reason, ..)| reason.as_str()))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        requests
-            .iter()
-            .map(|r| failed(r).map_or("", |(_, message, ..)| message))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        requests
-            .iter()
-            .map(|r| match failed(r) {
-                Some((_, _, NextStep::RetryAfter(delay), _)) => Some(micros(delay)),
-                _ => None,
-            })
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        requests
-            .iter()
-            .map(|r| failed(r).is_some_and(|(_, _, next, _)| next == NextStep::DeadLetter))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        requests
-            .iter()
-            .map(|r| failed(r).is_none_or(|(.., charged)| charged))
-            .collect::<Vec<_>>(),
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows: Vec<SlottedRow> = sqlx::query_as(FINISH_ATTEMPTS)
+        .bind(requests.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(requests.iter().map(|r| r.attempt).collect::<Vec<_>>())
+        .bind(
+            requests
+                .iter()
+                .map(|r| failed(r).is_none())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            requests
+                .iter()
+                .map(|r| match r.outcome {
+                    AttemptOutcome::Approved { order_id } => Some(order_id),
+                    AttemptOutcome::Failed { .. } => None,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            requests
+                .iter()
+                .map(|r| failed(r).map(|(reason, ..)| reason.as_str()))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            requests
+                .iter()
+                .map(|r| failed(r).map_or("", |(_, message, ..)| message))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            requests
+                .iter()
+                .map(|r| match failed(r) {
+                    Some((_, _, NextStep::RetryAfter(delay), _)) => Some(micros(delay)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            requests
+                .iter()
+                .map(|r| failed(r).is_some_and(|(_, _, next, _)| next == NextStep::DeadLetter))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            requests
+                .iter()
+                .map(|r| failed(r).is_none_or(|(.., charged)| charged))
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *conn)
+        .await?;
     let (mut written, _) = by_slot(rows);
     Ok((0..requests.len())
         .map(|slot| written.remove(&slot))
