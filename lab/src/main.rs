@@ -27,6 +27,11 @@ mod up;
 use clap::{Parser, Subcommand};
 use lab_common::telemetry::LogFormat;
 
+/// jemalloc instead of glibc's malloc: a service allocates and frees many mid-sized buffers
+/// per call on every worker thread (docs/decisions.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The operator CLI of concurrency-lab.
 #[derive(Debug, Parser)]
 #[command(name = "lab", version, about)]

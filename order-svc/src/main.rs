@@ -3,6 +3,11 @@
 use clap::Parser;
 use order_svc::{Application, Config};
 
+/// jemalloc instead of glibc's malloc: a service allocates and frees many mid-sized buffers
+/// per call on every worker thread (docs/decisions.md, "Allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let config = Config::parse();

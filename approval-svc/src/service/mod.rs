@@ -186,10 +186,15 @@ impl ApprovalApi {
 
 /// Runs `work` in its own task, in the current span, and waits for it: dropping the returned
 /// future (the caller went away) does not stop the work.
-async fn detached<T: Send + 'static>(
+///
+/// Spawned here, not at the first poll: the returned future then holds only the task's handle,
+/// so the call's own future (boxed by tonic, wrapped by every server layer, and moved into a
+/// task by hyper) stays a few hundred bytes instead of carrying the saga's state as well.
+fn detached<T: Send + 'static>(
     work: impl Future<Output = Result<T, ApprovalError>> + Send + 'static,
-) -> Result<T, ApprovalError> {
-    tokio::spawn(work.in_current_span()).await?
+) -> impl Future<Output = Result<T, ApprovalError>> {
+    let task = tokio::spawn(work.in_current_span());
+    async move { task.await? }
 }
 
 fn respond<T>(result: Result<T, ApprovalError>) -> Result<Response<T>, Status> {
