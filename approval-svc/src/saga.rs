@@ -346,11 +346,11 @@ impl Saga {
             Ok(Some(challenge)) => Ok(challenge),
             Ok(None) => {
                 tracing::info!("a newer attempt owns the challenge; returning it as it stands");
-                Box::pin(self.current(id)).await
+                self.current(id).await
             }
             Err(error) => {
                 tracing::warn!(%error, "final write failed; the completer finishes after the lease");
-                match Box::pin(self.current(id)).await {
+                match self.current(id).await {
                     Ok(challenge) => Ok(challenge),
                     Err(_) => Err(match error {
                         FinishError::Database(error) => ApprovalError::Database(error),
@@ -362,8 +362,10 @@ impl Saga {
         }
     }
 
+    /// The challenge as it stands, re-read when an outcome did not apply; the query is boxed,
+    /// so an approval's task does not carry its state for these rare paths.
     async fn current(&self, id: Uuid) -> Result<Challenge, ApprovalError> {
-        challenges::get(&self.pool, id)
+        Box::pin(challenges::get(&self.pool, id))
             .await?
             .ok_or(ApprovalError::NotFound(id))
     }

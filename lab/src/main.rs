@@ -27,8 +27,8 @@ mod up;
 use clap::{Parser, Subcommand};
 use lab_common::telemetry::LogFormat;
 
-/// jemalloc instead of glibc's malloc: a service allocates and frees many mid-sized buffers
-/// per call on every worker thread (docs/decisions.md, "Allocator").
+/// jemalloc, as in the services: the benchmark's bare server and load generator then run on
+/// the allocator of the services they are compared with (docs/decisions.md, "Allocator").
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
