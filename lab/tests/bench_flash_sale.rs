@@ -66,6 +66,9 @@ fn run_bench(calls: usize, approvals: usize, extra: &[&str], json: &Path) -> Out
             "--approvals",
             &approvals.to_string(),
         ])
+        // A small warm-up: its product and keys are its own, so the exact counts below would
+        // break if it touched the measured ones.
+        .args(["--warmup-calls", "50"])
         .args(["--max-duration", "20s", "--bin-dir"])
         .arg(bin_dir())
         .arg("--json")
@@ -108,6 +111,11 @@ fn every_phase_has_figures_and_nothing_is_oversold() {
     let _ = std::fs::remove_file(&json);
 
     assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["warmup_calls"], 50);
+    assert!(
+        stdout.contains("warm-up: 50 unmeasured calls per phase"),
+        "{stdout}"
+    );
     assert_eq!(
         report["phases"].as_array().map(Vec::len),
         Some(PHASES.len())

@@ -69,13 +69,19 @@ pub(super) async fn ledger(
         .context("GetProductLedger returned no ledger")
 }
 
-/// CreateOrder for one unit of `product_id`, call `n` under key `bench-<n>` and a customer of
-/// its own.
+/// Idempotency-key prefix of the measured CreateOrder calls.
+pub(super) const MEASURED_KEYS: &str = "bench";
+/// Idempotency-key prefix of the warm-up's calls, which must never replay a measured one.
+pub(super) const WARMUP_KEYS: &str = "bench-warm-up";
+
+/// CreateOrder for one unit of `product_id`, call `n` under key `<key_prefix>-<n>` and a
+/// customer of its own.
 pub(super) async fn create_orders(
     clients: &[OrderServiceClient<Channel>],
     shape: Shape,
     label: &str,
     product_id: String,
+    key_prefix: &'static str,
 ) -> Load {
     let product_id: Arc<str> = product_id.into();
     load::drive(clients, shape, label, move |mut client, n| {
@@ -87,7 +93,7 @@ pub(super) async fn create_orders(
                 customer_id: Uuid::now_v7().to_string(),
                 ..Default::default()
             });
-            if let Ok(key) = format!("bench-{n}").parse() {
+            if let Ok(key) = format!("{key_prefix}-{n}").parse() {
                 request.metadata_mut().insert("idempotency-key", key);
             }
             match client.create_order(request).await {

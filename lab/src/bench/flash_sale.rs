@@ -22,7 +22,10 @@ use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use uuid::Uuid;
 
 use super::baseline::BareShop;
-use super::calls::{approve, connect, create_orders, create_product, ledger, submit_challenges};
+use super::calls::{
+    MEASURED_KEYS, WARMUP_KEYS, approve, connect, create_orders, create_product, ledger,
+    submit_challenges,
+};
 use super::database::Server;
 use super::load::Shape;
 use super::process::{Binaries, Service};
@@ -67,6 +70,14 @@ pub(crate) struct FlashSaleArgs {
     /// Stock of the product the flood approves orders for. Default: half of --approvals.
     #[arg(long)]
     approval_stock: Option<i64>,
+
+    /// Unmeasured calls each phase makes first, with the same callers, against a product (and,
+    /// in the flood, challenges) of its own with stock for half of them: the figures are then
+    /// those of running services (pools connected, statements prepared, both the selling and
+    /// the sold-out path taken once) rather than of their first second. The measured calls
+    /// still start all at once. 0 turns it off.
+    #[arg(long, default_value_t = 2_000)]
+    warmup_calls: usize,
 
     /// Longest any one load loop may run (the flood's submissions included); the calls left
     /// are not made, and the phase is marked cut short.
@@ -132,6 +143,7 @@ pub(super) async fn run(args: FlashSaleArgs) -> anyhow::Result<ExitCode> {
         },
         calls: args.calls,
         approvals: args.approvals,
+        warmup_calls: args.warmup_calls,
         connections: args.connections,
         concurrency: args.concurrency.clone(),
         phases: Vec::new(),
@@ -228,14 +240,43 @@ impl Bench<'_> {
         }
     }
 
+    /// Stock of a phase's warm-up product: half the warm-up calls, so both the selling and the
+    /// sold-out path run.
+    fn warmup_stock(&self) -> i64 {
+        i64::try_from(self.args.warmup_calls / 2).unwrap_or(i64::MAX)
+    }
+
+    /// The unmeasured CreateOrder calls before an order phase (none with `--warmup-calls 0`),
+    /// under keys of their own so they never meet the measured ones.
+    async fn warm_up_orders(
+        &self,
+        clients: &[OrderServiceClient<tonic::transport::Channel>],
+        concurrency: usize,
+        product: String,
+    ) {
+        if self.args.warmup_calls > 0 {
+            create_orders(
+                clients,
+                self.shape(self.args.warmup_calls, concurrency),
+                "warm-up",
+                product,
+                WARMUP_KEYS,
+            )
+            .await;
+        }
+    }
+
     async fn baseline(&self, concurrency: usize) -> anyhow::Result<PhaseFigures> {
         let shop = BareShop::start().await?;
         let clients = connect(&shop.url(), self.args.connections, OrderServiceClient::new).await?;
+        self.warm_up_orders(&clients, concurrency, Uuid::now_v7().to_string())
+            .await;
         let load = create_orders(
             &clients,
             self.shape(self.args.calls, concurrency),
             "baseline",
             Uuid::now_v7().to_string(),
+            MEASURED_KEYS,
         )
         .await;
         drop(clients);
@@ -266,6 +307,9 @@ impl Bench<'_> {
         )
         .await?;
         let clients = connect(&shop.url(), self.args.connections, OrderServiceClient::new).await?;
+        let warmup_product = create_product(&clients[0], "warm-up", self.warmup_stock()).await?;
+        self.warm_up_orders(&clients, concurrency, warmup_product)
+            .await;
         let product = create_product(&clients[0], phase, stock).await?;
         let label = format!("{phase} x{concurrency}");
         let load = create_orders(
@@ -273,6 +317,7 @@ impl Bench<'_> {
             self.shape(self.args.calls, concurrency),
             &label,
             product.clone(),
+            MEASURED_KEYS,
         )
         .await;
         let ledger = ledger(&clients[0], &product).await?;
@@ -321,13 +366,30 @@ impl Bench<'_> {
         )
         .await?;
         let shop_client = connect(&shop.url(), 1, OrderServiceClient::new).await?;
-        let product = create_product(&shop_client[0], "approval_flood", stock).await?;
         let clients = connect(
             &approvals_svc.url(),
             self.args.connections,
             ApprovalServiceClient::new,
         )
         .await?;
+        if self.args.warmup_calls > 0 {
+            let warmup_product =
+                create_product(&shop_client[0], "warm-up", self.warmup_stock()).await?;
+            let warmup_challenges = submit_challenges(
+                &clients,
+                self.shape(self.args.warmup_calls, concurrency),
+                &warmup_product,
+            )
+            .await?;
+            approve(
+                &clients,
+                self.shape(warmup_challenges.len(), concurrency),
+                "warm-up",
+                warmup_challenges,
+            )
+            .await;
+        }
+        let product = create_product(&shop_client[0], "approval_flood", stock).await?;
         let challenges = submit_challenges(
             &clients,
             self.shape(self.args.approvals, concurrency),

@@ -18,7 +18,7 @@ use lab_proto::order::v1 as pb;
 use lab_proto::order::v1::order_service_client::OrderServiceClient;
 use tonic::transport::Channel;
 
-use super::calls::create_orders;
+use super::calls::{MEASURED_KEYS, create_orders};
 use super::database::Server;
 use super::load::Shape;
 
@@ -91,7 +91,14 @@ pub(super) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         concurrency: args.concurrency,
         max_duration: args.max_duration,
     };
-    let load = create_orders(&clients, shape, "orders", product.product_id.clone()).await;
+    let load = create_orders(
+        &clients,
+        shape,
+        "orders",
+        product.product_id.clone(),
+        MEASURED_KEYS,
+    )
+    .await;
     let created = load.outcomes.get("CREATED");
     let out_of_stock = load.outcomes.get("OUT_OF_STOCK");
     let errors = load.outcomes.total() - created - out_of_stock;

@@ -33,6 +33,8 @@ pub(super) struct Report {
     pub calls: usize,
     /// ApproveChallenge calls in the approval flood.
     pub approvals: usize,
+    /// Unmeasured calls each phase made first, against a product of their own.
+    pub warmup_calls: usize,
     /// HTTP/2 connections per phase.
     pub connections: usize,
     /// Callers (calls in flight), one round of phases per value.
@@ -325,6 +327,10 @@ impl Report {
             format!(
                 "lab bench flash-sale: {} CreateOrder calls per order phase, {} approvals, {} connections, callers {:?}",
                 self.calls, self.approvals, self.connections, self.concurrency
+            ),
+            format!(
+                "warm-up: {} unmeasured calls per phase first, on a product of their own",
+                self.warmup_calls
             ),
             format!(
                 "machine: {} CPUs ({}), load average at start {}{busy}",
