@@ -240,21 +240,29 @@ impl Bench<'_> {
         }
     }
 
-    /// Stock of a phase's warm-up product: half the warm-up calls, so both the selling and the
-    /// sold-out path run.
-    fn warmup_stock(&self) -> i64 {
-        i64::try_from(self.args.warmup_calls / 2).unwrap_or(i64::MAX)
+    /// A product of the warm-up's own on a real order-svc, stocked for half the warm-up calls
+    /// so both the selling and the sold-out path run; `None` with `--warmup-calls 0`, so
+    /// nothing is created then.
+    async fn warmup_product(
+        &self,
+        shop: &OrderServiceClient<tonic::transport::Channel>,
+    ) -> anyhow::Result<Option<String>> {
+        if self.args.warmup_calls == 0 {
+            return Ok(None);
+        }
+        let stock = i64::try_from(self.args.warmup_calls / 2).unwrap_or(i64::MAX);
+        Ok(Some(create_product(shop, "warm-up", stock).await?))
     }
 
-    /// The unmeasured CreateOrder calls before an order phase (none with `--warmup-calls 0`),
-    /// under keys of their own so they never meet the measured ones.
+    /// The unmeasured CreateOrder calls before an order phase (none without a warm-up
+    /// product), under keys of their own so they never meet the measured ones.
     async fn warm_up_orders(
         &self,
         clients: &[OrderServiceClient<tonic::transport::Channel>],
         concurrency: usize,
-        product: String,
+        product: Option<String>,
     ) {
-        if self.args.warmup_calls > 0 {
+        if let Some(product) = product {
             create_orders(
                 clients,
                 self.shape(self.args.warmup_calls, concurrency),
@@ -266,10 +274,39 @@ impl Bench<'_> {
         }
     }
 
+    /// The unmeasured approvals before the flood: challenges of their own, for a product of
+    /// their own.
+    async fn warm_up_approvals(
+        &self,
+        shop: &OrderServiceClient<tonic::transport::Channel>,
+        clients: &[ApprovalServiceClient<tonic::transport::Channel>],
+        concurrency: usize,
+    ) -> anyhow::Result<()> {
+        let Some(product) = self.warmup_product(shop).await? else {
+            return Ok(());
+        };
+        let challenges = submit_challenges(
+            clients,
+            self.shape(self.args.warmup_calls, concurrency),
+            &product,
+        )
+        .await?;
+        approve(
+            clients,
+            self.shape(challenges.len(), concurrency),
+            "warm-up",
+            challenges,
+        )
+        .await;
+        Ok(())
+    }
+
     async fn baseline(&self, concurrency: usize) -> anyhow::Result<PhaseFigures> {
         let shop = BareShop::start().await?;
         let clients = connect(&shop.url(), self.args.connections, OrderServiceClient::new).await?;
-        self.warm_up_orders(&clients, concurrency, Uuid::now_v7().to_string())
+        // The bare server keeps no products: any id is one it sells.
+        let warmup_product = (self.args.warmup_calls > 0).then(|| Uuid::now_v7().to_string());
+        self.warm_up_orders(&clients, concurrency, warmup_product)
             .await;
         let load = create_orders(
             &clients,
@@ -307,7 +344,7 @@ impl Bench<'_> {
         )
         .await?;
         let clients = connect(&shop.url(), self.args.connections, OrderServiceClient::new).await?;
-        let warmup_product = create_product(&clients[0], "warm-up", self.warmup_stock()).await?;
+        let warmup_product = self.warmup_product(&clients[0]).await?;
         self.warm_up_orders(&clients, concurrency, warmup_product)
             .await;
         let product = create_product(&clients[0], phase, stock).await?;
@@ -372,23 +409,8 @@ impl Bench<'_> {
             ApprovalServiceClient::new,
         )
         .await?;
-        if self.args.warmup_calls > 0 {
-            let warmup_product =
-                create_product(&shop_client[0], "warm-up", self.warmup_stock()).await?;
-            let warmup_challenges = submit_challenges(
-                &clients,
-                self.shape(self.args.warmup_calls, concurrency),
-                &warmup_product,
-            )
+        self.warm_up_approvals(&shop_client[0], &clients, concurrency)
             .await?;
-            approve(
-                &clients,
-                self.shape(warmup_challenges.len(), concurrency),
-                "warm-up",
-                warmup_challenges,
-            )
-            .await;
-        }
         let product = create_product(&shop_client[0], "approval_flood", stock).await?;
         let challenges = submit_challenges(
             &clients,

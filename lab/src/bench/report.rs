@@ -328,10 +328,15 @@ impl Report {
                 "lab bench flash-sale: {} CreateOrder calls per order phase, {} approvals, {} connections, callers {:?}",
                 self.calls, self.approvals, self.connections, self.concurrency
             ),
-            format!(
-                "warm-up: {} unmeasured calls per phase first, on a product of their own",
-                self.warmup_calls
-            ),
+            if self.warmup_calls == 0 {
+                "warm-up: none (--warmup-calls 0): the figures include the services' first calls"
+                    .to_owned()
+            } else {
+                format!(
+                    "warm-up: {} unmeasured calls per phase first, on a product of their own",
+                    self.warmup_calls
+                )
+            },
             format!(
                 "machine: {} CPUs ({}), load average at start {}{busy}",
                 self.machine.nproc, self.machine.cpu_model, self.machine.load_average_at_start
