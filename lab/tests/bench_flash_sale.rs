@@ -157,6 +157,25 @@ fn every_phase_has_figures_and_nothing_is_oversold() {
     assert_eq!(phase(&report, "sold_out")["outcomes"]["OUT_OF_STOCK"], 200);
     let flood = phase(&report, "approval_flood");
     assert_eq!(flood["outcomes"]["APPROVED"], 50, "{flood:#}");
+    // Each answer's own latency, for every call of its label, and a line saying so.
+    for (figures, label, calls) in [
+        (hot, "CREATED", 150),
+        (hot, "OUT_OF_STOCK", 50),
+        (flood, "APPROVED", 50),
+        (flood, "APPROVE_FAILED/OUT_OF_STOCK", 50),
+    ] {
+        let latency = &figures["latency_by_outcome"][label];
+        assert_eq!(latency["calls"], calls, "{label}: {figures:#}");
+        assert!(
+            latency["p99_ms"].as_f64() >= latency["p50_ms"].as_f64()
+                && latency["p50_ms"].as_f64() > Some(0.0),
+            "{label}: {figures:#}"
+        );
+    }
+    assert!(
+        stdout.contains("    by answer: APPROVED 50 p50 "),
+        "{stdout}"
+    );
     assert!(flood["peak_rss_kib"]["approval-svc"].as_u64() > Some(0));
     let durable = report["database"]["durable"] == true;
     assert_eq!(!durable, stdout.contains("NOT DURABLE"), "{stdout}");

@@ -2,6 +2,7 @@
 //! number of concurrent callers and connections, bounded in count and in time, each call timed
 //! and its outcome tallied by label.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +34,10 @@ pub(super) struct Load {
     pub elapsed: Duration,
     /// Every call's latency, sorted ascending.
     pub latencies: Vec<Duration>,
+    /// The same latencies by outcome label, each sorted ascending: a phase whose answers take
+    /// different paths (an order sold against a refusal from memory) shows each path's own
+    /// spread.
+    pub latencies_by_outcome: BTreeMap<String, Vec<Duration>>,
     /// Outcomes by label (`CREATED`, `OUT_OF_STOCK`, `error/UNAVAILABLE`, …).
     pub outcomes: Outcomes,
     /// True when the phase's time ran out before every call was made.
@@ -43,6 +48,31 @@ impl Load {
     /// Calls made (answered or cut).
     pub(super) fn calls(&self) -> usize {
         self.latencies.len()
+    }
+
+    /// One call's answer: its latency under its outcome label; a call cut by the phase's time
+    /// marks the phase cut short.
+    fn record(&mut self, label: String, latency: Duration) {
+        self.latencies.push(latency);
+        self.outcomes.add(&label, 1);
+        self.cut_short |= label == CUT_BY_MAX_DURATION;
+        self.latencies_by_outcome
+            .entry(label)
+            .or_default()
+            .push(latency);
+    }
+
+    /// Adds another caller's calls (unsorted: [`drive`] sorts once at the end).
+    fn merge(&mut self, other: Load) {
+        self.latencies.extend(other.latencies);
+        self.outcomes.merge(&other.outcomes);
+        self.cut_short |= other.cut_short;
+        for (label, latencies) in other.latencies_by_outcome {
+            self.latencies_by_outcome
+                .entry(label)
+                .or_default()
+                .extend(latencies);
+        }
     }
 
     /// Calls per second over the phase.
@@ -57,12 +87,17 @@ impl Load {
 
     /// The latency at quantile `q` (0.0–1.0), nearest rank.
     pub(super) fn quantile(&self, q: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let index = ((self.latencies.len() - 1) as f64 * q).round() as usize;
-        self.latencies[index.min(self.latencies.len() - 1)]
+        quantile(&self.latencies, q)
     }
+}
+
+/// The value at quantile `q` (0.0–1.0) of `sorted` (ascending), nearest rank; zero when empty.
+pub(super) fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
 }
 
 /// A progress line on stderr (drawn only when stderr is a terminal, so logs and tests stay
@@ -113,15 +148,12 @@ where
                 }
                 let sent = Instant::now();
                 let outcome = tokio::time::timeout_at(deadline, call(client.clone(), n)).await;
-                load.latencies.push(sent.elapsed());
+                let latency = sent.elapsed();
                 bar.inc(1);
-                match outcome {
-                    Ok(label) => load.outcomes.add(&label, 1),
-                    Err(_) => {
-                        load.outcomes.add(CUT_BY_MAX_DURATION, 1);
-                        load.cut_short = true;
-                        break;
-                    }
+                let label = outcome.unwrap_or_else(|_| CUT_BY_MAX_DURATION.to_owned());
+                load.record(label, latency);
+                if load.cut_short {
+                    break;
                 }
             }
             load
@@ -134,13 +166,14 @@ where
         // A caller only panics on a bug in the driver itself; its calls are then missing
         // from the figures, which the call count shows.
         if let Ok(load) = caller.await {
-            total.latencies.extend(load.latencies);
-            total.outcomes.merge(&load.outcomes);
-            total.cut_short |= load.cut_short;
+            total.merge(load);
         }
     }
     total.elapsed = started.elapsed();
     total.latencies.sort_unstable();
+    for latencies in total.latencies_by_outcome.values_mut() {
+        latencies.sort_unstable();
+    }
     bar.finish_and_clear();
     total
 }
@@ -180,6 +213,33 @@ mod tests {
         assert!(!load.cut_short);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn keeps_each_outcomes_latencies_apart() {
+        let shape = Shape {
+            calls: 40,
+            concurrency: 4,
+            max_duration: Duration::from_secs(60),
+        };
+        // Sold calls take 30 ms, refusals 2 ms: the phase's spread mixes two paths.
+        let load = drive(&[()], shape, "test", |(), n| async move {
+            if n % 4 == 0 {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                "CREATED".to_owned()
+            } else {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                "OUT_OF_STOCK".to_owned()
+            }
+        })
+        .await;
+        let created = &load.latencies_by_outcome["CREATED"];
+        let refused = &load.latencies_by_outcome["OUT_OF_STOCK"];
+        assert_eq!((created.len(), refused.len()), (10, 30));
+        assert!(created.is_sorted() && refused.is_sorted());
+        assert_eq!(quantile(created, 0.5), Duration::from_millis(30));
+        assert_eq!(quantile(refused, 0.99), Duration::from_millis(2));
+        assert_eq!(load.quantile(1.0), Duration::from_millis(30));
+    }
+
     #[tokio::test]
     async fn stops_at_the_max_duration() {
         let shape = Shape {
@@ -196,5 +256,6 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
         assert!(load.cut_short);
         assert_eq!(load.outcomes.get(CUT_BY_MAX_DURATION), 4);
+        assert_eq!(load.latencies_by_outcome[CUT_BY_MAX_DURATION].len(), 4);
     }
 }

@@ -8,7 +8,7 @@ use lab_proto::order::v1 as pb;
 use serde::Serialize;
 
 use super::database::Durability;
-use super::load::Load;
+use super::load::{Load, quantile};
 
 /// Outcomes that are the system working as specified; every other label counts as an error.
 const EXPECTED_OUTCOMES: &[&str] = &[
@@ -133,6 +133,9 @@ pub(super) struct PhaseFigures {
     pub max_ms: f64,
     /// Every answer by label.
     pub outcomes: BTreeMap<String, u64>,
+    /// Latency by answer label: a flood's p99 is its sold calls' (they wait for the hot row),
+    /// while its refusals are answered from memory.
+    pub latency_by_outcome: BTreeMap<String, OutcomeLatency>,
     /// The answers that are not the system working as specified, by label (code and reason).
     pub errors: BTreeMap<String, u64>,
     /// True when `--max-duration` cut the phase short.
@@ -176,6 +179,11 @@ impl PhaseFigures {
             p99_ms: millis(load.quantile(0.99)),
             max_ms: millis(load.quantile(1.0)),
             outcomes,
+            latency_by_outcome: load
+                .latencies_by_outcome
+                .iter()
+                .map(|(label, latencies)| (label.clone(), OutcomeLatency::of(latencies)))
+                .collect(),
             errors,
             cut_short: load.cut_short,
             peak_rss_kib: BTreeMap::new(),
@@ -234,6 +242,27 @@ impl PhaseFigures {
                 ""
             },
         )
+    }
+}
+
+/// The latency of the calls of one answer label.
+#[derive(Debug, Serialize)]
+pub(super) struct OutcomeLatency {
+    /// Calls answered so.
+    pub calls: usize,
+    /// Median, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, in milliseconds.
+    pub p99_ms: f64,
+}
+
+impl OutcomeLatency {
+    fn of(sorted: &[Duration]) -> Self {
+        Self {
+            calls: sorted.len(),
+            p50_ms: millis(quantile(sorted, 0.50)),
+            p99_ms: millis(quantile(sorted, 0.99)),
+        }
     }
 }
 
@@ -382,9 +411,25 @@ impl PhaseFigures {
         };
     }
 
-    /// Its table row, then a line of errors by label and one of broken checks when there are.
+    /// Its table row, then a line of latency by answer when the calls were answered in more
+    /// than one way, one of errors by label and one of broken checks when there are.
     pub(super) fn lines(&self) -> Vec<String> {
         let mut lines = vec![self.table_row()];
+        if self.latency_by_outcome.len() > 1 {
+            let by_outcome: Vec<String> = self
+                .latency_by_outcome
+                .iter()
+                .map(|(label, latency)| {
+                    format!(
+                        "{label} {} p50 {} p99 {}",
+                        latency.calls,
+                        format_ms(latency.p50_ms),
+                        format_ms(latency.p99_ms)
+                    )
+                })
+                .collect();
+            lines.push(format!("    by answer: {}", by_outcome.join("; ")));
+        }
         if !self.errors.is_empty() {
             let errors: Vec<String> = self
                 .errors
