@@ -50,11 +50,10 @@ impl Load {
         self.latencies.len()
     }
 
-    /// One call's answer: its latency under its outcome label; a call cut by the phase's time
-    /// marks the phase cut short.
+    /// One caller's call: its latency under its outcome label; a call cut by the phase's time
+    /// marks the phase cut short. Only `latencies_by_outcome` is kept per caller; [`drive`]
+    /// derives the phase's counts and its whole spread from it once ([`Load::settle`]).
     fn record(&mut self, label: String, latency: Duration) {
-        self.latencies.push(latency);
-        self.outcomes.add(&label, 1);
         self.cut_short |= label == CUT_BY_MAX_DURATION;
         self.latencies_by_outcome
             .entry(label)
@@ -62,10 +61,8 @@ impl Load {
             .push(latency);
     }
 
-    /// Adds another caller's calls (unsorted: [`drive`] sorts once at the end).
+    /// Adds another caller's calls.
     fn merge(&mut self, other: Load) {
-        self.latencies.extend(other.latencies);
-        self.outcomes.merge(&other.outcomes);
         self.cut_short |= other.cut_short;
         for (label, latencies) in other.latencies_by_outcome {
             self.latencies_by_outcome
@@ -73,6 +70,17 @@ impl Load {
                 .or_default()
                 .extend(latencies);
         }
+    }
+
+    /// Sorts each outcome's latencies and derives the outcome counts and the phase's sorted
+    /// latencies from them.
+    fn settle(&mut self) {
+        for (label, latencies) in &mut self.latencies_by_outcome {
+            latencies.sort_unstable();
+            self.outcomes.add(label, latencies.len() as u64);
+            self.latencies.extend_from_slice(latencies);
+        }
+        self.latencies.sort_unstable();
     }
 
     /// Calls per second over the phase.
@@ -170,10 +178,7 @@ where
         }
     }
     total.elapsed = started.elapsed();
-    total.latencies.sort_unstable();
-    for latencies in total.latencies_by_outcome.values_mut() {
-        latencies.sort_unstable();
-    }
+    total.settle();
     bar.finish_and_clear();
     total
 }
