@@ -15,7 +15,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::pump::pipe;
-use super::{Fault, Shared, UPSTREAM_CONNECT_TIMEOUT, reset};
+use super::{Fault, Shared, reset};
+
+/// How long the proxy waits for the upstream to accept a connection.
+const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Accepts connections until the proxy is dropped; stops listening while the fault is `refuse`.
 pub(super) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {

@@ -67,11 +67,6 @@ pub use fault::{Fault, ParseFaultError};
 
 use connection::accept_loop;
 
-/// How long the proxy waits for the upstream to accept a connection.
-const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Chunks queued per direction before reading pauses (back-pressure).
-const QUEUE_CHUNKS: usize = 64;
-
 /// A running proxy. Dropping it stops listening and closes every connection.
 #[derive(Debug)]
 pub struct Proxy {

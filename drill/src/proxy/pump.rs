@@ -12,7 +12,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::frames::{END_STREAM, FrameScanner, HEADERS, RST_STREAM};
-use super::{Fault, QUEUE_CHUNKS, Shared, reset};
+use super::{Fault, Shared, reset};
+
+/// Chunks queued per direction before reading pauses (back-pressure).
+const QUEUE_CHUNKS: usize = 64;
 
 /// One chunk on its way to a writer.
 enum Chunk {
