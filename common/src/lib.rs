@@ -20,6 +20,7 @@
 //! - [`tls`]: TLS and mutual TLS for the gRPC servers (certificates re-read when they
 //!   change), the client side's settings, throwaway certificates.
 //! - [`metrics_http`]: `/metrics` (Prometheus) and `/healthz` on their own HTTP port.
+//! - [`runtime`]: the tokio runtime every binary runs on (its LIFO slot off).
 #![forbid(unsafe_code)]
 
 pub mod alerts;
@@ -33,6 +34,7 @@ pub mod metrics_http;
 pub mod paging;
 pub mod postgres;
 pub mod reason;
+pub mod runtime;
 pub mod service;
 pub mod shutdown;
 pub mod status;

@@ -78,10 +78,13 @@ enum Command {
     Certs(certs::CertsCommand),
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     lab_common::telemetry::init(cli.log_format);
+    lab_common::runtime::run("lab", run(cli))
+}
+
+async fn run(cli: Cli) -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args, cli.log_format).await,
         Command::Auth(command) => auth::run(command),

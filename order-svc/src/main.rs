@@ -8,10 +8,14 @@ use order_svc::{Application, Config};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let config = Config::parse();
     lab_common::telemetry::init(config.log_format);
+    lab_common::runtime::run("order-svc", serve(config))
+}
+
+/// Builds the application and serves until a signal; the exit code says how it ended.
+async fn serve(config: Config) -> std::process::ExitCode {
     let result = async {
         let application = Application::build(config).await?;
         application.run_until(lab_common::shutdown::signal()).await

@@ -54,6 +54,9 @@ pub(super) struct Machine {
     pub cpu_model: String,
     /// `/proc/loadavg` when the run started (the machine may be shared).
     pub load_average_at_start: String,
+    /// Whether lab and the services it starts run tokio with its LIFO slot
+    /// (`TOKIO_LIFO_SLOT=on`); off by default (`lab_common::runtime`).
+    pub lifo_slot: bool,
 }
 
 impl Machine {
@@ -88,6 +91,7 @@ impl Machine {
                 .take(3)
                 .collect::<Vec<_>>()
                 .join(" "),
+            lifo_slot: lab_common::runtime::lifo_slot_on(),
         }
     }
 }
@@ -369,6 +373,10 @@ impl Report {
             format!(
                 "machine: {} CPUs ({}), load average at start {}{busy}",
                 self.machine.nproc, self.machine.cpu_model, self.machine.load_average_at_start
+            ),
+            format!(
+                "runtime: tokio multi-thread, LIFO slot {} (lab and the services; TOKIO_LIFO_SLOT)",
+                if self.machine.lifo_slot { "on" } else { "off" }
             ),
             format!("services: {}/{{order-svc,approval-svc}}", self.binaries),
             format!(
