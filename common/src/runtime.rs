@@ -5,8 +5,8 @@
 //! task is woken by every response (and every outgoing call) that becomes ready, so a batch of
 //! a hundred approvals woken together leaves through a hundred `writev` calls, each to one
 //! loopback socket whose reader is woken in turn. Without it the connection task waits in the
-//! queue behind the other woken tasks and writes what they made ready in one go: about half
-//! the system calls per approval, and 19–26 % more approvals per second in the flood
+//! queue behind the other woken tasks and writes what they made ready in one go: half the
+//! `writev` calls per approval, and 19–26 % more approvals per second in the flood
 //! (`docs/BENCHMARKS.md`, session 10; `docs/decisions.md`, "The runtime's LIFO slot").
 //!
 //! Turning the slot off is a tokio unstable API, compiled only with `--cfg tokio_unstable`,
