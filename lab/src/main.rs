@@ -84,6 +84,7 @@ fn main() -> std::process::ExitCode {
     lab_common::runtime::run("lab", run(cli))
 }
 
+/// Runs the command; the exit code says how it ended.
 async fn run(cli: Cli) -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args, cli.log_format).await,

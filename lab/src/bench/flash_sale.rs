@@ -135,6 +135,7 @@ pub(super) async fn run(args: FlashSaleArgs) -> anyhow::Result<ExitCode> {
     let mut report = Report {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         machine: Machine::current(),
+        lifo_slot: lab_common::runtime::lifo_slot_on(),
         binaries: binaries.dir().display().to_string(),
         database: DatabaseInfo {
             server: server.display_url(),

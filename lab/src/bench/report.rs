@@ -25,6 +25,9 @@ pub(super) struct Report {
     pub command: String,
     /// Where it ran.
     pub machine: Machine,
+    /// Whether lab and the services it starts ran tokio with its LIFO slot
+    /// (`TOKIO_LIFO_SLOT=on`); off by default (`lab_common::runtime`).
+    pub lifo_slot: bool,
     /// The directory the service binaries were run from.
     pub binaries: String,
     /// The PostgreSQL server and its durability.
@@ -54,9 +57,6 @@ pub(super) struct Machine {
     pub cpu_model: String,
     /// `/proc/loadavg` when the run started (the machine may be shared).
     pub load_average_at_start: String,
-    /// Whether lab and the services it starts run tokio with its LIFO slot
-    /// (`TOKIO_LIFO_SLOT=on`); off by default (`lab_common::runtime`).
-    pub lifo_slot: bool,
 }
 
 impl Machine {
@@ -91,7 +91,6 @@ impl Machine {
                 .take(3)
                 .collect::<Vec<_>>()
                 .join(" "),
-            lifo_slot: lab_common::runtime::lifo_slot_on(),
         }
     }
 }
@@ -376,7 +375,7 @@ impl Report {
             ),
             format!(
                 "runtime: tokio multi-thread, LIFO slot {} (lab and the services; TOKIO_LIFO_SLOT)",
-                if self.machine.lifo_slot { "on" } else { "off" }
+                if self.lifo_slot { "on" } else { "off" }
             ),
             format!("services: {}/{{order-svc,approval-svc}}", self.binaries),
             format!(
