@@ -8,7 +8,8 @@
 //! - **ApproveChallenge, RetryApproval**: an attempt that starts records at its outcome write
 //!   ([`attempts::finish_attempts`]), `OK` or the APPROVE_FAILED reason; one that does not
 //!   start records at the intent write that found the challenge elsewhere
-//!   ([`attempts::start_attempts`]), `REPLAYED` for a duplicate or the refusal's reason. Both
+//!   ([`attempts::start_attempts`]), `REPLAYED` for a duplicate or the refusal's reason (in a
+//!   statement of its own right after the batch's: such a request changed nothing). Both
 //!   writes are group-committed with other approvals: one bulk insert per batch.
 //! - **RejectChallenge, RequeueDeadLetter**: with the locked transition
 //!   ([`challenges::reject`], [`challenges::requeue`]); `OK`, `REPLAYED` (a repeated reject) or

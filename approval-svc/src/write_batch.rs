@@ -1,11 +1,11 @@
 //! Group commit of the approval saga's two writes: the intents (phase 1) and the outcomes
 //! (phase 3) of approvals that arrive while the previous batch of their kind is in the database
-//! are written together, each batch in one transaction with one commit, instead of one commit
-//! (one WAL flush under durable settings) per approval. The saga's guarantees are those of the
-//! single writes: each intent is committed before its caller calls order-svc, each outcome is
-//! fenced by `attempts`, and each caller gets exactly its own answer (see
-//! [`attempts::start_attempts`] and [`attempts::finish_attempts`]). A batch's transaction also
-//! writes its requests' audit events, in one insert (see [`crate::audit`]).
+//! are written together, each batch in one statement that commits by itself (one round trip,
+//! one WAL flush under durable settings) instead of one commit per approval. The saga's
+//! guarantees are those of the single writes: each intent is committed before its caller calls
+//! order-svc, each outcome is fenced by `attempts`, and each caller gets exactly its own answer
+//! (see [`attempts::start_attempts`] and [`attempts::finish_attempts`]). A batch also writes
+//! its requests' audit events, in one insert (see [`crate::audit`]).
 //!
 //! No timer at low load: a batch is then one request; under load a batch waits briefly for the
 //! callers of the previous one (`--write-batch-refill-wait`; lab-common's `batch` module says
@@ -51,10 +51,8 @@ impl WriteBatches {
             async move {
                 crate::metrics::write_batch("start", requests.len());
                 let written = async {
-                    let mut tx = pool.begin().await?;
-                    let transitions = attempts::start_attempts(&mut tx, &requests).await?;
-                    tx.commit().await?;
-                    Ok(transitions)
+                    let mut conn = pool.acquire().await?;
+                    attempts::start_attempts(&mut conn, &requests).await
                 }
                 .await;
                 answers(written, requests.len())
@@ -65,10 +63,8 @@ impl WriteBatches {
             async move {
                 crate::metrics::write_batch("finish", requests.len());
                 let written = async {
-                    let mut tx = pool.begin().await?;
-                    let rows = attempts::finish_attempts(&mut tx, &requests).await?;
-                    tx.commit().await?;
-                    Ok(rows)
+                    let mut conn = pool.acquire().await?;
+                    attempts::finish_attempts(&mut conn, &requests).await
                 }
                 .await;
                 answers(written, requests.len())

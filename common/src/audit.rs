@@ -13,6 +13,8 @@
 //! missing role, bad input) change nothing and are not recorded: the request log and metrics
 //! count them.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
 use tonic::Request;
@@ -158,9 +160,20 @@ impl FromIterator<AuditEvent> for AuditColumns {
 }
 
 /// Writes events bound as [`AuditColumns`] at `$1`…`$6`.
-pub const INSERT: &str = "INSERT INTO audit_events \
-     (event_id, actor, action, target_id, outcome, request_id) \
-     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])";
+pub static INSERT: LazyLock<String> = LazyLock::new(|| insert_at(1));
+
+/// Writes events bound as [`AuditColumns`] at `$first`…`$first+5`: for a statement that binds
+/// its own parameters first and writes its events in a data-modifying `WITH` clause, so that
+/// they commit with its change in one round trip.
+pub fn insert_at(first: usize) -> String {
+    let [ids, actors, actions, targets, outcomes, requests] =
+        std::array::from_fn::<usize, 6, _>(|column| first + column);
+    format!(
+        "INSERT INTO audit_events (event_id, actor, action, target_id, outcome, request_id) \
+         SELECT * FROM unnest(${ids}::uuid[], ${actors}::text[], ${actions}::text[], \
+         ${targets}::text[], ${outcomes}::text[], ${requests}::text[])"
+    )
+}
 
 /// Writes `events` with `executor` (a transaction's, to commit them with the change).
 pub async fn record<'e, E: PgExecutor<'e>>(
@@ -172,7 +185,7 @@ pub async fn record<'e, E: PgExecutor<'e>>(
         return Ok(());
     }
     columns
-        .bind(sqlx::query_as::<_, ()>(INSERT))
+        .bind(sqlx::query_as::<_, ()>(INSERT.as_str()))
         .fetch_optional(executor)
         .await?;
     Ok(())

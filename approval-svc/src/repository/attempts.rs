@@ -1,12 +1,12 @@
 //! The two writes of an approval attempt, for one challenge or for a batch of them in one
-//! transaction: phase 1 (the intent: APPROVING, key, attempt, lease) and phase 3 (the outcome,
+//! statement: phase 1 (the intent: APPROVING, key, attempt, lease) and phase 3 (the outcome,
 //! fenced by `attempts`). A batch answers each request as if, for each challenge, the request
 //! that applies ran first and the others right after it; see `docs/decisions.md` ("Issue 11:
 //! approval-svc group commit"). Each write also records its requests' audit events, in one
 //! insert per batch (see [`crate::audit`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use lab_common::audit;
@@ -91,14 +91,20 @@ pub async fn start_attempt(pool: &PgPool, request: StartRequest) -> sqlx::Result
     Ok(transitions.pop().unwrap_or(Transition::Missing))
 }
 
-/// [`start_attempt`] for many requests inside the caller's transaction, one transition per
-/// request in order, in one statement ([`START_ATTEMPTS`]): it locks the rows in
-/// `challenge_id` order (two batches never deadlock), writes every transition and returns the
-/// rows as they stand. A challenge named twice takes at most one attempt: the first request
-/// whose `from` matches applies, and the others see the row it left (APPROVING), as they would
-/// right after it (no request starts from APPROVING, so that order answers every request of the
-/// batch consistently). Each request that does not start records its audit event here (a
-/// duplicate's `REPLAYED`, a refusal's reason), one insert for the batch.
+/// [`start_attempt`] for many requests on `conn`, one transition per request in order, in one
+/// statement ([`START_ATTEMPTS`]): it locks the rows in `challenge_id` order (two batches never
+/// deadlock), writes every transition and returns the rows as they stand. A challenge named
+/// twice takes at most one attempt: the first request whose `from` matches applies, and the
+/// others see the row it left (APPROVING), as they would right after it (no request starts
+/// from APPROVING, so that order answers every request of the batch consistently). Each
+/// request that does not start records its audit event here (a duplicate's `REPLAYED`, a
+/// refusal's reason), one insert for the batch, skipped when every request started.
+///
+/// Outside a transaction (the group commit's way: no `BEGIN` and `COMMIT` round trips) the
+/// statement commits by itself and the events follow in their own: the requests they record
+/// changed nothing, so nothing need commit with them. Should that insert fail, every request
+/// of the batch gets the error, and the attempts that did start are the completer's after
+/// their lease, as after a crash between the two statements.
 pub async fn start_attempts(
     conn: &mut PgConnection,
     requests: &[StartRequest],
@@ -160,7 +166,7 @@ pub async fn start_attempts(
 /// planner, which scans the whole table once a batch holds about a hundred ids.
 macro_rules! locked_in_id_order {
     () => {
-        "WITH locked AS MATERIALIZED (
+        "locked AS MATERIALIZED (
             SELECT c.* FROM (SELECT DISTINCT id FROM unnest($1::uuid[]) AS ids(id) ORDER BY id) ids
             CROSS JOIN LATERAL (
                 SELECT * FROM challenges WHERE challenge_id = ids.id FOR UPDATE
@@ -176,6 +182,7 @@ macro_rules! locked_in_id_order {
 /// it stood. After ORDER_CANCELLED the attempt takes the request's new key and a fresh retry
 /// budget (see [`start_attempt`]).
 const START_ATTEMPTS: &str = concat!(
+    "WITH ",
     locked_in_id_order!(),
     ",
     chosen AS (
@@ -210,10 +217,21 @@ const START_ATTEMPTS: &str = concat!(
     WHERE NOT EXISTS (SELECT 1 FROM written w WHERE w.challenge_id = l.challenge_id)"
 );
 
-/// The outcomes of a batch in one statement: `locked` as for [`START_ATTEMPTS`]; `chosen` is,
-/// per challenge, the first request by arrival whose fencing `attempts` is the row's while it
-/// is APPROVING; the update writes those and returns each with its slot.
-const FINISH_ATTEMPTS: &str = concat!(
+/// The outcomes of a batch and their audit events in one statement, so that a batch is one
+/// round trip that commits by itself (no `BEGIN` and `COMMIT` round trips around it):
+/// `audited` inserts every request's event (bound after the outcomes' nine arrays, from `$10`),
+/// `locked` is as for [`START_ATTEMPTS`]; `chosen` is, per challenge, the first request by
+/// arrival whose fencing `attempts` is the row's while it is APPROVING; the update writes
+/// those and returns each with its slot.
+static FINISH_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH audited AS ({}), {FINISH_OUTCOMES}",
+        audit::insert_at(10)
+    )
+});
+
+/// [`FINISH_ATTEMPTS`] after its `audited` clause.
+const FINISH_OUTCOMES: &str = concat!(
     locked_in_id_order!(),
     ",
     chosen AS (
@@ -265,24 +283,22 @@ pub async fn finish_attempt(
     Ok(written.into_iter().next().flatten())
 }
 
-/// [`finish_attempt`] for many requests inside the caller's transaction, one answer per request
-/// in order, in one statement ([`FINISH_ATTEMPTS`]): it locks the challenges in `challenge_id`
-/// order, then writes every outcome whose fence holds (still APPROVING under that attempt). Of two requests for one challenge at most one
-/// is written: once it is, the challenge is no longer APPROVING, so the other is fenced out as
-/// it would be after it. Every request records its attempt's audit event, fenced out or not,
-/// one insert for the batch.
+/// [`finish_attempt`] for many requests on `conn` (in the caller's transaction, or outside one,
+/// where the statement commits by itself), one answer per request in order, in one statement
+/// ([`FINISH_ATTEMPTS`]): it locks the challenges in `challenge_id` order, then writes every
+/// outcome whose fence holds (still APPROVING under that attempt). Of two requests for one
+/// challenge at most one is written: once it is, the challenge is no longer APPROVING, so the
+/// other is fenced out as it would be after it. Every request records its attempt's audit
+/// event, fenced out or not, in the same statement.
 pub async fn finish_attempts(
     conn: &mut PgConnection,
     requests: &[FinishRequest],
 ) -> sqlx::Result<Vec<Option<Challenge>>> {
-    audit::record(
-        &mut *conn,
-        requests
-            .iter()
-            .map(|r| r.asked.event(r.id, attempt_outcome(&r.outcome))),
-    )
-    .await?;
-    let rows: Vec<SlottedRow> = sqlx::query_as(FINISH_ATTEMPTS)
+    let events: audit::AuditColumns = requests
+        .iter()
+        .map(|r| r.asked.event(r.id, attempt_outcome(&r.outcome)))
+        .collect();
+    let outcomes = sqlx::query_as(FINISH_ATTEMPTS.as_str())
         .bind(requests.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(requests.iter().map(|r| r.attempt).collect::<Vec<_>>())
         .bind(
@@ -332,9 +348,8 @@ pub async fn finish_attempts(
                 .iter()
                 .map(|r| failed(r).is_none_or(|(.., charged)| charged))
                 .collect::<Vec<_>>(),
-        )
-        .fetch_all(&mut *conn)
-        .await?;
+        );
+    let rows: Vec<SlottedRow> = events.bind(outcomes).fetch_all(&mut *conn).await?;
     let (mut written, _) = by_slot(rows);
     Ok((0..requests.len())
         .map(|slot| written.remove(&slot))
