@@ -466,3 +466,31 @@ async fn orders_read(connection: &mut sqlx::PgConnection) -> (i64, i64) {
     .await
     .unwrap()
 }
+
+/// `place_orders` runs with the planner settings its migrations gave it: no scans, hash or
+/// merge joins (so every plan is a nested loop over an index, whatever the statistics), and
+/// generic plans, which that makes safe, so its statements are planned once per connection
+/// rather than on every batch. A later `CREATE OR REPLACE FUNCTION` without them would silently
+/// drop them all.
+#[tokio::test]
+async fn place_orders_keeps_its_planner_settings() {
+    let _machine = shared().await;
+    let shop = TestShop::spawn().await;
+    let settings: Vec<String> =
+        sqlx::query_scalar("SELECT unnest(proconfig) FROM pg_proc WHERE proname = 'place_orders'")
+            .fetch_all(&shop.pool)
+            .await
+            .unwrap();
+    for expected in [
+        "enable_seqscan=off",
+        "enable_hashjoin=off",
+        "enable_mergejoin=off",
+        "plan_cache_mode=force_generic_plan",
+    ] {
+        assert!(
+            settings.iter().any(|setting| setting == expected),
+            "place_orders runs without {expected}: {settings:?}"
+        );
+    }
+    shop.stop().await;
+}
