@@ -187,6 +187,12 @@ pub struct Config {
     #[arg(long, env = "WRITE_BATCH_REFILL_WAIT", default_value = "2ms", value_parser = humantime::parse_duration)]
     pub write_batch_refill_wait: Duration,
 
+    /// How long order-svc's answer that a product has nothing left refuses the product's next
+    /// approvals here (APPROVE_FAILED OUT_OF_STOCK, no call); a restock is seen at most this
+    /// long after that answer. 0 calls order-svc for every approval.
+    #[arg(long, env = "SOLD_OUT_TTL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub sold_out_ttl: Duration,
+
     /// Timeout of one attempt of an order-svc call.
     #[arg(long, env = "ORDER_ATTEMPT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub order_attempt_timeout: Duration,

@@ -34,6 +34,7 @@ pub mod orders;
 pub mod repository;
 pub mod saga;
 pub mod service;
+pub mod sold_out;
 pub mod startup;
 pub mod write_batch;
 

@@ -10,6 +10,7 @@
 //! | `approval_completer_runs_total` | counter | completer rounds |
 //! | `approval_completer_redrives_total{kind}` | counter | challenges the completer drove: `approval` (stale APPROVING or due retry) or `revoke` |
 //! | `db_pool_connections{pool="approval",state}` | gauge | pool connections `in_use` / `idle` |
+//! | `approval_sold_out_refusals_total` | counter | attempts refused OUT_OF_STOCK without a call, the product remembered sold out (also counted in `approval_approvals_total`) |
 //! | `approval_write_batch_size{write}` | histogram | requests per group-committed transaction of the saga's writes: `start` (intents) or `finish` (outcomes) |
 //!
 //! The checker's `consistency_*` families are recorded, described and registered in
@@ -35,6 +36,7 @@ const DEAD_LETTERS: &str = "approval_dead_letters";
 const COMPLETER_RUNS: &str = "approval_completer_runs_total";
 const COMPLETER_REDRIVES: &str = "approval_completer_redrives_total";
 const POOL_CONNECTIONS: &str = "db_pool_connections";
+const SOLD_OUT_REFUSALS: &str = "approval_sold_out_refusals_total";
 
 /// Installs the process's recorder (if not yet), describes every family, exports the counters
 /// at 0 for each known label value (the per-RPC ones for every method and code too) and sets
@@ -50,6 +52,7 @@ pub async fn register(pool: &PgPool) {
             .increment(0);
     }
     metrics::counter!(COMPLETER_RUNS).increment(0);
+    metrics::counter!(SOLD_OUT_REFUSALS).increment(0);
     for kind in ["approval", "revoke"] {
         metrics::counter!(COMPLETER_REDRIVES, "kind" => kind).increment(0);
     }
@@ -70,6 +73,10 @@ fn describe() {
     describe_counter!(
         APPROVALS,
         "Approval attempts by outcome: status approved, or approve_failed with the failure reason."
+    );
+    describe_counter!(
+        SOLD_OUT_REFUSALS,
+        "Approval attempts refused OUT_OF_STOCK without a call to order-svc, the product remembered sold out (also counted in approval_approvals_total)."
     );
     describe_gauge!(CHALLENGES, "Challenges per state (sampled).");
     describe_gauge!(
@@ -104,6 +111,13 @@ pub fn attempt_finished(outcome: &AttemptOutcome) {
             .increment(1);
         }
     }
+}
+
+/// Records an attempt refused OUT_OF_STOCK from the sold-out memory, without a call.
+pub fn refused_sold_out() {
+    metrics::counter!(APPROVALS, "status" => "approve_failed", "reason" => FailureReason::OutOfStock.as_str())
+        .increment(1);
+    metrics::counter!(SOLD_OUT_REFUSALS).increment(1);
 }
 
 /// Records one group-committed batch of `write` (`start` or `finish`) holding `requests`.

@@ -17,6 +17,7 @@ use resilience::{
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
+use tonic_types::StatusExt;
 use uuid::Uuid;
 
 use crate::domain::{Challenge, FailureReason};
@@ -283,6 +284,16 @@ fn outcome_unknown(reason: FailureReason, status: &Status, key_sent_before: bool
 /// shedding on its only attempt): it changed nothing in order-svc and tells nothing about it.
 pub fn never_sent(status: &Status) -> bool {
     resilience::errors::never_left_the_process(status)
+}
+
+/// Whether order-svc answered that the product has nothing left: OUT_OF_STOCK with
+/// `available` 0 in its `ErrorInfo`, which refuses any quantity (one that says some units are
+/// left refused only a larger quantity).
+pub fn nothing_left(status: &Status) -> bool {
+    status.get_details_error_info().is_some_and(|info| {
+        Reason::parse(&info.reason) == Some(Reason::OutOfStock)
+            && info.metadata.get("available").map(String::as_str) == Some("0")
+    })
 }
 
 /// The reason the last answer alone would give.

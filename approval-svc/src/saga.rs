@@ -16,9 +16,12 @@ use crate::domain::Operation;
 use crate::domain::{AttemptOutcome, Challenge, FailureReason, NextStep, Status, Transition};
 use crate::error::ApprovalError;
 use crate::failpoints::FailurePoints;
-use crate::orders::{OrderGateway, classify, earlier_attempts, failure_message, never_sent};
+use crate::orders::{
+    OrderGateway, classify, earlier_attempts, failure_message, never_sent, nothing_left,
+};
 use crate::repository::attempts::{self, FinishError, FinishRequest, StartRequest};
 use crate::repository::challenges;
+use crate::sold_out::SoldOutMemory;
 use crate::write_batch::{self, WriteBatches};
 
 /// Timing and retry policy of the saga.
@@ -42,6 +45,9 @@ pub struct SagaSettings {
     pub jitter: JitterRng,
     /// How long a batch of the attempts' writes may wait for the callers of the last one.
     pub write_refill_wait: Duration,
+    /// How long order-svc's answer that a product has nothing left refuses its approvals
+    /// without a call ([`crate::sold_out`]); zero calls every time.
+    pub sold_out_ttl: Duration,
 }
 
 /// Runs approvals and revokes against the database and order-svc.
@@ -53,6 +59,8 @@ pub struct Saga {
     failure_points: FailurePoints,
     /// The attempts' writes, group-committed.
     writes: WriteBatches,
+    /// Products order-svc answered sold out moments ago.
+    sold_out: SoldOutMemory,
 }
 
 impl Saga {
@@ -64,12 +72,15 @@ impl Saga {
         settings: SagaSettings,
         failure_points: FailurePoints,
     ) -> Self {
+        let sold_out = SoldOutMemory::new(settings.sold_out_ttl);
         Self {
             writes: WriteBatches::new(
                 pool.clone(),
                 write_batch::DEFAULT_MAX_BATCH,
                 settings.write_refill_wait,
+                sold_out.clone(),
             ),
+            sold_out,
             pool,
             orders,
             settings,
@@ -143,6 +154,10 @@ impl Saga {
     ) -> Result<Challenge, ApprovalError> {
         let (id, operation, asked) = (request.id, request.operation, request.asked.clone());
         match self.writes.start_attempt(request).await? {
+            Transition::Applied(challenge) if challenge.status() == Status::ApproveFailed => {
+                crate::metrics::refused_sold_out();
+                Ok(challenge)
+            }
             Transition::Applied(challenge) => self.drive_approval(challenge, deadline, asked).await,
             unapplied => operation.answer(id, unapplied),
         }
@@ -163,8 +178,16 @@ impl Saga {
         // phase needs (3 KB instead of 18 KB, allocated and moved once per approval); the
         // call's state (6 KB) lives only while the call does.
         let outcome = match Box::pin(self.orders.create_order(&challenge, budget)).await {
-            Ok(order) => self.answered(&challenge, &order),
-            Err(status) => self.failed(&challenge, &status),
+            Ok(order) => {
+                self.sold_out.forget(challenge.product_id);
+                self.answered(&challenge, &order)
+            }
+            Err(status) => {
+                if nothing_left(&status) {
+                    self.sold_out.remember(challenge.product_id);
+                }
+                self.failed(&challenge, &status)
+            }
         };
         crate::metrics::attempt_finished(&outcome);
         // Every attempt is in the audit trail and the metrics; at a flash sale's rate a log
@@ -249,7 +272,10 @@ impl Saga {
             .cancel_order(order_id, &challenge.decision_reason, budget)
             .await
         {
-            Ok(_) => tracing::info!(%order_id, "order cancelled"),
+            Ok(_) => {
+                self.sold_out.forget(challenge.product_id);
+                tracing::info!(%order_id, "order cancelled");
+            }
             Err(status) => {
                 tracing::warn!(
                     %order_id,
@@ -402,6 +428,7 @@ mod tests {
             },
             jitter: JitterRng::seed_from_u64(15),
             write_refill_wait: Duration::ZERO,
+            sold_out_ttl: Duration::ZERO,
         };
         Saga::new(pool, orders, settings, FailurePoints::default())
     }

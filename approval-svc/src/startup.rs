@@ -137,6 +137,7 @@ impl Application {
                 },
                 jitter: JitterRng::thread(),
                 write_refill_wait: config.write_batch_refill_wait,
+                sold_out_ttl: config.sold_out_ttl,
             },
             config.failure_points.clone(),
         ));

@@ -20,6 +20,7 @@ use sqlx::PgPool;
 
 use crate::domain::{Challenge, Transition};
 use crate::repository::attempts::{self, BatchError, FinishRequest, StartRequest};
+use crate::sold_out::SoldOutMemory;
 
 /// Largest batch of one kind: large enough for every caller of a busy instance, small enough
 /// that one statement's arrays stay modest.
@@ -37,8 +38,14 @@ pub struct WriteBatches {
 
 impl WriteBatches {
     /// Queues over `pool`, batches of at most `max_batch` requests each, refilled under load for
-    /// at most `refill_wait`.
-    pub fn new(pool: PgPool, max_batch: usize, refill_wait: Duration) -> Self {
+    /// at most `refill_wait`; an intent batch refuses the approvals of the products `sold_out`
+    /// remembers as it is sent.
+    pub fn new(
+        pool: PgPool,
+        max_batch: usize,
+        refill_wait: Duration,
+        sold_out: SoldOutMemory,
+    ) -> Self {
         let batching = Batching {
             max_batch,
             refill: Refill {
@@ -48,11 +55,12 @@ impl WriteBatches {
         let start_pool = pool.clone();
         let starts = GroupCommit::new(batching, move |requests: Vec<StartRequest>| {
             let pool = start_pool.clone();
+            let sold_out = sold_out.clone();
             async move {
                 crate::metrics::write_batch("start", requests.len());
                 let written = async {
                     let mut conn = pool.acquire().await?;
-                    attempts::start_attempts(&mut conn, &requests).await
+                    attempts::start_attempts(&mut conn, &requests, &sold_out.sold_out()).await
                 }
                 .await;
                 answers(written, requests.len())

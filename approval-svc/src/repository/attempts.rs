@@ -86,7 +86,7 @@ pub enum BatchError {
 /// fresh retry budget, as the old key's attempts say nothing about it.
 pub async fn start_attempt(pool: &PgPool, request: StartRequest) -> sqlx::Result<Transition> {
     let mut tx = pool.begin().await?;
-    let mut transitions = start_attempts(&mut tx, &[request]).await?;
+    let mut transitions = start_attempts(&mut tx, &[request], &[]).await?;
     tx.commit().await?;
     Ok(transitions.pop().unwrap_or(Transition::Missing))
 }
@@ -100,6 +100,10 @@ pub async fn start_attempt(pool: &PgPool, request: StartRequest) -> sqlx::Result
 /// request that does not start records its audit event here (a duplicate's `REPLAYED`, a
 /// refusal's reason), one insert for the batch, skipped when every request started.
 ///
+/// A request for a challenge whose product is in `sold_out` is refused in the same statement:
+/// APPROVE_FAILED `OUT_OF_STOCK`, written with its audit event, and answered as applied (the
+/// caller does not call order-svc for it).
+///
 /// Outside a transaction (the group commit's way: no `BEGIN` and `COMMIT` round trips) the
 /// statement commits by itself and the events follow in their own: the requests they record
 /// changed nothing, so nothing need commit with them. Should that insert fail, every request
@@ -108,8 +112,18 @@ pub async fn start_attempt(pool: &PgPool, request: StartRequest) -> sqlx::Result
 pub async fn start_attempts(
     conn: &mut PgConnection,
     requests: &[StartRequest],
+    sold_out: &[Uuid],
 ) -> sqlx::Result<Vec<Transition>> {
-    let rows: Vec<SlottedRow> = sqlx::query_as(START_ATTEMPTS)
+    // Bound only while some product is remembered: most batches refuse nothing.
+    let refusal_events: audit::AuditColumns = if sold_out.is_empty() {
+        audit::AuditColumns::default()
+    } else {
+        requests
+            .iter()
+            .map(|r| r.asked.event(r.id, FailureReason::OutOfStock.as_str()))
+            .collect()
+    };
+    let statement = sqlx::query_as(START_ATTEMPTS.as_str())
         .bind(requests.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(requests.iter().map(|r| r.from.as_str()).collect::<Vec<_>>())
         .bind(
@@ -125,8 +139,9 @@ pub async fn start_attempts(
                 .collect::<Vec<_>>(),
         )
         .bind(requests.iter().map(|r| micros(r.lease)).collect::<Vec<_>>())
-        .fetch_all(&mut *conn)
-        .await?;
+        .bind(sold_out)
+        .bind(SOLD_OUT_MESSAGE);
+    let rows: Vec<SlottedRow> = refusal_events.bind(statement).fetch_all(&mut *conn).await?;
     // Each row is decoded once and cloned only for a request that did not apply, which sees
     // the row as the batch left it (written by another request of the batch, or not at all).
     let (written, unwritten) = by_slot(rows);
@@ -175,19 +190,36 @@ macro_rules! locked_in_id_order {
     };
 }
 
+/// The message of an attempt refused because its product is remembered sold out.
+pub const SOLD_OUT_MESSAGE: &str = "order-svc answered moments ago that this product has \
+     nothing left, so no order was requested; RetryApproval asks again";
+
 /// The intents of a batch in one statement, so that a batch costs one round trip and each row
 /// is read and decoded once. `locked` takes the batch's rows (`locked_in_id_order!`); `chosen`
 /// is, per challenge, the first request by arrival (`slot`) whose `from` is the row's state;
 /// `written` moves those to APPROVING. Every locked row comes back once: as written, with the slot that applied, or as
 /// it stood. After ORDER_CANCELLED the attempt takes the request's new key and a fresh retry
 /// budget (see [`start_attempt`]).
-const START_ATTEMPTS: &str = concat!(
-    "WITH ",
-    locked_in_id_order!(),
-    ",
+///
+/// A challenge whose product is in `$6` (remembered sold out, [`crate::sold_out`]) is written
+/// straight to APPROVE_FAILED `OUT_OF_STOCK` with the message `$7` instead: an attempt that sent
+/// nothing, so it takes a key and a fencing token but no retry budget (as a call the local
+/// breaker refused), and `refusals_audited` records its event (bound from `$8`, one per
+/// request) with it.
+static START_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH {}, {START_CHOSEN}, refusals_audited AS ({}) {START_ANSWERS}",
+        locked_in_id_order!(),
+        audited_refusals(8),
+    )
+});
+
+/// [`START_ATTEMPTS`]'s choice and write.
+const START_CHOSEN: &str = "
     chosen AS (
         SELECT DISTINCT ON (i.id) i.*,
-               l.failure_reason IS NOT DISTINCT FROM 'ORDER_CANCELLED' AS fresh_key
+               l.failure_reason IS NOT DISTINCT FROM 'ORDER_CANCELLED' AS fresh_key,
+               l.product_id = ANY($6::uuid[]) AS sold_out
         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[])
              WITH ORDINALITY AS i(id, from_status, new_key, approver, lease_us, slot)
         JOIN locked l ON l.challenge_id = i.id AND l.status = i.from_status
@@ -195,27 +227,46 @@ const START_ATTEMPTS: &str = concat!(
     ),
     written AS (
         UPDATE challenges c SET
-            status = 'APPROVING',
+            status = CASE WHEN i.sold_out THEN 'APPROVE_FAILED' ELSE 'APPROVING' END,
             idempotency_key = CASE WHEN i.fresh_key THEN i.new_key
                                    ELSE COALESCE(c.idempotency_key, i.new_key) END,
-            budget_start = CASE WHEN i.fresh_key THEN c.attempts ELSE c.budget_start END,
+            budget_start = CASE WHEN i.fresh_key THEN c.attempts ELSE c.budget_start END
+                           + CASE WHEN i.sold_out THEN 1 ELSE 0 END,
             attempts = c.attempts + 1,
             approver = COALESCE(i.approver, c.approver),
-            lease_expires_at = now() + i.lease_us * interval '1 microsecond',
-            failure_reason = NULL,
-            failure_message = '',
+            lease_expires_at = CASE WHEN i.sold_out THEN NULL
+                                    ELSE now() + i.lease_us * interval '1 microsecond' END,
+            failure_reason = CASE WHEN i.sold_out THEN 'OUT_OF_STOCK' END,
+            failure_message = CASE WHEN i.sold_out THEN $7 ELSE '' END,
             dead_lettered = false,
             next_attempt_at = NULL,
             updated_at = now()
         FROM chosen i
         WHERE c.challenge_id = i.id
         RETURNING i.slot AS applied_slot, c.*
-    )
+    )";
+
+/// [`START_ATTEMPTS`]'s answer: every locked row once.
+const START_ANSWERS: &str = "
     SELECT * FROM written
     UNION ALL
     SELECT NULL, l.* FROM locked l
-    WHERE NOT EXISTS (SELECT 1 FROM written w WHERE w.challenge_id = l.challenge_id)"
-);
+    WHERE NOT EXISTS (SELECT 1 FROM written w WHERE w.challenge_id = l.challenge_id)";
+
+/// The insert of the events bound at `$first`… (one per request, by slot) of the requests
+/// that `written` refused as sold out.
+fn audited_refusals(first: usize) -> String {
+    let [ids, actors, actions, targets, outcomes, requests] =
+        std::array::from_fn::<usize, 6, _>(|column| first + column);
+    format!(
+        "INSERT INTO audit_events (event_id, actor, action, target_id, outcome, request_id)
+         SELECT e.event_id, e.actor, e.action, e.target_id, e.outcome, e.request_id
+         FROM unnest(${ids}::uuid[], ${actors}::text[], ${actions}::text[], ${targets}::text[],
+                     ${outcomes}::text[], ${requests}::text[])
+              WITH ORDINALITY AS e(event_id, actor, action, target_id, outcome, request_id, slot)
+         JOIN written w ON w.applied_slot = e.slot AND w.status = 'APPROVE_FAILED'"
+    )
+}
 
 /// The outcomes of a batch and their audit events in one statement, so that a batch is one
 /// round trip that commits by itself (no `BEGIN` and `COMMIT` round trips around it):

@@ -13,6 +13,7 @@ use approval_svc::domain::{
 use approval_svc::error::ApprovalError;
 use approval_svc::repository::attempts::{self, BatchError, FinishRequest, StartRequest};
 use approval_svc::repository::challenges;
+use approval_svc::sold_out::SoldOutMemory;
 use approval_svc::write_batch::WriteBatches;
 use lab_common::audit::Caller;
 use lab_proto::approval::v1 as apb;
@@ -311,6 +312,7 @@ async fn large_batches_find_their_rows_by_primary_key() {
                 .iter()
                 .map(|id| start(*id, Status::Pending))
                 .collect::<Vec<_>>(),
+            &[],
         )
         .await
         .unwrap();
@@ -375,7 +377,9 @@ async fn a_start_batch_decides_each_request_as_single_writes_would() {
             start_as(third, Status::ApproveFailed, "6"),
         ];
         let mut tx = pool.begin().await.unwrap();
-        let transitions = attempts::start_attempts(&mut tx, &requests).await.unwrap();
+        let transitions = attempts::start_attempts(&mut tx, &requests, &[])
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
 
         let seen: Vec<_> = transitions
@@ -535,7 +539,12 @@ async fn a_failed_batch_fails_its_callers_and_the_next_batch_works() {
     bounded(async {
         let pool = migrated_pool().await;
         let id = pending(&pool).await;
-        let batches = WriteBatches::new(pool.clone(), 16, Duration::ZERO);
+        let batches = WriteBatches::new(
+            pool.clone(),
+            16,
+            Duration::ZERO,
+            SoldOutMemory::new(Duration::ZERO),
+        );
         // A lease past the end of time: PostgreSQL refuses the timestamp.
         let mut overflowing = start(id, Status::Pending);
         overflowing.lease = Duration::MAX;
