@@ -100,9 +100,9 @@ pub async fn start_attempt(pool: &PgPool, request: StartRequest) -> sqlx::Result
 /// request that does not start records its audit event here (a duplicate's `REPLAYED`, a
 /// refusal's reason), one insert for the batch, skipped when every request started.
 ///
-/// A request for a challenge whose product is in `sold_out` is refused in the same statement:
-/// APPROVE_FAILED `OUT_OF_STOCK`, written with its audit event, and answered as applied (the
-/// caller does not call order-svc for it).
+/// A request for a challenge whose product is in `sold_out`, and whose attempt takes a key
+/// never sent, is refused in the same statement: APPROVE_FAILED `OUT_OF_STOCK`, written with its
+/// audit event, and answered as applied (the caller does not call order-svc for it).
 ///
 /// Outside a transaction (the group commit's way: no `BEGIN` and `COMMIT` round trips) the
 /// statement commits by itself and the events follow in their own: the requests they record
@@ -202,10 +202,12 @@ pub const SOLD_OUT_MESSAGE: &str = "order-svc answered moments ago that this pro
 /// budget (see [`start_attempt`]).
 ///
 /// A challenge whose product is in `$6` (remembered sold out, [`crate::sold_out`]) is written
-/// straight to APPROVE_FAILED `OUT_OF_STOCK` with the message `$7` instead: an attempt that sent
-/// nothing, so it takes a key and a fencing token but no retry budget (as a call the local
-/// breaker refused), and `refusals_audited` records its event (bound from `$8`, one per
-/// request) with it.
+/// straight to APPROVE_FAILED `OUT_OF_STOCK` with the message `$7` instead, but only when its
+/// attempt takes a key never sent before (it had none, or the old one's order was cancelled):
+/// under a key already sent, order-svc may hold an order whose reply was lost, and only a call
+/// can replay it. Such a refusal sent nothing, so it takes a key and a fencing token but no
+/// retry budget (as a call the local breaker refused), and `refusals_audited` records its event
+/// (bound from `$8`, one per request) with it.
 static START_ATTEMPTS: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH {}, {START_CHOSEN}, refusals_audited AS ({}) {START_ANSWERS}",
@@ -219,7 +221,9 @@ const START_CHOSEN: &str = "
     chosen AS (
         SELECT DISTINCT ON (i.id) i.*,
                l.failure_reason IS NOT DISTINCT FROM 'ORDER_CANCELLED' AS fresh_key,
-               l.product_id = ANY($6::uuid[]) AS sold_out
+               l.product_id = ANY($6::uuid[])
+                   AND (l.idempotency_key IS NULL
+                        OR l.failure_reason IS NOT DISTINCT FROM 'ORDER_CANCELLED') AS sold_out
         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bigint[])
              WITH ORDINALITY AS i(id, from_status, new_key, approver, lease_us, slot)
         JOIN locked l ON l.challenge_id = i.id AND l.status = i.from_status

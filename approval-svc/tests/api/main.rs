@@ -19,6 +19,7 @@ mod ops;
 mod outage;
 mod recovery;
 mod revoke;
+mod sold_out;
 #[path = "../../../common/tests/support/auth.rs"]
 mod support;
 mod tls;
