@@ -154,6 +154,7 @@ impl Saga {
     ) -> Result<Challenge, ApprovalError> {
         let (id, operation, asked) = (request.id, request.operation, request.asked.clone());
         match self.writes.start_attempt(request).await? {
+            // Refused in the intent's own write: the product is remembered sold out.
             Transition::Applied(challenge) if challenge.status() == Status::ApproveFailed => {
                 crate::metrics::refused_sold_out();
                 Ok(challenge)

@@ -257,6 +257,17 @@ impl ApprovalSvc {
         config
     }
 
+    /// [`Self::config`] for an instance whose completer never runs after start-up and whose
+    /// checker runs only on demand, so the test alone decides every attempt; one attempt per
+    /// order-svc call.
+    pub(crate) fn driven_by_hand(database_url: &str, order: &OrderSvc) -> Config {
+        let mut config = Self::config(database_url, &order.url());
+        config.completer_period = Duration::from_secs(3600);
+        config.check_interval = Duration::ZERO;
+        config.order_call_attempts = 1;
+        config
+    }
+
     /// Starts approval-svc with `config`.
     pub(crate) async fn start(config: Config) -> Self {
         let app = Application::build(config)
@@ -341,6 +352,35 @@ impl ApprovalSvc {
             .approve_challenge(apb::ApproveChallengeRequest {
                 challenge_id: challenge_id.into(),
                 approver: "admin".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .challenge
+            .unwrap()
+    }
+
+    /// RetryApproval of a challenge; the response's challenge.
+    pub(crate) async fn retry(&self, challenge_id: &str) -> apb::Challenge {
+        self.client()
+            .await
+            .retry_approval(apb::RetryApprovalRequest {
+                challenge_id: challenge_id.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .challenge
+            .unwrap()
+    }
+
+    /// RevokeApproval of a challenge; the response's challenge.
+    pub(crate) async fn revoke(&self, challenge_id: &str) -> apb::Challenge {
+        self.client()
+            .await
+            .revoke_approval(apb::RevokeApprovalRequest {
+                challenge_id: challenge_id.into(),
+                reason: "cheated".into(),
             })
             .await
             .unwrap()

@@ -5,21 +5,6 @@ use lab_proto::approval::v1 as apb;
 
 use crate::helpers::*;
 
-async fn revoke(approval: &ApprovalSvc, challenge_id: &str) -> apb::Challenge {
-    approval
-        .client()
-        .await
-        .revoke_approval(apb::RevokeApprovalRequest {
-            challenge_id: challenge_id.into(),
-            reason: "cheated".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .challenge
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoke_returns_the_stock_exactly_once() {
     bounded(async {
@@ -32,13 +17,13 @@ async fn revoke_returns_the_stock_exactly_once() {
         assert_eq!(status(&approved), apb::ChallengeStatus::Approved);
         assert_eq!(order.get_product(&product.product_id).await.stock, 7);
 
-        let revoked = revoke(&approval, &challenge.challenge_id).await;
+        let revoked = approval.revoke(&challenge.challenge_id).await;
         assert_eq!(status(&revoked), apb::ChallengeStatus::Revoked);
         assert_eq!(revoked.decision_reason, "cheated");
         assert_eq!(order.get_product(&product.product_id).await.stock, 10);
 
         // Repeats return the challenge as it stands and give nothing back twice.
-        let again = revoke(&approval, &challenge.challenge_id).await;
+        let again = approval.revoke(&challenge.challenge_id).await;
         assert_eq!(status(&again), apb::ChallengeStatus::Revoked);
         assert_eq!(order.get_product(&product.product_id).await.stock, 10);
         let orders = order.orders(&product.product_id).await;
@@ -63,7 +48,7 @@ async fn crash_between_cancel_and_final_write_is_finished_by_the_completer() {
         approval.approve(&challenge.challenge_id).await;
 
         approval.failure_points.fail_next_revoke_commits(1);
-        let answered = revoke(&approval, &challenge.challenge_id).await;
+        let answered = approval.revoke(&challenge.challenge_id).await;
         assert_eq!(status(&answered), apb::ChallengeStatus::Revoking);
         assert_eq!(order.get_product(&product.product_id).await.stock, 10);
 

@@ -12,44 +12,11 @@ use tokio::sync::Barrier;
 
 use crate::helpers::*;
 
-/// An instance that remembers a sold-out product for `ttl`, whose completer stays out of the
-/// way (the test decides every attempt), one attempt per order-svc call.
-fn remembering(database: &str, order: &OrderSvc, ttl: Duration) -> approval_svc::Config {
-    let mut config = ApprovalSvc::config(database, &order.url());
+/// An instance driven by hand that remembers a sold-out product for `ttl`, on a fresh database.
+async fn remembering(order: &OrderSvc, ttl: Duration) -> ApprovalSvc {
+    let mut config = ApprovalSvc::driven_by_hand(&fresh_database().await, order);
     config.sold_out_ttl = ttl;
-    config.completer_period = Duration::from_secs(3600);
-    config.check_interval = Duration::ZERO;
-    config.order_call_attempts = 1;
-    config
-}
-
-async fn retry(approval: &ApprovalSvc, challenge_id: &str) -> apb::Challenge {
-    approval
-        .client()
-        .await
-        .retry_approval(apb::RetryApprovalRequest {
-            challenge_id: challenge_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .challenge
-        .unwrap()
-}
-
-async fn revoke(approval: &ApprovalSvc, challenge_id: &str) -> apb::Challenge {
-    approval
-        .client()
-        .await
-        .revoke_approval(apb::RevokeApprovalRequest {
-            challenge_id: challenge_id.into(),
-            reason: "cheated".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .challenge
-        .unwrap()
+    ApprovalSvc::start(config).await
 }
 
 /// Sells the product's one unit to a first challenge and lets a second one hear OUT_OF_STOCK
@@ -81,12 +48,7 @@ async fn sell_out(
 async fn a_product_answered_sold_out_is_refused_without_a_call() {
     bounded(async {
         let mut order = OrderSvc::start().await;
-        let approval = ApprovalSvc::start(remembering(
-            &fresh_database().await,
-            &order,
-            Duration::from_secs(600),
-        ))
-        .await;
+        let approval = remembering(&order, Duration::from_secs(600)).await;
         let product = order.product(1).await;
         let other = order.product(5).await;
         sell_out(&approval, &product).await;
@@ -152,12 +114,7 @@ async fn a_product_answered_sold_out_is_refused_without_a_call() {
 async fn a_key_sent_before_always_calls() {
     bounded(async {
         let (order, faults) = OrderSvc::start_with_faults().await;
-        let approval = ApprovalSvc::start(remembering(
-            &fresh_database().await,
-            &order,
-            Duration::from_secs(600),
-        ))
-        .await;
+        let approval = remembering(&order, Duration::from_secs(600)).await;
         let product = order.product(1).await;
         let lost = approval.submit(&product.product_id, 1).await.challenge_id;
         faults.set_from_str("CreateOrder:drop_response").unwrap();
@@ -172,7 +129,7 @@ async fn a_key_sent_before_always_calls() {
             .await;
         assert_eq!(failure(&told), apb::ApprovalFailureReason::OutOfStock);
 
-        let replayed = retry(&approval, &lost).await;
+        let replayed = approval.retry(&lost).await;
         assert_eq!(
             status(&replayed),
             apb::ChallengeStatus::Approved,
@@ -189,12 +146,7 @@ async fn a_key_sent_before_always_calls() {
 async fn a_cancel_by_this_instance_forgets_the_product() {
     bounded(async {
         let order = OrderSvc::start().await;
-        let approval = ApprovalSvc::start(remembering(
-            &fresh_database().await,
-            &order,
-            Duration::from_secs(600),
-        ))
-        .await;
+        let approval = remembering(&order, Duration::from_secs(600)).await;
         let product = order.product(1).await;
         let (sold, _) = sell_out(&approval, &product).await;
         let refused = approval
@@ -202,7 +154,7 @@ async fn a_cancel_by_this_instance_forgets_the_product() {
             .await;
         assert_eq!(refused.failure_message, SOLD_OUT_MESSAGE);
 
-        let revoked = revoke(&approval, &sold.challenge_id).await;
+        let revoked = approval.revoke(&sold.challenge_id).await;
         assert_eq!(status(&revoked), apb::ChallengeStatus::Revoked);
         let next = approval
             .approve(&approval.submit(&product.product_id, 1).await.challenge_id)
@@ -220,7 +172,7 @@ async fn a_restock_is_seen_once_the_memory_expires() {
     bounded(async {
         let ttl = Duration::from_millis(300);
         let order = OrderSvc::start().await;
-        let approval = ApprovalSvc::start(remembering(&fresh_database().await, &order, ttl)).await;
+        let approval = remembering(&order, ttl).await;
         let product = order.product(1).await;
         sell_out(&approval, &product).await;
         order

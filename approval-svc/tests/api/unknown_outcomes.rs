@@ -9,30 +9,6 @@ use lab_proto::order::v1 as opb;
 
 use crate::helpers::*;
 
-/// An instance whose completer never runs after start-up and whose checker runs only on
-/// demand, so the test alone decides every attempt; one attempt per order-svc call.
-fn driven_by_hand(database: &str, order: &OrderSvc) -> approval_svc::Config {
-    let mut config = ApprovalSvc::config(database, &order.url());
-    config.completer_period = Duration::from_secs(3600);
-    config.check_interval = Duration::ZERO;
-    config.order_call_attempts = 1;
-    config
-}
-
-async fn retry(approval: &ApprovalSvc, challenge_id: &str) -> apb::Challenge {
-    approval
-        .client()
-        .await
-        .retry_approval(apb::RetryApprovalRequest {
-            challenge_id: challenge_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .challenge
-        .unwrap()
-}
-
 async fn cancel(order: &OrderSvc, order_id: &str) {
     order
         .client()
@@ -53,7 +29,7 @@ async fn cancel(order: &OrderSvc, order_id: &str) {
 async fn a_replayed_cancelled_order_is_order_cancelled_and_a_manual_retry_uses_a_new_key() {
     bounded(async {
         let (order, faults) = OrderSvc::start_with_faults().await;
-        let mut config = driven_by_hand(&fresh_database().await, &order);
+        let mut config = ApprovalSvc::driven_by_hand(&fresh_database().await, &order);
         config.max_attempts = 2;
         let approval = ApprovalSvc::start(config).await;
         let product = order.product(5).await;
@@ -72,7 +48,7 @@ async fn a_replayed_cancelled_order_is_order_cancelled_and_a_manual_retry_uses_a
         assert_eq!(orders[0].idempotency_key, lost.idempotency_key);
         cancel(&order, &orders[0].order_id).await;
 
-        let replayed = retry(&approval, &id).await;
+        let replayed = approval.retry(&id).await;
         assert_eq!(
             status(&replayed),
             apb::ChallengeStatus::ApproveFailed,
@@ -99,7 +75,7 @@ async fn a_replayed_cancelled_order_is_order_cancelled_and_a_manual_retry_uses_a
         faults
             .set_from_str("CreateOrder:error=UNAVAILABLE")
             .unwrap();
-        let restarted = retry(&approval, &id).await;
+        let restarted = approval.retry(&id).await;
         faults.clear();
         assert_ne!(restarted.idempotency_key, lost.idempotency_key);
         assert_eq!(
@@ -110,7 +86,7 @@ async fn a_replayed_cancelled_order_is_order_cancelled_and_a_manual_retry_uses_a
             !restarted.dead_lettered && restarted.next_attempt_at.is_some(),
             "the new key's first attempt, not the budget's third: {restarted:?}"
         );
-        let fresh = retry(&approval, &id).await;
+        let fresh = approval.retry(&id).await;
         assert_eq!(status(&fresh), apb::ChallengeStatus::Approved, "{fresh:?}");
         assert_eq!(fresh.idempotency_key, restarted.idempotency_key, "kept");
         assert_ne!(fresh.order_id, orders[0].order_id);
@@ -130,7 +106,7 @@ async fn the_completer_records_a_cancelled_replay_as_order_cancelled() {
     bounded(async {
         let (order, faults) = OrderSvc::start_with_faults().await;
         let database = fresh_database().await;
-        let mut config = driven_by_hand(&database, &order);
+        let mut config = ApprovalSvc::driven_by_hand(&database, &order);
         config.max_attempts = 1;
         let by_hand = ApprovalSvc::start(config).await;
         let product = order.product(5).await;
@@ -176,7 +152,7 @@ async fn the_completer_records_a_cancelled_replay_as_order_cancelled() {
         assert_eq!(failure(&driven), apb::ApprovalFailureReason::OrderCancelled);
         assert!(driven.next_attempt_at.is_none() && !driven.dead_lettered);
 
-        let fresh = retry(&completing, &id).await;
+        let fresh = completing.retry(&id).await;
         assert_eq!(status(&fresh), apb::ChallengeStatus::Approved, "{fresh:?}");
         assert_ne!(fresh.idempotency_key, dead.idempotency_key);
         assert_invariants(&order, &completing, &[product.product_id]).await;
@@ -192,7 +168,7 @@ async fn the_completer_records_a_cancelled_replay_as_order_cancelled() {
 async fn a_refusal_after_a_possibly_delivered_attempt_stays_unknown() {
     bounded(async {
         let (order, faults) = OrderSvc::start_with_faults().await;
-        let mut config = driven_by_hand(&fresh_database().await, &order);
+        let mut config = ApprovalSvc::driven_by_hand(&fresh_database().await, &order);
         config.order_call_attempts = 3;
         config.max_attempts = 2;
         let approval = ApprovalSvc::start(config).await;
@@ -213,7 +189,7 @@ async fn a_refusal_after_a_possibly_delivered_attempt_stays_unknown() {
         assert_eq!(order.orders(&product.product_id).await.len(), 1);
 
         // The budget's last attempt meets the same story: a dead letter, not a refusal.
-        let second = retry(&approval, &id).await;
+        let second = approval.retry(&id).await;
         assert_eq!(
             failure(&second),
             apb::ApprovalFailureReason::OrderServiceUnavailable,
@@ -222,7 +198,7 @@ async fn a_refusal_after_a_possibly_delivered_attempt_stays_unknown() {
         assert!(second.dead_lettered, "{second:?}");
 
         faults.clear();
-        let approved = retry(&approval, &id).await;
+        let approved = approval.retry(&id).await;
         assert_eq!(status(&approved), apb::ChallengeStatus::Approved);
         assert_eq!(approved.idempotency_key, first.idempotency_key);
         let orders = order.orders(&product.product_id).await;
@@ -241,7 +217,8 @@ async fn a_refusal_after_a_possibly_delivered_attempt_stays_unknown() {
 async fn a_re_sent_key_is_replayed_even_when_the_product_is_flagged_sold_out() {
     bounded(async {
         let (order, faults) = OrderSvc::start_with_faults().await;
-        let approval = ApprovalSvc::start(driven_by_hand(&fresh_database().await, &order)).await;
+        let approval =
+            ApprovalSvc::start(ApprovalSvc::driven_by_hand(&fresh_database().await, &order)).await;
         let product = order.product(1).await;
         let id = approval.submit(&product.product_id, 1).await.challenge_id;
 
@@ -256,7 +233,7 @@ async fn a_re_sent_key_is_replayed_even_when_the_product_is_flagged_sold_out() {
         let refused = approval.approve(&other).await;
         assert_eq!(failure(&refused), apb::ApprovalFailureReason::OutOfStock);
 
-        let replayed = retry(&approval, &id).await;
+        let replayed = approval.retry(&id).await;
         assert_eq!(
             status(&replayed),
             apb::ChallengeStatus::Approved,
