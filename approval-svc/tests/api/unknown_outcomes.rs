@@ -210,15 +210,17 @@ async fn a_refusal_after_a_possibly_delivered_attempt_stays_unknown() {
 }
 
 /// The lost reply's order took the last unit, so order-svc now refuses that product from its
-/// sold-out flag without asking the database. RetryApproval re-sends the same key: it must reach
-/// the database and replay the order (APPROVED), never be refused OUT_OF_STOCK by the flag while
-/// its order exists (a ghost order and a wrong definitive refusal).
+/// sold-out flag without asking the database, and approval-svc remembers it sold out (for the
+/// whole test: a long `sold_out_ttl`). RetryApproval re-sends the same key: it must reach
+/// order-svc's database and replay the order (APPROVED), never be refused OUT_OF_STOCK by either
+/// memory while its order exists (a ghost order and a wrong definitive refusal).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_re_sent_key_is_replayed_even_when_the_product_is_flagged_sold_out() {
     bounded(async {
         let (order, faults) = OrderSvc::start_with_faults().await;
-        let approval =
-            ApprovalSvc::start(ApprovalSvc::driven_by_hand(&fresh_database().await, &order)).await;
+        let mut config = ApprovalSvc::driven_by_hand(&fresh_database().await, &order);
+        config.sold_out_ttl = Duration::from_secs(600);
+        let approval = ApprovalSvc::start(config).await;
         let product = order.product(1).await;
         let id = approval.submit(&product.product_id, 1).await.challenge_id;
 
@@ -242,6 +244,7 @@ async fn a_re_sent_key_is_replayed_even_when_the_product_is_flagged_sold_out() {
         let orders = order.orders(&product.product_id).await;
         assert_eq!(orders.len(), 1, "still one order");
         assert_eq!(replayed.order_id, orders[0].order_id);
+        assert_invariants(&order, &approval, std::slice::from_ref(&product.product_id)).await;
     })
     .await;
 }
